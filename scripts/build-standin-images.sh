@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Builds the stand-in images the integration tests run, from Debian's own binaries,
+# because no image can be pulled here (see real-software.md, "Images without a pull").
+# Paths inside match the official registry:2 and nginx images, so the same configs serve both.
+#
+# Usage: scripts/build-standin-images.sh [--force] [--verify]
+#   --force   rebuild even if the images exist and are up to date
+#   --verify  run the smoke checks even when nothing was rebuilt
+# An image is rebuilt when missing, when --force is given, or when its inputs (this script,
+# the Debian binaries and libraries it copies) changed since it was built: each image carries
+# a fingerprint label of those inputs.
+set -euo pipefail
+
+REGISTRY_IMAGE=private-registry-standin/registry:2.8.2
+NGINX_IMAGE=private-registry-standin/nginx:1.22.1
+BUSYBOX_IMAGE=private-registry-standin/busybox:test
+FINGERPRINT_LABEL=org.private-registry.standin.fingerprint
+
+REGISTRY_BIN=/usr/bin/docker-registry
+NGINX_BIN=/usr/sbin/nginx
+BUSYBOX_BIN=/bin/busybox
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+
+die() { echo "build-standin-images: $*" >&2; exit 1; }
+log() { echo "build-standin-images: $*" >&2; }
+
+force=0 verify=0
+for arg in "$@"; do
+    case "$arg" in
+        --force) force=1 ;;
+        --verify) verify=1 ;;
+        -h|--help) sed -n '2,11p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+for bin in "$REGISTRY_BIN" "$NGINX_BIN" "$BUSYBOX_BIN"; do
+    [ -x "$bin" ] || die "$bin is missing: apt-get install docker-registry nginx busybox-static"
+done
+command -v docker >/dev/null || die "docker client missing: apt-get install docker.io"
+docker info >/dev/null 2>&1 || die "Docker engine not reachable: run scripts/start-dockerd.sh"
+
+# Concurrent test runs would otherwise race on `docker import` of the same tags.
+exec 9>/tmp/private-registry-standin.lock
+flock 9
+
+# Shared libraries a binary needs, plus its ELF loader, as absolute paths.
+shared_libs() {
+    ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'
+}
+
+# NSS modules resolve names (`registry`, `proxy`) through Docker's embedded DNS; glibc
+# dlopens them, so ldd never lists them.
+nss_libs() {
+    local libdir
+    libdir=$(dirname "$(shared_libs "$1" | grep '/libc\.so' | head -n1)")
+    ls "$libdir"/libnss_files.so.2 "$libdir"/libnss_dns.so.2
+}
+
+fingerprint() {
+    sha256sum "$SELF" "$@" | sha256sum | cut -c1-64
+}
+
+image_fingerprint() {
+    docker image inspect -f "{{ index .Config.Labels \"$FINGERPRINT_LABEL\" }}" "$1" 2>/dev/null || true
+}
+
+copy_into() {  # copy_into ROOT FILE... : same absolute path inside ROOT, symlinks resolved
+    local root=$1 f
+    shift
+    for f in "$@"; do
+        mkdir -p "$root$(dirname "$f")"
+        cp -L "$f" "$root$f"
+    done
+}
+
+# A minimal userland: busybox with its applets, users, and the directories both official
+# images have. nginx without a `user` directive runs workers as nobody:nogroup.
+base_rootfs() {
+    local root=$1 applet
+    mkdir -p "$root"/{bin,etc,root,var/run,run,var/lock,dev,proc,sys}
+    install -d -m 1777 "$root/tmp"
+    cp "$BUSYBOX_BIN" "$root/bin/busybox"
+    for applet in $("$BUSYBOX_BIN" --list); do
+        [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+    done
+    cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+    cat >"$root/etc/group" <<'EOF'
+root:x:0:
+nogroup:x:65534:
+nobody:x:65534:
+EOF
+    printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
+}
+
+import_rootfs() {  # import_rootfs ROOT IMAGE FINGERPRINT CHANGE...
+    local root=$1 image=$2 fp=$3
+    shift 3
+    local changes=(--change "LABEL $FINGERPRINT_LABEL=$fp"
+                   --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    local c
+    for c in "$@"; do changes+=(--change "$c"); done
+    tar --numeric-owner --owner=0 --group=0 -C "$root" -cf - . \
+        | docker import "${changes[@]}" - "$image" >/dev/null
+    log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
+}
+
+build_registry() {
+    local root=$1/registry fp=$2
+    base_rootfs "$root"
+    mkdir -p "$root/etc/docker/registry" "$root/var/lib/registry"
+    cp "$REGISTRY_BIN" "$root/bin/registry"
+    # shellcheck disable=SC2046
+    copy_into "$root" $(shared_libs "$REGISTRY_BIN") $(nss_libs "$REGISTRY_BIN")
+    # The official image's default config, so `docker run` without a mounted config works.
+    cat >"$root/etc/docker/registry/config.yml" <<'EOF'
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+EOF
+    import_rootfs "$root" "$REGISTRY_IMAGE" "$fp" \
+        'ENTRYPOINT ["/bin/registry"]' \
+        'CMD ["serve","/etc/docker/registry/config.yml"]' \
+        'EXPOSE 5000' \
+        'VOLUME ["/var/lib/registry"]'
+}
+
+build_nginx() {
+    local root=$1/nginx fp=$2
+    base_rootfs "$root"
+    mkdir -p "$root/etc/nginx" "$root/var/log/nginx" "$root/var/lib/nginx" "$root/usr/sbin"
+    cp "$NGINX_BIN" "$root/usr/sbin/nginx"
+    # shellcheck disable=SC2046
+    copy_into "$root" $(shared_libs "$NGINX_BIN") $(nss_libs "$NGINX_BIN")
+    # As in the official image: logs go to `docker logs`.
+    ln -s /dev/stdout "$root/var/log/nginx/access.log"
+    ln -s /dev/stderr "$root/var/log/nginx/error.log"
+    cat >"$root/etc/nginx/nginx.conf" <<'EOF'
+events {}
+http {
+    server {
+        listen 80;
+        location / { return 200 "stand-in nginx\n"; }
+    }
+}
+EOF
+    import_rootfs "$root" "$NGINX_IMAGE" "$fp" \
+        'ENTRYPOINT ["/usr/sbin/nginx","-p","/etc/nginx/","-c","/etc/nginx/nginx.conf","-g","daemon off;"]' \
+        'EXPOSE 80'
+}
+
+build_busybox() {
+    local root=$1/busybox fp=$2
+    base_rootfs "$root"
+    import_rootfs "$root" "$BUSYBOX_IMAGE" "$fp" 'CMD ["sh"]'
+}
+
+retry() {  # retry SECONDS CMD... : until CMD succeeds, every 0.2 s
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+# Status line of a GET made with busybox wget from inside a container.
+http_status() {  # http_status CONTAINER URL
+    docker exec "$1" wget -S -O /dev/null "$2" 2>&1 | awk '/^  HTTP\// { s = $2 } END { print s }'
+}
+
+expect_200() {  # expect_200 WHAT CONTAINER URL
+    local status
+    status=$(http_status "$2" "$3")
+    [ "$status" = 200 ] || die "verify: $1: GET $3 from $2 gave '${status:-no answer}', wanted 200"
+}
+
+verify_images() {
+    local id=standin-verify-$$
+    local net=$id-net reg=$id-registry proxy=$id-nginx client=$id-client
+    local conf
+    conf=$(mktemp -d)
+    # shellcheck disable=SC2064
+    trap "docker rm -f -v $reg $proxy $client >/dev/null 2>&1 || true;
+          docker network rm $net >/dev/null 2>&1 || true; rm -rf '$workdir' '$conf'" EXIT
+
+    # Default bridge: no DNS, reach the registry by address from another container.
+    docker run -d --name "$reg" "$REGISTRY_IMAGE" >/dev/null
+    docker run -d --name "$client" "$BUSYBOX_IMAGE" sleep 300 >/dev/null
+    local ip
+    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$reg")
+    retry 15 docker exec "$client" wget -q -O /dev/null "http://$ip:5000/v2/" \
+        || die "verify: registry did not answer on $ip:5000; logs: $(docker logs "$reg" 2>&1 | tail -n 5)"
+    expect_200 "registry on the default bridge" "$client" "http://$ip:5000/v2/"
+    docker exec "$reg" wget -q -O /dev/null http://127.0.0.1:5000/ \
+        || die "verify: the registry healthcheck command failed inside $REGISTRY_IMAGE"
+
+    # User-defined network: names resolve both ways through Docker's DNS; nginx resolves its
+    # upstream `registry` when it loads the config.
+    docker network create "$net" >/dev/null
+    docker network connect --alias registry "$net" "$reg"
+    docker network connect "$net" "$client"
+    cat >"$conf/nginx.conf" <<'EOF'
+events {}
+http {
+    server {
+        listen 80;
+        location = /healthz { return 200 "ok\n"; }
+        location / { proxy_pass http://registry:5000; }
+    }
+}
+EOF
+    docker run -d --name "$proxy" --network "$net" --network-alias proxy \
+        -v "$conf/nginx.conf:/etc/nginx/nginx.conf:ro" "$NGINX_IMAGE" >/dev/null
+    retry 15 docker exec "$client" wget -q -O /dev/null http://proxy/healthz \
+        || die "verify: nginx did not answer; logs: $(docker logs "$proxy" 2>&1 | tail -n 5)"
+    expect_200 "nginx" "$client" http://proxy/healthz
+    expect_200 "registry through nginx" "$client" http://proxy/v2/
+    expect_200 "registry by alias from nginx" "$proxy" http://registry:5000/v2/
+    expect_200 "nginx by alias from the registry" "$reg" http://proxy/healthz
+    docker top "$proxy" -o pid,user,args | grep -Eq "^ *[0-9]+ +nobody +nginx: worker process" \
+        || die "verify: nginx workers do not run as nobody: $(docker top "$proxy" -o pid,user,args)"
+    log "verified: registry /v2/ 200 on the default bridge and via nginx; names resolve both ways"
+}
+
+registry_fp=$(fingerprint "$REGISTRY_BIN" "$BUSYBOX_BIN" $(shared_libs "$REGISTRY_BIN") $(nss_libs "$REGISTRY_BIN"))
+nginx_fp=$(fingerprint "$NGINX_BIN" "$BUSYBOX_BIN" $(shared_libs "$NGINX_BIN") $(nss_libs "$NGINX_BIN"))
+busybox_fp=$(fingerprint "$BUSYBOX_BIN")
+
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+built=0
+for spec in "registry $REGISTRY_IMAGE $registry_fp" "nginx $NGINX_IMAGE $nginx_fp" \
+            "busybox $BUSYBOX_IMAGE $busybox_fp"; do
+    read -r kind image fp <<<"$spec"
+    if [ "$force" = 1 ] || [ "$(image_fingerprint "$image")" != "$fp" ]; then
+        "build_$kind" "$workdir" "$fp"
+        built=1
+    fi
+done
+
+if [ "$built" = 1 ] || [ "$verify" = 1 ]; then
+    verify_images
+else
+    log "images up to date: $REGISTRY_IMAGE $NGINX_IMAGE $BUSYBOX_IMAGE"
+fi
