@@ -1,0 +1,43 @@
+"""The distribution registry's ``config.yml``, as text."""
+
+from __future__ import annotations
+
+import yaml
+
+DATA_DIR = "/var/lib/registry"
+CONFIG_PATH = "/etc/docker/registry/config.yml"
+PORT = 5000
+
+
+def registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False) -> dict:
+    """The registry configuration as a dict (see :func:`render_registry_config`)."""
+    return {
+        "version": 0.1,
+        "log": {"level": log_level, "fields": {"service": "registry"}},
+        "storage": {
+            "filesystem": {"rootdirectory": DATA_DIR},
+            # Deletion is what makes the maintenance resources possible; the tutorial enables it too.
+            "delete": {"enabled": True},
+            # In-memory descriptor cache as the tutorial has it: garbage collection therefore always
+            # restarts the registry afterwards (a stale cache serves corrupt answers after GC).
+            "cache": {"blobdescriptor": "inmemory"},
+            "maintenance": {
+                "uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False},
+                "readonly": {"enabled": readonly},
+            },
+        },
+        "http": {
+            "addr": f":{PORT}",
+            # Shared secret that signs upload state; a fixed one keeps uploads valid across restarts.
+            "secret": http_secret,
+            "headers": {"X-Content-Type-Options": ["nosniff"]},
+        },
+        "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
+    }
+
+
+def render_registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False) -> str:
+    """``config.yml`` text for ``registry serve``."""
+    return yaml.safe_dump(
+        registry_config(http_secret=http_secret, log_level=log_level, readonly=readonly), sort_keys=False
+    )

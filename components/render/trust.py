@@ -1,0 +1,187 @@
+"""Shell scripts that install and remove the registry's CA in a client's trust stores.
+
+POSIX ``sh`` only (they run on whatever the client host is). The install script records every
+file and folder it creates in a manifest; the remove script undoes exactly that list and
+restores any file that was there before. Installing again first undoes the previous install,
+so a new CA replaces the old one and a kind taken out of the settings leaves nothing behind.
+No daemon is restarted: Docker, containerd and podman read ``certs.d`` on every connection.
+
+``TRUST_ROOT`` (environment) prefixes every path, so the scripts can run in a scratch folder.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+KINDS = ("docker", "containerd", "podman", "system")
+STATE_DIR = "/var/lib/private-registry-trust"
+_PEM_END = "PRIVATE_REGISTRY_CA_PEM"
+
+
+def trust_id(address: str) -> str:
+    """A file-name-safe id for a registry address (``localhost:5443`` -> ``localhost_5443``)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", address)
+
+
+def _certs_dir_address(address: str) -> str:
+    # certs.d folders are named host:port; Docker names them without :443 for the default port.
+    return address
+
+
+def containerd_hosts_toml(address: str, ca_path: str) -> str:
+    """containerd's ``hosts.toml`` for a registry whose CA is at ``ca_path``."""
+    return (
+        f'server = "https://{address}"\n\n'
+        f'[host."https://{address}"]\n'
+        '  capabilities = ["pull", "resolve", "push"]\n'
+        f'  ca = "{ca_path}"\n'
+    )
+
+
+_COMMON = r"""set -eu
+R="${TRUST_ROOT:-}"
+STATE="$R%(state_dir)s"
+MANIFEST="$STATE/%(id)s.manifest"
+
+undo_previous() {
+    [ -f "$MANIFEST" ] || return 0
+    refresh=$(grep -c '^refresh ' "$MANIFEST" || true)
+    # Undo in reverse order: files before the folders that hold them.
+    sed '1!G;h;$!d' "$MANIFEST" | while IFS=' ' read -r what path; do
+        case "$what" in
+            file) rm -f "$path" ;;
+            backup) mv -f "$path.private-registry-backup" "$path" ;;
+            dir) rmdir "$path" 2>/dev/null || true ;;
+        esac
+    done
+    rm -f "$MANIFEST"
+    # The store is refreshed once its file is gone, not before.
+    if [ "$refresh" -gt 0 ]; then refresh_system_store; fi
+    rmdir "$STATE" 2>/dev/null || true
+}
+
+refresh_system_store() {
+    if [ -n "$R" ]; then
+        echo "scratch root: not refreshing the system trust store"
+    elif command -v update-ca-certificates >/dev/null 2>&1; then
+        update-ca-certificates >/dev/null
+    elif command -v update-ca-trust >/dev/null 2>&1; then
+        update-ca-trust extract
+    fi
+}
+"""
+
+_INSTALL = r"""
+NEW="$STATE/%(id)s.manifest.new"
+
+make_dir() {
+    # Record each folder this script creates, outermost first, so removal can take them away.
+    missing=""
+    d="$1"
+    while [ ! -d "$d" ]; do missing="$d $missing"; d=$(dirname "$d"); done
+    for d in $missing; do mkdir "$d"; echo "dir $d" >> "$NEW"; done
+}
+
+put_file() {
+    # $1 path; content on stdin. A file that was there before is kept aside and restored on removal.
+    make_dir "$(dirname "$1")"
+    if [ -e "$1" ]; then
+        mv -f "$1" "$1.private-registry-backup"
+        echo "backup $1" >> "$NEW"
+    fi
+    cat > "$1.tmp.$$"
+    chmod 0644 "$1.tmp.$$"
+    mv -f "$1.tmp.$$" "$1"
+    echo "file $1" >> "$NEW"
+}
+
+write_ca() {
+    put_file "$1" <<'%(pem_end)s'
+%(ca_pem)s
+%(pem_end)s
+}
+
+undo_previous
+if [ ! -d "$STATE" ]; then
+    # Remember which folders of the state path this host lacked, for the last removal.
+    created=""
+    d="$STATE"
+    while [ ! -d "$d" ]; do created="$d $created"; d=$(dirname "$d"); done
+    mkdir -p "$STATE"
+    for d in $created; do echo "$d"; done > "$STATE/.created"
+fi
+: > "$NEW"
+%(body)s
+mv -f "$NEW" "$MANIFEST"
+echo "trusted %(address)s for: %(kinds)s"
+"""
+
+_REMOVE = r"""
+undo_previous
+# The last registry removed from this host takes the state folder (and parents it made) along.
+if [ -d "$STATE" ] && [ -z "$(ls "$STATE")" ]; then
+    created=$(sed '1!G;h;$!d' "$STATE/.created" 2>/dev/null || true)
+    rm -f "$STATE/.created"
+    rmdir "$STATE" 2>/dev/null || true
+    for d in $created; do rmdir "$d" 2>/dev/null || true; done
+fi
+echo "removed trust for %(address)s"
+"""
+
+
+def _kind_body(kind: str, address: str, tid: str) -> str:
+    certs_d = _certs_dir_address(address)
+    if kind == "docker":
+        return f'write_ca "$R/etc/docker/certs.d/{certs_d}/ca.crt"'
+    if kind == "podman":
+        return f'write_ca "$R/etc/containers/certs.d/{certs_d}/ca.crt"'
+    if kind == "containerd":
+        folder = f"/etc/containerd/certs.d/{certs_d}"
+        toml = containerd_hosts_toml(address, f"{folder}/ca.crt")
+        return (
+            f'write_ca "$R{folder}/ca.crt"\n'
+            f"put_file \"$R{folder}/hosts.toml\" <<'HOSTS_TOML'\n{toml}HOSTS_TOML"
+        )
+    if kind == "system":
+        return (
+            "if [ -d \"$R/usr/local/share/ca-certificates\" ] || command -v update-ca-certificates >/dev/null 2>&1; then\n"
+            f'    write_ca "$R/usr/local/share/ca-certificates/private-registry-{tid}.crt"\n'
+            "elif [ -d \"$R/etc/pki/ca-trust/source/anchors\" ] || command -v update-ca-trust >/dev/null 2>&1; then\n"
+            f'    write_ca "$R/etc/pki/ca-trust/source/anchors/private-registry-{tid}.crt"\n'
+            "else\n"
+            '    echo "no system trust store found (neither update-ca-certificates nor update-ca-trust)" >&2\n'
+            "    exit 1\n"
+            "fi\n"
+            'echo "refresh system" >> "$NEW"\n'
+            "refresh_system_store"
+        )
+    raise ValueError(f"unknown trust kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def render_install_script(address: str, ca_pem: str, kinds: Sequence[str]) -> str:
+    """Script that makes a host trust ``ca_pem`` for ``address`` (host:port) for each kind."""
+    if not kinds:
+        raise ValueError("at least one trust kind is needed")
+    if _PEM_END in ca_pem:
+        raise ValueError("the CA certificate text contains the script's heredoc terminator")
+    tid = trust_id(address)
+    values = {"state_dir": STATE_DIR, "id": tid, "address": address}
+    body = "\n".join(_kind_body(kind, address, tid) for kind in kinds)
+    return "#!/bin/sh\n" + (_COMMON % values) + (
+        _INSTALL
+        % dict(values, body=body, ca_pem=ca_pem.strip(), pem_end=_PEM_END, kinds=", ".join(kinds))
+    )
+
+
+def render_remove_script(address: str) -> str:
+    """Script that removes exactly what the install script for ``address`` added."""
+    values = {"state_dir": STATE_DIR, "id": trust_id(address), "address": address}
+    return "#!/bin/sh\n" + (_COMMON % values) + (_REMOVE % values)
+
+
+def with_sudo(script: str, sudo: bool) -> str:
+    """The command line that runs ``script`` with sh, through ``sudo -n`` when asked."""
+    quoted = shlex.quote(script)
+    return f"sudo -n sh -c {quoted}" if sudo else f"sh -c {quoted}"
