@@ -34,6 +34,9 @@ class NginxOptions:
     """What varies between deployments (and between benchmark variants)."""
 
     upstream: str = "registry:5000"
+    # Docker's embedded DNS. The registry's address is looked up per request (through a
+    # variable), so a replaced or restarted registry container with a new IP is found again.
+    resolver: str = "127.0.0.11"
     server_names: tuple[str, ...] = ("localhost",)
     auth: bool = True
     worker_processes: str = "auto"
@@ -44,7 +47,6 @@ class NginxOptions:
     proxy_buffering: bool = True
     proxy_buffers: str = "64 64k"
     proxy_buffer_size: str = "64k"
-    upstream_keepalive: int = 32
     read_timeout_seconds: int = 900
 
 
@@ -79,10 +81,7 @@ http {{
     uwsgi_temp_path /tmp/nginx-uwsgi;
     scgi_temp_path /tmp/nginx-scgi;
 
-    upstream docker-registry {{
-        server {o.upstream};
-        keepalive {o.upstream_keepalive};
-    }}
+    resolver {o.resolver} valid=10s ipv6=off;
 
     # Send Docker-Distribution-Api-Version exactly once: the registry's own header on proxied
     # responses, ours on responses nginx makes itself (401). 'add_header ... always' alone
@@ -114,7 +113,8 @@ http {{
             access_log off;
             auth_basic off;
             add_header Strict-Transport-Security "{HSTS}" always;
-            proxy_pass http://docker-registry/;
+            set $registry {o.upstream};
+            proxy_pass http://$registry/;
         }}
 
         location /v2/ {{
@@ -127,9 +127,9 @@ http {{
             add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;
             add_header Strict-Transport-Security "{HSTS}" always;
 
-            proxy_pass http://docker-registry;
+            set $registry {o.upstream};
+            proxy_pass http://$registry;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -157,7 +157,8 @@ http {{
         listen 127.0.0.1:{HEALTH_PORT};
         location = /healthz {{
             access_log off;
-            proxy_pass http://docker-registry/;
+            set $registry {o.upstream};
+            proxy_pass http://$registry/;
         }}
         location / {{
             return 404;

@@ -1,0 +1,134 @@
+"""PrivateRegistry: the one top-level component, wiring every part into one graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+
+from components.client_trust import ClientTrust, ClientTrustArgs
+from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
+from components.proxy import Proxy, ProxyArgs
+from components.registry import Registry, RegistryArgs
+from components.settings import Settings
+from components.users import Htpasswd, HtpasswdArgs
+
+
+@dataclass
+class PrivateRegistryArgs:
+    settings: Settings
+
+
+class PrivateRegistry(pulumi.ComponentResource):
+    """A TLS, password-protected registry on one Docker host, plus client trust and maintenance."""
+
+    address: pulumi.Output[str]
+    ca_certificate_pem: pulumi.Output[str]
+    server_certificate_expiry: pulumi.Output[str]
+    user_names: pulumi.Output[list]
+    passwords: pulumi.Output[dict]
+    login_command: pulumi.Output[str]
+    volume_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PrivateRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("registry:index:PrivateRegistry", name, None, opts)
+        s = args.settings
+        docker_provider = docker.Provider(
+            f"{name}-docker", host=s.docker.host, ssh_opts=list(s.docker.ssh_opts) or None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        on_docker = pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider})
+        child = pulumi.ResourceOptions(parent=self)
+
+        ca = CertificateAuthority(
+            f"{name}-ca",
+            CertificateAuthorityArgs(
+                certificate=s.certificate,
+                ca_cert_pem=s.ca_certificate_pem,
+                ca_private_key_pem=(
+                    pulumi.Output.secret(s.ca_private_key_pem.get_secret_value()) if s.ca_private_key_pem else None
+                ),
+            ),
+            opts=child,
+        )
+        server_cert = ServerCertificate(
+            f"{name}-server",
+            ServerCertificateArgs(
+                certificate=s.certificate,
+                dns_names=s.hosts,
+                ip_addresses=s.ips,
+                ca_cert_pem=ca.cert_pem,
+                ca_private_key_pem=ca.private_key_pem,
+                now=s.now,
+            ),
+            opts=child,
+        )
+        users = Htpasswd(
+            f"{name}-users",
+            HtpasswdArgs(
+                passwords={u: pulumi.Output.secret(p.get_secret_value()) for u, p in s.users.items()},
+                default_user=s.default_user,
+                generated_password_length=s.generated_password_length,
+                bcrypt_rounds=s.bcrypt_rounds,
+            ),
+            opts=child,
+        )
+        registry = Registry(
+            f"{name}-registry",
+            RegistryArgs(
+                prefix=s.prefix,
+                image=s.images.registry,
+                volume_name=s.volume_name,
+                keep_volume_on_destroy=s.volume.keep_on_destroy,
+                host_port=s.registry_host_port,
+            ),
+            opts=on_docker,
+        )
+        proxy = Proxy(
+            f"{name}-proxy",
+            ProxyArgs(
+                prefix=s.prefix,
+                image=s.images.nginx,
+                server_names=s.hosts + s.ips,
+                https_port=s.https_port,
+                bind_address=s.bind_address,
+                network_name=registry.network_name,
+                upstream="registry:5000",
+                cert_pem=server_cert.cert_pem,
+                private_key_pem=server_cert.private_key_pem,
+                htpasswd=users.content,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider}, depends_on=[registry]),
+        )
+        for target in s.trust:
+            ClientTrust(
+                f"{name}-trust-{target.name}",
+                ClientTrustArgs(target=target, address=s.address, ca_cert_pem=ca.cert_pem),
+                opts=child,
+            )
+        self.proxy = proxy
+
+        first_user = s.user_names[0]
+        self.address = pulumi.Output.from_input(s.address)
+        self.ca_certificate_pem = ca.cert_pem
+        self.server_certificate_expiry = server_cert.expiry
+        self.user_names = users.user_names
+        self.passwords = users.passwords
+        self.login_command = pulumi.Output.from_input(
+            f"pulumi stack output passwords --show-secrets | jq -r '.[\"{first_user}\"]' | "
+            f"docker login {s.address} --username '{first_user}' --password-stdin"
+        )
+        self.volume_name = registry.volume_name
+        self.register_outputs(
+            {
+                "address": self.address,
+                "ca_certificate_pem": self.ca_certificate_pem,
+                "server_certificate_expiry": self.server_certificate_expiry,
+                "user_names": self.user_names,
+                "passwords": self.passwords,
+                "login_command": self.login_command,
+                "volume_name": self.volume_name,
+            }
+        )

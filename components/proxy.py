@@ -1,0 +1,82 @@
+"""The nginx container: TLS, basic auth and the public port in front of the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components.render.nginx import (
+    CERT_PATH,
+    CONF_PATH,
+    CONTAINER_HTTPS_PORT,
+    HEALTH_PORT,
+    HTPASSWD_PATH,
+    KEY_PATH,
+    NginxOptions,
+    render_nginx_conf,
+)
+from components.registry import RESTART_POLICY
+
+
+@dataclass
+class ProxyArgs:
+    prefix: str
+    image: str
+    server_names: Sequence[str]
+    https_port: int
+    bind_address: str
+    network_name: pulumi.Input[str]
+    upstream: str
+    cert_pem: pulumi.Input[str]
+    private_key_pem: pulumi.Input[str]
+    htpasswd: pulumi.Input[str]
+
+
+class Proxy(pulumi.ComponentResource):
+    """nginx serving the registry over TLS with basic auth on every /v2/ path."""
+
+    container_name: pulumi.Output[str]
+    nginx_conf: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("registry:proxy:Proxy", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        conf = render_nginx_conf(NginxOptions(upstream=args.upstream, server_names=tuple(args.server_names)))
+        image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
+        container = docker.Container(
+            f"{name}-container",
+            name=f"{args.prefix}-proxy",
+            image=image.image_id,
+            restart=RESTART_POLICY,
+            # nginx finishes requests in flight on SIGQUIT; SIGTERM would cut pushes short.
+            stop_signal="SIGQUIT",
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=CONTAINER_HTTPS_PORT, external=args.https_port, ip=args.bind_address, protocol="tcp"
+                )
+            ],
+            # Uploads are part of the container's identity: a new certificate, user list or
+            # config replaces the container, so the proxy always serves what the stack says.
+            uploads=[
+                docker.ContainerUploadArgs(file=CONF_PATH, content=conf),
+                docker.ContainerUploadArgs(file=CERT_PATH, content=args.cert_pem),
+                docker.ContainerUploadArgs(file=KEY_PATH, content=args.private_key_pem, permissions="0600"),
+                # Workers (unprivileged) read the htpasswd file at request time.
+                docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0644"),
+            ],
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"],
+                interval="10s",
+                timeout="5s",
+                retries=3,
+                start_period="5s",
+            ),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.container_name = container.name
+        self.nginx_conf = pulumi.Output.from_input(conf)
+        self.register_outputs({"container_name": self.container_name, "nginx_conf": self.nginx_conf})
