@@ -1,0 +1,61 @@
+"""The registry's config.yml: deletion on, writable, data under the volume, a fixed http secret."""
+
+from __future__ import annotations
+
+import yaml
+
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config, render_registry_config
+
+SECRET = "s3cret-http-value-0123456789abcd"
+
+
+def load(**kwargs) -> dict:
+    return yaml.safe_load(render_registry_config(http_secret=SECRET, **kwargs))
+
+
+def test_text_is_yaml_of_the_dict_and_deterministic():
+    """The text parses back to exactly registry_config(); same inputs give the same text."""
+    assert load() == registry_config(http_secret=SECRET)
+    assert render_registry_config(http_secret=SECRET) == render_registry_config(http_secret=SECRET)
+
+
+def test_deletion_enabled_and_writable_by_default():
+    """Deletion on (tutorial and maintenance need it) and maintenance.readonly off."""
+    config = load()
+    assert config["storage"]["delete"] == {"enabled": True}
+    assert config["storage"]["maintenance"]["readonly"] == {"enabled": False}
+
+
+def test_readonly_mode_for_garbage_collection():
+    """readonly=True sets storage.maintenance.readonly.enabled (pulls keep working during GC)."""
+    assert load(readonly=True)["storage"]["maintenance"]["readonly"] == {"enabled": True}
+
+
+def test_data_lives_in_the_volume_path():
+    """Filesystem storage rooted where the data volume is mounted."""
+    assert DATA_DIR == "/var/lib/registry"
+    assert load()["storage"]["filesystem"] == {"rootdirectory": DATA_DIR}
+    assert CONFIG_PATH == "/etc/docker/registry/config.yml"
+
+
+def test_listens_on_the_registry_port_with_the_given_secret():
+    """The http secret signs upload state: fixed (from state), so uploads survive a restart."""
+    config = load()
+    assert config["http"]["addr"] == f":{PORT}" and PORT == 5000
+    assert config["http"]["secret"] == SECRET
+    assert yaml.safe_load(render_registry_config(http_secret="other"))["http"]["secret"] == "other"
+
+
+def test_everything_the_tutorial_sets():
+    """inmemory blob descriptor cache, nosniff header, storage health check, version 0.1."""
+    config = load()
+    assert config["version"] == 0.1
+    assert config["storage"]["cache"] == {"blobdescriptor": "inmemory"}
+    assert config["http"]["headers"]["X-Content-Type-Options"] == ["nosniff"]
+    assert config["health"]["storagedriver"]["enabled"] is True
+
+
+def test_log_level_is_configurable():
+    """log.level follows the argument (default info)."""
+    assert load()["log"]["level"] == "info"
+    assert load(log_level="debug")["log"]["level"] == "debug"

@@ -1,0 +1,108 @@
+"""Client-trust scripts as text: paths per kind, the CA embedded once, sudo wrapping, refusals.
+
+Running the scripts (scratch root and for real) is tests/integration/test_trust_scripts.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from components.render.trust import (
+    KINDS,
+    containerd_hosts_toml,
+    render_install_script,
+    render_remove_script,
+    trust_id,
+    with_sudo,
+)
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIBfake/+base64==\n-----END CERTIFICATE-----\n"
+ADDRESS = "registry.example.com:5443"
+
+
+def test_trust_id_is_file_name_safe():
+    """host:port (and IPv6 brackets) become a single safe file-name component."""
+    assert trust_id("localhost:5443") == "localhost_5443"
+    assert trust_id("[::1]:5443") == "___1__5443"
+    assert "/" not in trust_id("a/b:1")
+
+
+@pytest.mark.parametrize(
+    "kind, path",
+    [
+        ("docker", f"/etc/docker/certs.d/{ADDRESS}/ca.crt"),
+        ("podman", f"/etc/containers/certs.d/{ADDRESS}/ca.crt"),
+        ("containerd", f"/etc/containerd/certs.d/{ADDRESS}/ca.crt"),
+        ("system", "/usr/local/share/ca-certificates/private-registry-registry.example.com_5443.crt"),
+    ],
+)
+def test_each_kind_writes_its_own_path_under_trust_root(kind, path):
+    """Each kind writes the CA to the path that client reads, prefixed by $R (TRUST_ROOT)."""
+    script = render_install_script(ADDRESS, CA, [kind])
+    assert f'"$R{path}"' in script
+    others = {"docker": "/etc/docker/", "podman": "/etc/containers/", "containerd": "/etc/containerd/"}
+    for other, prefix in others.items():
+        if other != kind:
+            assert prefix not in script
+
+
+def test_system_kind_supports_both_distribution_families():
+    """Debian (update-ca-certificates) and Red Hat (update-ca-trust) stores, refreshed after writing."""
+    script = render_install_script(ADDRESS, CA, ["system"])
+    assert "/etc/pki/ca-trust/source/anchors/private-registry-" in script
+    assert "update-ca-certificates" in script and "update-ca-trust extract" in script
+    assert 'echo "refresh system" >> "$NEW"' in script
+
+
+def test_containerd_gets_hosts_toml_pointing_at_the_ca():
+    """hosts.toml names the https server and the CA file next to it."""
+    script = render_install_script(ADDRESS, CA, ["containerd"])
+    toml = containerd_hosts_toml(ADDRESS, f"/etc/containerd/certs.d/{ADDRESS}/ca.crt")
+    assert toml in script
+    assert f'server = "https://{ADDRESS}"' in toml
+    assert f'ca = "/etc/containerd/certs.d/{ADDRESS}/ca.crt"' in toml
+
+
+def test_ca_is_embedded_once_per_kind_and_remove_script_has_no_ca():
+    """The install embeds the PEM once, in a quoted heredoc (no shell expansion); removal needs no CA."""
+    script = render_install_script(ADDRESS, CA, list(KINDS))
+    assert script.count(CA.strip()) == 1  # in write_ca, called once per kind
+    # One call per kind, the system kind with one per store family (Debian, Red Hat).
+    assert script.count("write_ca \"") == len(KINDS) + 1
+    assert "<<'PRIVATE_REGISTRY_CA_PEM'" in script
+    remove = render_remove_script(ADDRESS)
+    assert "BEGIN CERTIFICATE" not in remove
+    assert "undo_previous" in remove
+
+
+def test_scripts_are_valid_posix_sh():
+    """`sh -n` parses both scripts (syntax only)."""
+    for script in (render_install_script(ADDRESS, CA, list(KINDS)), render_remove_script(ADDRESS)):
+        result = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_scripts_are_deterministic():
+    """Same inputs, same text: the Command resource sees no diff on an unchanged stack."""
+    assert render_install_script(ADDRESS, CA, ["docker"]) == render_install_script(ADDRESS, CA, ["docker"])
+    assert render_install_script(ADDRESS, CA, ["docker"]) != render_install_script(ADDRESS, CA + "x", ["docker"])
+
+
+def test_refusals():
+    """Unknown kind, no kind, and a CA text holding the heredoc terminator are refused."""
+    with pytest.raises(ValueError, match="unknown trust kind 'snap'"):
+        render_install_script(ADDRESS, CA, ["snap"])
+    with pytest.raises(ValueError, match="at least one"):
+        render_install_script(ADDRESS, CA, [])
+    with pytest.raises(ValueError, match="terminator"):
+        render_install_script(ADDRESS, CA + "PRIVATE_REGISTRY_CA_PEM\n", ["docker"])
+
+
+@pytest.mark.parametrize("sudo, prefix", [(False, ["sh", "-c"]), (True, ["sudo", "-n", "sh", "-c"])])
+def test_with_sudo_quotes_the_whole_script_as_one_argument(sudo, prefix):
+    """The command line splits back into the runner and exactly the script, quotes and all."""
+    script = render_install_script(ADDRESS, CA, ["docker"]) + "\necho \"it's $HOME\"\n"
+    assert shlex.split(with_sudo(script, sudo)) == prefix + [script]
