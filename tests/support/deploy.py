@@ -1,0 +1,241 @@
+"""Apply what the program declares to the real Docker engine, the way pulumi-docker would.
+
+A :class:`ProgramRun` holds every docker network, volume and container exactly as the program
+registered them (image, uploads, mounts, ports, network aliases, environment, healthcheck,
+restart policy, stop signal). :class:`Deployment` creates them with the Docker SDK. Images
+cannot be pulled here, so each pinned image reference is swapped for a stand-in built from
+Debian's binaries (scripts/build-standin-images.sh); everything else is taken as declared.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import docker
+import requests
+
+from components.settings import DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE
+from tests.support.engine import Registered
+from tests.support.program import ProgramRun
+
+STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
+STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
+STANDIN_BUSYBOX = "private-registry-standin/busybox:test"
+STANDINS = {DEFAULT_REGISTRY_IMAGE: STANDIN_REGISTRY, DEFAULT_NGINX_IMAGE: STANDIN_NGINX}
+
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/remoteImage:RemoteImage"
+
+
+def _nanoseconds(duration: Optional[str]) -> Optional[int]:
+    if not duration:
+        return None
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", duration)
+    if not match:
+        raise ValueError(f"unsupported duration {duration!r}")
+    scale = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}[match.group(2)]
+    return int(match.group(1)) * scale
+
+
+def _uploads_tar(uploads: list[dict]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for upload in uploads:
+            data = upload["content"].encode()
+            info = tarfile.TarInfo(upload["file"].lstrip("/"))
+            info.size = len(data)
+            info.mode = int(upload.get("permissions") or ("0755" if upload.get("executable") else "0644"), 8)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class Deployment:
+    """Networks, volumes and containers of one program run, created on the local engine."""
+
+    run: ProgramRun
+    client: docker.DockerClient = field(default_factory=docker.from_env)
+    standins: dict = field(default_factory=lambda: dict(STANDINS))
+    created_networks: list = field(default_factory=list)
+    created_volumes: list = field(default_factory=list)
+    created_containers: list = field(default_factory=list)
+
+    def containers(self) -> list[Registered]:
+        return self.run.monitor.by_type(CONTAINER)
+
+    def container(self, suffix: str) -> Registered:
+        """The declared container whose resource name ends with ``suffix`` (e.g. 'proxy-container')."""
+        return next(r for r in self.containers() if r.name.endswith(suffix))
+
+    def _image_for(self, container: Registered) -> str:
+        reference = container.plain_inputs["image"]
+        declared = {r.plain_outputs.get("imageId"): r.plain_inputs["name"] for r in self.run.monitor.by_type(IMAGE)}
+        reference = declared.get(reference, reference)
+        if reference not in self.standins:
+            raise KeyError(f"no stand-in image for {reference!r}; pass standins={{...}}")
+        return self.standins[reference]
+
+    # ---- create ------------------------------------------------------------------------
+    def up(self, wait_healthy: bool = True, timeout: float = 60) -> "Deployment":
+        existing_networks = {n.name for n in self.client.networks.list()}
+        for net in self.run.monitor.by_type(NETWORK):
+            name = net.plain_inputs["name"]
+            if name not in existing_networks:
+                self.client.networks.create(name, driver=net.plain_inputs.get("driver") or "bridge")
+                self.created_networks.append(name)
+        existing_volumes = {v.name for v in self.client.volumes.list()}
+        for vol in self.run.monitor.by_type(VOLUME):
+            name = vol.plain_inputs["name"]
+            if name not in existing_volumes:
+                self.client.volumes.create(name)
+                self.created_volumes.append(name)
+        for spec in self.containers():
+            self.create_container(spec)
+        if wait_healthy:
+            self.wait_healthy(timeout)
+        return self
+
+    def create_container(self, spec: Registered):
+        """Create and start one container exactly as declared (uploads before start, as pulumi-docker does)."""
+        i = spec.plain_inputs
+        api = self.client.api
+        networks = i.get("networksAdvanced") or []
+        networking = None
+        if networks:
+            first = networks[0]
+            networking = api.create_networking_config(
+                {first["name"]: api.create_endpoint_config(aliases=first.get("aliases") or None)}
+            )
+        ports = []
+        bindings = {}
+        for port in i.get("ports") or []:
+            # Numbers arrive as floats over the wire (protobuf Struct); Docker wants integers.
+            protocol = port.get("protocol") or "tcp"
+            key = f"{int(port['internal'])}/{protocol}"
+            ports.append((int(port["internal"]), protocol))
+            external = int(port["external"]) if port.get("external") is not None else None
+            bindings[key] = (port.get("ip") or "0.0.0.0", external)
+        mounts = [
+            docker.types.Mount(target=v["containerPath"], source=v["volumeName"], type="volume",
+                               read_only=bool(v.get("readOnly")))
+            for v in i.get("volumes") or []
+            if v.get("volumeName")
+        ]
+        health = i.get("healthcheck")
+        healthcheck = None
+        if health:
+            healthcheck = {
+                "test": health["tests"],
+                "interval": _nanoseconds(health.get("interval")),
+                "timeout": _nanoseconds(health.get("timeout")),
+                "retries": int(health["retries"]) if health.get("retries") is not None else None,
+                "start_period": _nanoseconds(health.get("startPeriod")),
+            }
+        restart = i.get("restart") or "no"
+        host_config = api.create_host_config(
+            port_bindings=bindings or None,
+            mounts=mounts or None,
+            restart_policy={"Name": restart} if restart != "no" else None,
+        )
+        created = api.create_container(
+            image=self._image_for(spec),
+            name=i["name"],
+            ports=ports or None,
+            environment=i.get("envs") or None,
+            command=i.get("command") or None,
+            entrypoint=i.get("entrypoints") or None,
+            host_config=host_config,
+            networking_config=networking,
+            healthcheck=healthcheck,
+            stop_signal=i.get("stopSignal"),
+            labels={"private-registry.test": "1"},
+        )
+        container_id = created["Id"]
+        self.created_containers.append(i["name"])
+        for extra in networks[1:]:
+            api.connect_container_to_network(container_id, extra["name"], aliases=extra.get("aliases") or None)
+        if i.get("uploads"):
+            api.put_archive(container_id, "/", _uploads_tar(i["uploads"]))
+        api.start(container_id)
+        return container_id
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for spec in self.containers():
+            name = spec.plain_inputs["name"]
+            while True:
+                state = self.client.api.inspect_container(name)["State"]
+                status = (state.get("Health") or {}).get("Status", "healthy" if state["Running"] else "down")
+                if status == "healthy":
+                    break
+                if time.monotonic() > deadline:
+                    logs = self.client.api.logs(name, tail=30).decode(errors="replace")
+                    raise TimeoutError(f"container {name} is {status} after {timeout}s; logs:\n{logs}")
+                time.sleep(0.25)
+
+    # ---- replace / remove --------------------------------------------------------------
+    def remove_containers(self) -> None:
+        for name in list(self.created_containers):
+            try:
+                self.client.api.remove_container(name, force=True)
+            except docker.errors.NotFound:
+                pass
+            self.created_containers.remove(name)
+
+    def replace(self, new_run: ProgramRun, wait_healthy: bool = True) -> "Deployment":
+        """What ``pulumi up`` does to containers whose inputs changed: delete, then create anew
+        (delete_before_replace); networks and volumes stay."""
+        self.remove_containers()
+        self.run = new_run
+        for spec in self.containers():
+            self.create_container(spec)
+        if wait_healthy:
+            self.wait_healthy()
+        return self
+
+    def down(self, remove_volumes: bool = True) -> None:
+        self.remove_containers()
+        for name in self.created_networks:
+            try:
+                self.client.networks.get(name).remove()
+            except docker.errors.NotFound:
+                pass
+        self.created_networks.clear()
+        if remove_volumes:
+            for name in self.created_volumes:
+                try:
+                    self.client.volumes.get(name).remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+            self.created_volumes.clear()
+
+
+def upload_content(spec: Registered, path: str) -> str:
+    """The content the program uploads to ``path`` in a declared container."""
+    return next(u["content"] for u in spec.plain_inputs["uploads"] if u["file"] == path)
+
+
+def wait_https(url: str, ca_file: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, verify=ca_file, timeout=2)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def docker_cli(*args: str, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the docker CLI (whichever is first on PATH; both talk to the local engine)."""
+    return subprocess.run(["docker", *args], input=input, capture_output=True, text=True, check=check, timeout=300)
