@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command: unit and integration tests against real nginx, registry, Docker and skopeo.
+# Usage: scripts/test.sh [pytest arguments...]   e.g. scripts/test.sh tests/unit -x
+# Sets up .venv from requirements-dev.txt, starts the Docker engine if needed, builds the
+# stand-in images, then runs pytest from the repository root. Safe to run repeatedly.
+# With CI=true or REQUIRE_NO_SKIPS=1, any skipped test fails the run.
+set -euo pipefail
+
+root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+cd "$root"
+
+python=${PYTHON:-python3}
+venv=$root/.venv
+
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "test.sh: $python is older than Python 3.11 (set PYTHON=...)" >&2; exit 1; }
+if [ ! -x "$venv/bin/python" ]; then
+    echo "test.sh: creating $venv" >&2
+    "$python" -m venv "$venv"
+fi
+# Reinstall only when the pinned requirements changed since the last install.
+stamp=$venv/.requirements.sha256
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-64)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    echo "$wanted" >"$stamp"
+fi
+
+scripts/start-dockerd.sh
+scripts/build-standin-images.sh
+
+exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"
