@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass
 from typing import Optional
 
@@ -108,7 +110,6 @@ class PrivateRegistry(pulumi.ComponentResource):
                 ClientTrustArgs(target=target, address=s.address, ca_cert_pem=ca.cert_pem),
                 opts=child,
             )
-        self.proxy = proxy
 
         first_user = s.user_names[0]
         self.address = pulumi.Output.from_input(s.address)
@@ -116,9 +117,10 @@ class PrivateRegistry(pulumi.ComponentResource):
         self.server_certificate_expiry = server_cert.expiry
         self.user_names = users.user_names
         self.passwords = users.passwords
+        # The password reaches docker on stdin, never on a command line or in shell history.
         self.login_command = pulumi.Output.from_input(
-            f"pulumi stack output passwords --show-secrets | jq -r '.[\"{first_user}\"]' | "
-            f"docker login {s.address} --username '{first_user}' --password-stdin"
+            f"pulumi stack output passwords --show-secrets | jq -r {shlex.quote(f'.[{json.dumps(first_user)}]')} | "
+            f"docker login {s.address} --username {shlex.quote(first_user)} --password-stdin"
         )
         self.volume_name = registry.volume_name
         self.register_outputs(

@@ -182,6 +182,10 @@ def render_remove_script(address: str) -> str:
 
 
 def with_sudo(script: str, sudo: bool) -> str:
-    """The command line that runs ``script`` with sh, through ``sudo -n`` when asked."""
+    """The command line that runs ``script`` with sh; with ``sudo``, through ``sudo -n`` unless
+    already root (containers and CI often have no sudo at all)."""
     quoted = shlex.quote(script)
-    return f"sudo -n sh -c {quoted}" if sudo else f"sh -c {quoted}"
+    if not sudo:
+        return f"sh -c {quoted}"
+    return f'if [ "$(id -u)" = 0 ]; then sh -c {quoted}; else sudo -n sh -c {quoted}; fi'
+
