@@ -101,8 +101,25 @@ def test_refusals():
         render_install_script(ADDRESS, CA + "PRIVATE_REGISTRY_CA_PEM\n", ["docker"])
 
 
-@pytest.mark.parametrize("sudo, prefix", [(False, ["sh", "-c"]), (True, ["sudo", "-n", "sh", "-c"])])
-def test_with_sudo_quotes_the_whole_script_as_one_argument(sudo, prefix):
-    """The command line splits back into the runner and exactly the script, quotes and all."""
+def test_without_sudo_the_whole_script_is_one_argument():
+    """The command line splits back into `sh -c` and exactly the script, quotes and all."""
     script = render_install_script(ADDRESS, CA, ["docker"]) + "\necho \"it's $HOME\"\n"
-    assert shlex.split(with_sudo(script, sudo)) == prefix + [script]
+    assert shlex.split(with_sudo(script, False)) == ["sh", "-c", script]
+
+
+@pytest.mark.parametrize("uid, expected", [("0", "direct"), ("1000", "sudo -n")])
+def test_with_sudo_uses_sudo_only_when_not_root(tmp_path, uid, expected):
+    """With sudo, root runs the script directly (CI and containers often lack sudo); anyone else
+    goes through `sudo -n` (never prompts). Fake `id` and `sudo` on PATH show which branch ran
+    and that the script arrives intact."""
+    (tmp_path / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    (tmp_path / "sudo").write_text('#!/bin/sh\necho "sudo $1"\nshift\nexec "$@"\n')
+    for tool in ("id", "sudo"):
+        (tmp_path / tool).chmod(0o755)
+    script = "echo \"ran: it's $((1 + 1))\""
+    result = subprocess.run(["sh", "-c", with_sudo(script, True)], capture_output=True, text=True,
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[-1] == "ran: it's 2"
+    assert (lines[0] == "sudo -n") == (expected == "sudo -n") and len(lines) == (2 if expected == "sudo -n" else 1)
