@@ -100,6 +100,18 @@ class SharedDigestError(RegistryError):
 
 
 @dataclass(frozen=True)
+class Descriptor:
+    """What a tag points to, as a ``HEAD`` reports it."""
+
+    digest: str
+    media_type: str
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A manifest as stored: its digest, media type and parsed JSON document."""
 
@@ -329,6 +341,23 @@ class RegistryClient:
         """``GET /v2/``: succeeds only if the registry answers and accepts the credentials."""
         self._request("GET", "/v2/")
 
+    def writes_refused(self, repository: str) -> bool:
+        """Whether the registry refuses to start an upload (read-only mode answers 405).
+
+        If it accepts, the upload just started is cancelled again.
+        """
+        validate_repository(self.url, repository)
+        response = self._request("POST", f"/v2/{repository}/blobs/uploads/", repository=repository, ok=(202, 405))
+        if response.status_code == 405:
+            return True
+        location = response.headers.get("Location")
+        if location:
+            try:
+                self._request("DELETE", urljoin(response.url, location), repository=repository, ok=(204, 404))
+            except RegistryError:
+                pass  # an abandoned upload is purged by the registry's upload purging
+        return False
+
     def _paginated(self, path: str, key: str, *, repository: str | None = None) -> list[str]:
         items: list[str] = []
         url: str | None = path
@@ -353,6 +382,10 @@ class RegistryClient:
 
     def resolve(self, repository: str, reference: str) -> str:
         """The digest a tag (or digest) points to, by ``HEAD`` with the full Accept list."""
+        return self.describe(repository, reference).digest
+
+    def describe(self, repository: str, reference: str) -> "Descriptor":
+        """Digest and media type of what a tag (or digest) points to (one ``HEAD``)."""
         self._validate_reference(repository, reference)
         response = self._request(
             "HEAD", f"/v2/{repository}/manifests/{reference}",
@@ -364,7 +397,7 @@ class RegistryClient:
                 self.url, "the registry sent no usable Docker-Content-Digest header", repository=repository,
                 reference=reference,
             )
-        return digest
+        return Descriptor(digest=digest, media_type=response.headers.get("Content-Type", "").split(";")[0].strip())
 
     def manifest(self, repository: str, reference: str) -> Manifest:
         """The manifest, its digest verified against the bytes received."""
@@ -398,16 +431,20 @@ class RegistryClient:
         except ValueError as exc:
             raise RegistryError(self.url, "blob is not JSON", repository=repository, reference=digest) from exc
 
-    def digests(self, repository: str, tags: Iterable[str]) -> dict[str, str]:
-        """``{tag: digest}`` for the given tags, resolved concurrently; tags gone meanwhile are left out."""
+    def descriptors(self, repository: str, tags: Iterable[str]) -> dict[str, "Descriptor"]:
+        """``{tag: Descriptor}`` for the given tags, resolved concurrently; tags gone meanwhile are left out."""
 
-        def one(tag: str) -> tuple[str, str | None]:
+        def one(tag: str) -> tuple[str, Descriptor | None]:
             try:
-                return tag, self.resolve(repository, tag)
+                return tag, self.describe(repository, tag)
             except RegistryNotFoundError:
                 return tag, None
 
-        return {tag: digest for tag, digest in self.map(one, tags) if digest is not None}
+        return {tag: found for tag, found in self.map(one, tags) if found is not None}
+
+    def digests(self, repository: str, tags: Iterable[str]) -> dict[str, str]:
+        """``{tag: digest}`` for the given tags, resolved concurrently; tags gone meanwhile are left out."""
+        return {tag: found.digest for tag, found in self.descriptors(repository, tags).items()}
 
     def tags_by_digest(self, repository: str) -> dict[str, list[str]]:
         """``{digest: [tags]}`` for every tag in the repository."""
