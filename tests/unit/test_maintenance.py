@@ -1,0 +1,538 @@
+"""Maintenance providers and component without a registry: rule evaluation, exact diffs,
+typed props, no secret in the pickled provider, and the resource graph under engine-like mocks.
+
+The providers' registry access is replaced by an in-memory fake with the same methods as
+RegistryClient; the real registry is in tests/integration/test_maintenance.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from datetime import datetime, timedelta, timezone
+
+import dill
+import pulumi
+import pytest
+
+from components import maintenance
+from components.maintenance import (
+    UNKNOWN,
+    GarbageCollectionProvider,
+    ImageDeletionProps,
+    ImageDeletionProvider,
+    Maintenance,
+    MaintenanceArgs,
+    MaintenanceError,
+    RepoSnapshot,
+    RetentionProps,
+    RetentionProvider,
+    plan_deletion,
+    plan_retention,
+    repository_matches,
+    stable_id,
+    untagged_to_delete,
+)
+from components.registry_api import Descriptor, Manifest, RegistryNotFoundError, SharedDigestError, OCI_INDEX, OCI_MANIFEST
+from components.settings import DeletionRule, GcSettings, MaintenanceSettings, RetentionRule
+from tests.support.engine import is_secret
+
+PASSWORD = "Sup3r-s3cret@:pw"
+URL = "https://localhost:5443"
+CONN = {"registryUrl": URL, "caPem": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        "username": "admin", "password": PASSWORD}
+NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
+
+
+def d(char: str) -> str:
+    return "sha256:" + char * 64
+
+
+# --- an in-memory registry with RegistryClient's methods ---------------------------------------
+
+
+class FakeRegistry:
+    def __init__(self, repos, indexes=None, created=None, untagged=()):
+        self.repos = {repo: dict(tags) for repo, tags in repos.items()}
+        self.indexes = dict(indexes or {})
+        self.created_at = dict(created or {})
+        self.untagged = {tuple(x) for x in untagged}  # (repo, digest) present without a tag
+        self.deleted: list[tuple[str, str]] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def map(self, fn, items):
+        return [fn(item) for item in items]
+
+    def catalog(self):
+        return sorted(self.repos)
+
+    def tags(self, repo):
+        if repo not in self.repos:
+            raise RegistryNotFoundError(URL, "repository not found (NAME_UNKNOWN)", repository=repo, code="NAME_UNKNOWN")
+        return sorted(self.repos[repo])
+
+    def _media(self, digest):
+        return OCI_INDEX if digest in self.indexes else OCI_MANIFEST
+
+    def descriptors(self, repo, tags):
+        return {t: Descriptor(self.repos[repo][t], self._media(self.repos[repo][t])) for t in tags if t in self.repos[repo]}
+
+    def manifest(self, repo, digest):
+        return Manifest(digest, self._media(digest), {"manifests": [{"digest": c} for c in self.indexes.get(digest, ())]})
+
+    def resolve(self, repo, ref):
+        if ref in self.repos.get(repo, {}).values() or (repo, ref) in self.untagged:
+            return ref
+        raise RegistryNotFoundError(URL, "manifest not found", repository=repo, reference=ref)
+
+    def created(self, repo, digest):
+        return self.created_at.get(digest)
+
+    def delete(self, repo, digest):
+        present = digest in self.repos.get(repo, {}).values() or (repo, digest) in self.untagged
+        self.repos[repo] = {t: x for t, x in self.repos.get(repo, {}).items() if x != digest}
+        self.untagged.discard((repo, digest))
+        if present:
+            self.deleted.append((repo, digest))
+        return present
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Install a FakeRegistry as what every provider's Connection.client() returns."""
+    holder = {}
+
+    def install(registry: FakeRegistry) -> FakeRegistry:
+        holder["registry"] = registry
+        return registry
+
+    monkeypatch.setattr(maintenance.Connection, "client", lambda self: holder["registry"])
+    return install
+
+
+# --- typed props ------------------------------------------------------------------------------
+
+
+def test_props_round_trip_through_pulumi_dicts():
+    """Dataclass fields map to camelCase keys; tuples travel as lists; defaults fill gaps."""
+    props = ImageDeletionProps.from_dict({**CONN, "repository": "app", "tags": ["v1", "v2"], "extra": 1})
+    assert props.tags == ("v1", "v2") and props.digests == () and props.allow_shared_digest is False
+    assert props.to_dict() == {**CONN, "repository": "app", "tags": ["v1", "v2"], "digests": [],
+                               "allowSharedDigest": False}
+    retention = RetentionProps.from_dict({**CONN, "repositories": "team/*", "keepLast": 3})
+    assert "keepYoungerThanHours" not in retention.to_dict() and retention.keep_last == 3
+
+
+def test_ids_are_deterministic_and_follow_the_rule():
+    """The same rule on the same registry gets the same id; any change to it, another id."""
+    assert stable_id("deletion", URL, "app", ["v1"]) == stable_id("deletion", URL, "app", ["v1"])
+    assert stable_id("deletion", URL, "app", ["v1"]) != stable_id("deletion", URL, "app", ["v2"])
+    assert stable_id("deletion", URL, "app", ["v1"]) != stable_id("deletion", "https://other:5443", "app", ["v1"])
+
+
+# --- deletion rules ---------------------------------------------------------------------------
+
+
+def rule(**kw) -> ImageDeletionProps:
+    return ImageDeletionProps.from_dict({**CONN, "repository": "app", **kw})
+
+
+def test_deleting_tags_deletes_their_digests_and_reports_missing_ones_as_gone():
+    snap = RepoSnapshot("app", {"v1": d("1"), "v2": d("2")})
+    plan = plan_deletion(rule(tags=["v1", "v9"]), snap)
+    assert plan.digests == (d("1"),) and plan.tags_removed == ("v1",) and plan.already_gone == ("v9",)
+    assert plan.pending == ["app:v1"]
+
+
+def test_a_digest_shared_with_another_tag_is_refused_naming_the_tag():
+    """Registry 2.8 cannot untag: deleting v1's digest would take `latest` too, so it is refused."""
+    snap = RepoSnapshot("app", {"v1": d("1"), "latest": d("1"), "v2": d("2")})
+    with pytest.raises(SharedDigestError) as caught:
+        plan_deletion(rule(tags=["v1"]), snap)
+    message = str(caught.value)
+    assert "latest" in message and "allowSharedDigest" in message and URL in message and "'app'" in message
+
+
+def test_allow_shared_digest_deletes_and_reports_every_tag_on_it():
+    snap = RepoSnapshot("app", {"v1": d("1"), "latest": d("1")})
+    plan = plan_deletion(rule(tags=["v1"], allowSharedDigest=True), snap)
+    assert plan.digests == (d("1"),) and plan.tags_removed == ("latest", "v1")
+
+
+def test_naming_every_tag_of_a_digest_needs_no_permission():
+    snap = RepoSnapshot("app", {"v1": d("1"), "latest": d("1")})
+    assert plan_deletion(rule(tags=["v1", "latest"]), snap).digests == (d("1"),)
+
+
+def test_a_digest_rule_on_a_tagged_digest_is_refused_unless_allowed():
+    snap = RepoSnapshot("app", {"v1": d("1")})
+    with pytest.raises(SharedDigestError, match="v1"):
+        plan_deletion(rule(digests=[d("1")]), snap)
+    assert plan_deletion(rule(digests=[d("1")], allowSharedDigest=True), snap).tags_removed == ("v1",)
+
+
+def test_an_untagged_digest_is_deleted_and_listed_by_digest():
+    snap = RepoSnapshot("app", {"v1": d("1")})
+    plan = plan_deletion(rule(digests=[d("9"), d("8")]), snap, untagged_present=[d("9")])
+    assert plan.digests == (d("9"),) and plan.pending == [f"app@{d('9')}"] and plan.already_gone == (d("8"),)
+
+
+def test_deleting_an_index_tag_deletes_the_index_only():
+    """A multi-arch tag: the index digest goes, its platform manifests are not deleted."""
+    snap = RepoSnapshot("app", {"multi": d("i"), "other": d("j")},
+                        children={d("i"): (d("a"), d("b")), d("j"): (d("a"), d("c"))})
+    plan = plan_deletion(rule(tags=["multi"]), snap)
+    assert plan.digests == (d("i"),)
+
+
+def test_a_platform_manifest_of_a_kept_index_is_refused_even_when_allowed():
+    """Deleting a child another tagged index lists would break that index: always refused."""
+    snap = RepoSnapshot("app", {"multi": d("i"), "multi-amd64": d("a")}, children={d("i"): (d("a"), d("b"))})
+    with pytest.raises(SharedDigestError, match="multi-architecture image.*multi"):
+        plan_deletion(rule(tags=["multi-amd64"], allowSharedDigest=True), snap)
+    assert plan_deletion(rule(tags=["multi-amd64", "multi"]), snap).digests == (d("a"), d("i"))
+
+
+# --- retention rules --------------------------------------------------------------------------
+
+
+def retention(**kw) -> RetentionProps:
+    return RetentionProps.from_dict({**CONN, "repositories": "app", **kw})
+
+
+def aged(tags: dict[str, tuple[str, float | None]], repo="app", children=None) -> RepoSnapshot:
+    """Snapshot from {tag: (digest char, age in hours or None)}."""
+    digests = {t: d(c) for t, (c, _) in tags.items()}
+    created = {d(c): (None if age is None else NOW - timedelta(hours=age)) for c, age in tags.values()}
+    return RepoSnapshot(repo, digests, children or {}, created)
+
+
+def test_keep_last_keeps_the_newest_by_build_time():
+    snap = aged({"v1": ("1", 30), "v2": ("2", 20), "v3": ("3", 10), "v4": ("4", 40)})
+    plan = plan_retention(retention(keepLast=2), [snap], NOW)
+    assert plan.pending == ["app:v1", "app:v4"] and plan.kept == ("app:v2", "app:v3")
+
+
+def test_an_image_without_a_build_time_counts_as_oldest_and_ties_break_by_tag():
+    snap = aged({"a": ("1", None), "b": ("2", 5), "c": ("3", 5)})
+    assert plan_retention(retention(keepLast=1), [snap], NOW).kept == ("app:c",)
+    assert plan_retention(retention(keepLast=2), [snap], NOW).pending == ["app:a"]
+
+
+def test_keep_patterns_are_full_matches():
+    """`v1` keeps v1, not v10: patterns match the whole tag."""
+    snap = aged({"v1": ("1", 1), "v10": ("2", 1), "release-1": ("3", 1)})
+    plan = plan_retention(retention(keepPatterns=["v1", "release-.*"]), [snap], NOW)
+    assert plan.pending == ["app:v10"]
+
+
+def test_keep_younger_than_keeps_recent_builds():
+    snap = aged({"new": ("1", 2), "old": ("2", 48), "undated": ("3", None)})
+    plan = plan_retention(retention(keepYoungerThanHours=24), [snap], NOW)
+    assert plan.pending == ["app:old", "app:undated"]
+
+
+def test_keep_last_zero_with_a_pattern_deletes_all_others():
+    snap = aged({"keep": ("1", 9), "x": ("2", 1)})
+    assert plan_retention(retention(keepLast=0, keepPatterns=["keep"]), [snap], NOW).pending == ["app:x"]
+
+
+def test_a_tag_sharing_a_digest_with_a_kept_tag_is_blocked_not_deleted():
+    """Deleting `old`'s digest would delete kept `stable` too: `old` is reported blocked instead."""
+    snap = aged({"stable": ("1", 100), "old": ("1", 100), "new": ("2", 1)})
+    plan = plan_retention(retention(keepLast=1, keepPatterns=["stable"]), [snap], NOW)
+    assert plan.pending == [] and plan.blocked == ("app:old",)
+
+
+def test_a_platform_manifest_a_kept_index_needs_is_blocked():
+    snap = aged({"multi": ("i", 1), "amd64-only": ("a", 100)}, children={d("i"): (d("a"), d("b"))})
+    plan = plan_retention(retention(keepLast=1), [snap], NOW)
+    assert plan.kept == ("app:multi",) and plan.pending == [] and plan.blocked == ("app:amd64-only",)
+
+
+def test_rules_govern_repositories_by_pattern_first_match_wins():
+    first = retention(repositories="team/*")
+    second = retention(repositories="*", excludeRepositories=["team/*"])
+    assert repository_matches(first, "team/app") and not repository_matches(first, "other")
+    assert repository_matches(second, "other") and not repository_matches(second, "team/app")
+
+
+def test_untagged_deletion_spares_platform_manifests_of_tagged_indexes():
+    """What registry 2.8's --delete-untagged gets wrong: children of a tagged index stay."""
+    snaps = {"app": RepoSnapshot("app", {"multi": d("i")}, children={d("i"): (d("a"), d("b"))})}
+    listed = {"app": [d("a"), d("b"), d("c")], "gone": [d("e")]}
+    assert untagged_to_delete(listed, snaps) == {"app": [d("c")], "gone": [d("e")]}
+
+
+# --- check and diff ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("news, words", [
+    ({"repository": "App", "tags": ["v1"]}, "not a valid repository name"),
+    ({"repository": "app", "tags": ["-x"]}, "not a valid tag"),
+    ({"repository": "app", "digests": ["sha256:abc"]}, "not a digest"),
+    ({"repository": "app"}, "names no tags and no digests"),
+])
+def test_check_reports_malformed_deletion_rules(news, words):
+    result = ImageDeletionProvider().check({}, {**CONN, **news})
+    assert len(result.failures) == 1 and words in result.failures[0].reason
+    assert PASSWORD not in result.failures[0].reason
+
+
+def test_check_lists_pending_deletions_for_the_preview(fake):
+    fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
+    result = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    assert result.failures == [] and result.inputs["pendingDeletions"] == ["app:v1"]
+
+
+def test_check_fails_the_preview_on_a_shared_digest_and_an_unknown_repository(fake):
+    fake(FakeRegistry({"app": {"v1": d("1"), "latest": d("1")}}))
+    shared = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    assert "latest" in shared.failures[0].reason
+    unknown = ImageDeletionProvider().check({}, {**CONN, "repository": "nope", "tags": ["v1"]})
+    assert "NAME_UNKNOWN" in unknown.failures[0].reason
+
+
+def test_check_without_a_reachable_registry_passes_without_a_list():
+    """First deployment: the registry is not up yet at preview time; that is not an error."""
+    unreachable = {**CONN, "registryUrl": "https://127.0.0.1:9", "caPem": ""}
+    result = ImageDeletionProvider().check({}, {**unreachable, "repository": "app", "tags": ["v1"]})
+    assert result.failures == [] and "pendingDeletions" not in result.inputs
+
+
+def test_check_with_unknown_inputs_asks_nothing(fake):
+    registry = fake(FakeRegistry({}))
+    registry.tags = None  # any call would fail
+    result = ImageDeletionProvider().check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
+    assert result.failures == [] and "pendingDeletions" not in result.inputs
+
+
+def olds_for(provider, news, extra=None):
+    return {**provider.check({}, news).inputs, **(extra or {})}
+
+
+def test_diff_of_unchanged_inputs_is_no_change():
+    """An unchanged stack previews as unchanged: same inputs, same pending list => no diff."""
+    provider = ImageDeletionProvider()
+    news = {**CONN, "registryUrl": "https://127.0.0.1:9", "repository": "app", "tags": ["v1"]}
+    olds = {**provider.check({}, news).inputs, "pendingDeletions": [], "deletedDigests": [d("1")]}
+    checked = {**provider.check(olds, news).inputs, "pendingDeletions": []}
+    result = provider.diff("id", olds, checked)
+    assert result.changes is False and result.replaces == []
+
+
+@pytest.mark.parametrize("change, replaces", [
+    ({"tags": ["v1", "v2"]}, ["tags"]),
+    ({"allowSharedDigest": True}, ["allowSharedDigest"]),
+    ({"password": "rotated"}, []),
+    ({"caPem": "-----BEGIN CERTIFICATE-----\ny\n-----END CERTIFICATE-----\n"}, []),
+    ({"pendingDeletions": ["app:v1"]}, []),
+])
+def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, replaces):
+    """A different rule is a different resource (replace); credentials or a re-pushed tag update."""
+    provider = ImageDeletionProvider()
+    base = {**CONN, "repository": "app", "tags": ["v1"], "digests": [], "allowSharedDigest": False,
+            "pendingDeletions": []}
+    result = provider.diff("id", base, {**base, **change})
+    assert result.changes is True and result.replaces == replaces
+
+
+def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
+    provider = RetentionProvider()
+    base = {**CONN, "repositories": "app", "keepLast": 2}
+    stored = {**base, "excludeRepositories": [], "keepPatterns": [], "dryRun": False}
+    assert provider.diff("id", stored, base).changes is False
+    assert provider.diff("id", stored, {**base, "password": UNKNOWN}).changes is True
+    assert provider.diff("id", stored, {**base, "keepLast": 3}).replaces == []
+    assert provider.diff("id", stored, {**base, "repositories": "team/*"}).replaces == ["repositories"]
+
+
+# --- create / update / read against the fake --------------------------------------------------
+
+
+def test_create_deletes_reports_and_leaves_nothing_pending(fake):
+    registry = fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
+    result = ImageDeletionProvider().create({**CONN, "repository": "app", "tags": ["v1"]})
+    assert registry.deleted == [("app", d("1"))]
+    assert result.outs["pendingDeletions"] == [] and result.outs["deletedTags"] == ["v1"]
+    assert result.outs["deletedDigests"] == [d("1")] and result.outs["deletionRuns"] == 1
+    assert result.id.startswith("deletion-")
+
+
+def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
+    """read reports the truth: a tag pushed again shows as pending; update removes it, runs += 1."""
+    registry = fake(FakeRegistry({"app": {"v1": d("1")}}))
+    provider = ImageDeletionProvider()
+    created = provider.create({**CONN, "repository": "app", "tags": ["v1"]})
+    registry.repos["app"]["v1"] = d("1")
+    refreshed = provider.read(created.id, created.outs)
+    assert refreshed.outs["pendingDeletions"] == ["app:v1"]
+    news = provider.check(refreshed.outs, {**CONN, "repository": "app", "tags": ["v1"]}).inputs
+    assert news["pendingDeletions"] == ["app:v1"]
+    assert provider.diff(created.id, {**refreshed.outs, "pendingDeletions": []}, news).changes is True
+    updated = provider.update(created.id, refreshed.outs, news)
+    assert updated.outs["deletionRuns"] == 2 and updated.outs["pendingDeletions"] == []
+
+
+def test_retention_dry_run_only_reports(fake):
+    registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}}, created={d("1"): NOW, d("2"): NOW - timedelta(1)}))
+    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
+    assert registry.deleted == [] and result.outs["pendingDeletions"] == ["app:b"]
+    assert result.outs["deletedTags"] == [] and result.outs["deletionRuns"] == 0
+
+
+def test_retention_deletes_what_the_rule_does_not_keep(fake):
+    registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}, "other": {"x": d("3")}},
+                                 created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(9)}))
+    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1})
+    assert registry.deleted == [("app", d("2"))]
+    assert result.outs["deletedTags"] == ["app:b"] and result.outs["pendingDeletions"] == []
+    assert result.outs["keptTags"] == ["app:a"]
+
+
+def test_registry_errors_become_maintenance_errors_from_the_cause(fake):
+    fake(FakeRegistry({}))
+    with pytest.raises(MaintenanceError) as caught:
+        ImageDeletionProvider().create({**CONN, "repository": "nope", "tags": ["v1"]})
+    assert isinstance(caught.value.__cause__, RegistryNotFoundError) and "'nope'" in str(caught.value)
+
+
+def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch):
+    """A new trigger (what was deleted) or mode re-runs the collection; a new password does not."""
+    runs = []
+    monkeypatch.setattr(GarbageCollectionProvider, "_collect",
+                        staticmethod(lambda props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
+    provider = GarbageCollectionProvider()
+    news = {**CONN, "dockerHost": "unix:///x.sock", "containerName": "reg", "trigger": "t1"}
+    created = provider.create(news)
+    assert runs == ["t1"] and created.id == provider.create(news).id
+    runs.clear()
+    same = provider.update(created.id, created.outs, {**news, "password": "rotated"})
+    assert runs == [] and same.outs["bytesAfter"] == 1 and same.outs["password"] == "rotated"
+    again = provider.update(created.id, created.outs, {**news, "trigger": "t2"})
+    assert runs == ["t2"] and again.outs["bytesAfter"] == 1
+
+
+# --- pickling ---------------------------------------------------------------------------------
+
+
+def test_pickled_providers_hold_no_secret_even_after_use(fake):
+    """Pulumi stores dill.dumps(provider) in state: it must carry no password, before or after work."""
+    fake(FakeRegistry({"app": {"v1": d("1")}}))
+    provider = ImageDeletionProvider()
+    provider.create({**CONN, "repository": "app", "tags": ["v1"]})
+    for candidate in (provider, RetentionProvider(), GarbageCollectionProvider()):
+        data = dill.dumps(candidate, protocol=pickle.DEFAULT_PROTOCOL, recurse=True)
+        assert PASSWORD.encode() not in data
+        assert b"components.maintenance" in data and len(data) < 200
+
+
+# --- the component under engine-like mocks ---------------------------------------------------
+
+SETTINGS = MaintenanceSettings(
+    deletions=(DeletionRule(repository="app", tags=("v1",)), DeletionRule(repository="team/api", digests=(d("1"),))),
+    retention=(RetentionRule(repositories="team/*", keep_last=3), RetentionRule(repositories="*", keep_patterns=("v.*",))),
+    retention_dry_run=True,
+    gc=GcSettings(mode="readonly", delete_untagged=True),
+)
+
+
+def build(settings=SETTINGS):
+    registry = pulumi.CustomResource("test:index:RegistryContainer", "registry", {"name": "reg-registry"})
+    component = Maintenance(
+        "maint",
+        MaintenanceArgs(settings=settings, registry_url=URL, ca_pem=CONN["caPem"], username="admin",
+                        password=PASSWORD, docker_host="unix:///var/run/docker.sock",
+                        container_name=registry.name),
+        opts=pulumi.ResourceOptions(depends_on=[registry]),
+    )
+    return registry, component
+
+
+def test_component_graph_order_and_secrecy(pulumi_mocks):
+    """Children named maint-..., parented to the component, after the registry; retention after
+    the deletions; GC after both; the password secret everywhere and absent from the state text."""
+
+    @pulumi.runtime.test
+    def run():
+        _, component = build()
+        return component.pending_deletions.apply(lambda _: None)
+
+    run()
+    m = pulumi_mocks
+    comp = m.one("registry:maintenance:Maintenance")
+    registry = m.one("test:index:RegistryContainer")
+    deletions = m.by_type("pulumi-python:dynamic/registry:ImageDeletion")
+    retentions = m.by_type("pulumi-python:dynamic/registry:RetentionPolicy")
+    gc = m.one("pulumi-python:dynamic/registry:GarbageCollection")
+    assert len(deletions) == 2 and len(retentions) == 2
+    for child in [*deletions, *retentions, gc]:
+        assert child.name.startswith("maint-") and child.parent == comp.urn
+        assert registry.urn in child.dependencies
+        assert is_secret(child.inputs["password"]) and "password" in child.additional_secret_outputs
+        assert is_secret(child.outputs["password"])
+        assert is_secret(child.inputs["__provider"])
+    for retention_resource in retentions:
+        assert {x.urn for x in deletions} <= set(retention_resource.dependencies)
+    assert {x.urn for x in [*deletions, *retentions]} <= set(gc.dependencies)
+    assert registry.urn in gc.property_dependencies["containerName"]
+    assert [r.plain_inputs["excludeRepositories"] for r in retentions] == [[], ["team/*"]]
+    assert all(r.plain_inputs["dryRun"] is True for r in retentions)
+    assert gc.plain_inputs["mode"] == "readonly" and gc.plain_inputs["deleteUntagged"] is True
+    assert PASSWORD not in m.state_text()
+    for resource in m.registered:
+        provider = resource.plain_inputs.get("__provider")
+        if provider:
+            assert PASSWORD.encode() not in base64.b64decode(provider)
+
+
+def test_component_names_follow_rule_content_not_position(pulumi_mocks):
+    """Reordering rules keeps every resource name, so nothing is replaced."""
+
+    @pulumi.runtime.test
+    def run():
+        build()
+        reordered = MaintenanceSettings(deletions=tuple(reversed(SETTINGS.deletions)), gc=GcSettings(enabled=False))
+        Maintenance("other", MaintenanceArgs(settings=reordered, registry_url=URL, ca_pem="", username="admin",
+                                             password=PASSWORD, docker_host="unix:///x", container_name="reg"))
+
+    run()
+    names = [r.name for r in pulumi_mocks.by_type("pulumi-python:dynamic/registry:ImageDeletion")]
+    first = sorted(n.removeprefix("maint-") for n in names if n.startswith("maint-"))
+    second = sorted(n.removeprefix("other-") for n in names if n.startswith("other-"))
+    assert len(first) == 2 and first == second
+    assert len(pulumi_mocks.by_type("pulumi-python:dynamic/registry:GarbageCollection")) == 1
+
+
+def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
+    """The component's attributes are the outputs it registers; without GC its figures are None."""
+    seen = {}
+    registered = {}
+    original = Maintenance.register_outputs
+
+    def capture(self, outputs):
+        registered.update(outputs)
+        seen["component"] = self
+        return original(self, outputs)
+
+    monkeypatch.setattr(Maintenance, "register_outputs", capture)
+
+    @pulumi.runtime.test
+    def run():
+        settings = MaintenanceSettings(deletions=(DeletionRule(repository="app", tags=("v1",)),),
+                                       gc=GcSettings(enabled=False))
+        _, component = build(settings)
+        return pulumi.Output.all(component.gc_bytes_after, component.deleted_tags, component.pending_deletions).apply(
+            lambda values: seen.update(values=values))
+
+    run()
+    assert seen["values"] == [None, [], []]
+    assert pulumi_mocks.by_type("pulumi-python:dynamic/registry:GarbageCollection") == []
+    assert set(registered) == {"pending_deletions", "deleted_tags", "gc_bytes_before", "gc_bytes_after",
+                               "gc_blobs_removed", "gc_duration_seconds", "gc_writes_refused_seconds"}
+    assert all(registered[name] is getattr(seen["component"], name) for name in registered)
