@@ -339,6 +339,7 @@ def garbage_collect(
     mode: str = "readonly",
     probe: Callable[[], Any] | None = None,
     check_readonly: Callable[[], Any] | None = None,
+    prepare: Callable[[], Any] | None = None,
     timeout: float = 120.0,
 ) -> GcReport:
     """Collect garbage in the registry, keeping it consistent; see the module docstring.
@@ -347,6 +348,8 @@ def garbage_collect(
     ``check_readonly`` runs once the registry is read-only and before anything is deleted; it
     should raise if writes are still accepted, so a config that did not take effect (an
     environment variable overriding it, say) never lets a collection race a push.
+    ``prepare`` runs after the "before" size is measured and while the registry still accepts
+    writes (deleting untagged manifests through the API, for instance).
     """
     if mode not in GC_MODES:
         raise ValueError(f"garbage collection mode must be one of {', '.join(GC_MODES)}, not '{mode}'")
@@ -354,6 +357,8 @@ def garbage_collect(
     original = target.read_file(CONFIG_PATH)
     root = storage_root(original)
     bytes_before = target.volume_bytes(root)
+    if prepare is not None:
+        prepare()
 
     timeline: dict[str, float] = {}
     if mode == "dry-run":

@@ -679,14 +679,17 @@ class GarbageCollectionProvider(MaintenanceProvider):
                 props.docker_host, props.container_name
             ) as target:
                 untagged_deleted: list[str] = []
-                if props.delete_untagged:
+
+                def delete_untagged() -> None:
+                    # Registry 2.8's own --delete-untagged would also take the platform manifests
+                    # of tagged indexes; list its candidates, spare those, delete the rest by API.
                     listed = docker_exec.parse_untagged(target.run_gc(dry_run=True, delete_untagged=True))
                     snaps = {repo: snapshot(client, repo) for repo in listed}
                     doomed = untagged_to_delete(listed, snaps)
                     jobs = [(repo, digest) for repo, digests in doomed.items() for digest in digests]
                     if props.mode != "dry-run":
                         client.map(lambda job: client.delete(*job), jobs)
-                    untagged_deleted = [f"{repo}@{digest}" for repo, digest in jobs]
+                    untagged_deleted.extend(f"{repo}@{digest}" for repo, digest in jobs)
 
                 def check_readonly() -> None:
                     if not client.writes_refused(READONLY_PROBE_REPOSITORY):
@@ -696,7 +699,8 @@ class GarbageCollectionProvider(MaintenanceProvider):
                         )
 
                 report = docker_exec.garbage_collect(
-                    target, mode=props.mode, probe=client.ping, check_readonly=check_readonly
+                    target, mode=props.mode, probe=client.ping, check_readonly=check_readonly,
+                    prepare=delete_untagged if props.delete_untagged else None,
                 )
         except (RegistryError, docker_exec.DockerExecError, MaintenanceError, ValueError) as exc:
             raise _fail(what, exc) from exc

@@ -170,12 +170,14 @@ class FakeContainer:
 
 
 def test_readonly_mode_collects_read_only_then_restores_and_restarts():
-    """Order: back up, switch read-only, restart, check, collect, restore, restart; and report."""
+    """Order: measure, prepare (while writable), back up, switch read-only, restart, check,
+    collect, restore, restart, measure; and the report's figures."""
     fake = FakeContainer()
     checked = []
-    report = garbage_collect(fake, mode="readonly", check_readonly=lambda: checked.append(True))
+    report = garbage_collect(fake, mode="readonly", check_readonly=lambda: checked.append(True),
+                             prepare=lambda: fake.calls.append("prepare"))
     assert fake.calls == [
-        f"read {CONFIG_PATH}", "du /var/lib/registry",
+        f"read {CONFIG_PATH}", "du /var/lib/registry", "prepare",
         f"write {CONFIG_PATH}.pre-gc readonly=False", f"write {CONFIG_PATH} readonly=True", "restart", "healthy",
         "gc dry_run=False",
         f"write {CONFIG_PATH} readonly=False", "restart", "healthy", f"exec rm -f {CONFIG_PATH}.pre-gc",

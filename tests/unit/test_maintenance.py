@@ -481,7 +481,8 @@ def test_component_graph_order_and_secrecy(pulumi_mocks):
         assert {x.urn for x in deletions} <= set(retention_resource.dependencies)
     assert {x.urn for x in [*deletions, *retentions]} <= set(gc.dependencies)
     assert registry.urn in gc.property_dependencies["containerName"]
-    assert [r.plain_inputs["excludeRepositories"] for r in retentions] == [[], ["team/*"]]
+    assert {r.plain_inputs["repositories"]: r.plain_inputs["excludeRepositories"] for r in retentions} == {
+        "team/*": [], "*": ["team/*"]}
     assert all(r.plain_inputs["dryRun"] is True for r in retentions)
     assert gc.plain_inputs["mode"] == "readonly" and gc.plain_inputs["deleteUntagged"] is True
     assert PASSWORD not in m.state_text()
