@@ -344,6 +344,7 @@ def test_tags_digests_and_index_contents_match_what_was_pushed(registry_stack, i
 
 
 def test_created_is_the_config_build_time_and_an_index_takes_its_newest_child(registry_stack, images):
+    """Build time is read from the image config through the API; an index's is its newest platform image's."""
     layout, _ = images
     set_created(layout, "one", "2024-05-01T12:00:00.5Z")
     set_created(layout, "multi", {"amd64": "2024-01-01T00:00:00Z", "arm64": "2024-02-03T04:05:06Z"})
@@ -371,6 +372,7 @@ def test_delete_by_digest_removes_every_tag_on_it_and_twice_is_already_gone(regi
 
 
 def test_wrong_password_is_an_auth_error_that_does_not_contain_it(shared_stack):
+    """Wrong credentials: an auth error naming registry and status, containing neither password."""
     wrong = "Wr0ng@:" + secrets.token_hex(4)
     with shared_stack.client(password=wrong) as client, pytest.raises(RegistryAuthError) as caught:
         client.tags("app")
@@ -379,6 +381,7 @@ def test_wrong_password_is_an_auth_error_that_does_not_contain_it(shared_stack):
 
 
 def test_another_ca_is_a_tls_error(shared_stack):
+    """A CA that did not sign the proxy's certificate gives a TLS error with OpenSSL's reason."""
     other_ca, _, _ = _pki()
     with shared_stack.client(ca_pem=other_ca) as client, pytest.raises(RegistryTLSError) as caught:
         client.ping()
@@ -386,12 +389,14 @@ def test_another_ca_is_a_tls_error(shared_stack):
 
 
 def test_a_closed_port_is_unreachable():
+    """Nothing listening: an unreachable error, not a hang or a generic failure."""
     with RegistryClient(f"https://localhost:{free_port()}", username="u", password="p", ca_pem=None) as client:
         with pytest.raises(RegistryUnreachableError, match="unreachable"):
             client.tags("app")
 
 
 def test_unknown_repository_and_malformed_tag(shared_stack):
+    """An unknown repository is NAME_UNKNOWN from the registry; a malformed tag is refused locally."""
     with shared_stack.client() as client:
         with pytest.raises(RegistryNotFoundError, match="NAME_UNKNOWN") as caught:
             client.tags("no/such-repo")
@@ -413,5 +418,6 @@ def test_deletion_disabled_is_reported_as_such(docker_client, tmp_path, images):
 
 
 def test_writes_refused_is_false_on_a_writable_registry(shared_stack):
+    """The read-only probe reports a normal registry as writable (and cancels its upload)."""
     with shared_stack.client() as client:
         assert client.writes_refused("probe/repo") is False

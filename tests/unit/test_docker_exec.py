@@ -103,6 +103,7 @@ def test_storage_root_reads_the_filesystem_driver_or_refuses_others():
 
 
 def test_gc_command_uses_the_registry_binary_and_flags():
+    """The collection runs /bin/registry garbage-collect with the requested flags and the config path."""
     assert gc_command() == ["/bin/registry", "garbage-collect", CONFIG_PATH]
     assert gc_command(dry_run=True, delete_untagged=True) == [
         "/bin/registry", "garbage-collect", "--dry-run", "--delete-untagged", CONFIG_PATH]
@@ -239,6 +240,7 @@ def test_dry_run_mode_changes_nothing():
 
 
 def test_an_unknown_mode_is_refused():
+    """A mode other than readonly, stop or dry-run is refused, listing the valid ones."""
     with pytest.raises(ValueError, match="readonly, stop, dry-run"):
         garbage_collect(FakeContainer(), mode="fast")
 

@@ -143,6 +143,7 @@ def rule(**kw) -> ImageDeletionProps:
 
 
 def test_deleting_tags_deletes_their_digests_and_reports_missing_ones_as_gone():
+    """A tag's digest is what gets deleted; a tag that is not there counts as already gone, not an error."""
     snap = RepoSnapshot("app", {"v1": d("1"), "v2": d("2")})
     plan = plan_deletion(rule(tags=["v1", "v9"]), snap)
     assert plan.digests == (d("1"),) and plan.tags_removed == ("v1",) and plan.already_gone == ("v9",)
@@ -159,17 +160,20 @@ def test_a_digest_shared_with_another_tag_is_refused_naming_the_tag():
 
 
 def test_allow_shared_digest_deletes_and_reports_every_tag_on_it():
+    """With allowSharedDigest the digest goes, and the plan lists every tag that goes with it."""
     snap = RepoSnapshot("app", {"v1": d("1"), "latest": d("1")})
     plan = plan_deletion(rule(tags=["v1"], allowSharedDigest=True), snap)
     assert plan.digests == (d("1"),) and plan.tags_removed == ("latest", "v1")
 
 
 def test_naming_every_tag_of_a_digest_needs_no_permission():
+    """A rule naming all tags on a digest deletes it without allowSharedDigest: nothing unnamed is lost."""
     snap = RepoSnapshot("app", {"v1": d("1"), "latest": d("1")})
     assert plan_deletion(rule(tags=["v1", "latest"]), snap).digests == (d("1"),)
 
 
 def test_a_digest_rule_on_a_tagged_digest_is_refused_unless_allowed():
+    """A digest rule whose digest still carries tags is refused naming them, unless allowed."""
     snap = RepoSnapshot("app", {"v1": d("1")})
     with pytest.raises(SharedDigestError, match="v1"):
         plan_deletion(rule(digests=[d("1")]), snap)
@@ -177,6 +181,7 @@ def test_a_digest_rule_on_a_tagged_digest_is_refused_unless_allowed():
 
 
 def test_an_untagged_digest_is_deleted_and_listed_by_digest():
+    """A digest present without tags is deleted and shown as repo@digest; an absent one is already gone."""
     snap = RepoSnapshot("app", {"v1": d("1")})
     plan = plan_deletion(rule(digests=[d("9"), d("8")]), snap, untagged_present=[d("9")])
     assert plan.digests == (d("9"),) and plan.pending == [f"app@{d('9')}"] and plan.already_gone == (d("8"),)
@@ -213,12 +218,14 @@ def aged(tags: dict[str, tuple[str, float | None]], repo="app", children=None) -
 
 
 def test_keep_last_keeps_the_newest_by_build_time():
+    """keepLast keeps the N tags whose images were built last; the others go."""
     snap = aged({"v1": ("1", 30), "v2": ("2", 20), "v3": ("3", 10), "v4": ("4", 40)})
     plan = plan_retention(retention(keepLast=2), [snap], NOW)
     assert plan.pending == ["app:v1", "app:v4"] and plan.kept == ("app:v2", "app:v3")
 
 
 def test_an_image_without_a_build_time_counts_as_oldest_and_ties_break_by_tag():
+    """No build time means oldest; equal times are ordered by tag name, so the choice is deterministic."""
     snap = aged({"a": ("1", None), "b": ("2", 5), "c": ("3", 5)})
     assert plan_retention(retention(keepLast=1), [snap], NOW).kept == ("app:c",)
     assert plan_retention(retention(keepLast=2), [snap], NOW).pending == ["app:a"]
@@ -232,12 +239,14 @@ def test_keep_patterns_are_full_matches():
 
 
 def test_keep_younger_than_keeps_recent_builds():
+    """keepYoungerThan keeps images built within the window; undated images are not young."""
     snap = aged({"new": ("1", 2), "old": ("2", 48), "undated": ("3", None)})
     plan = plan_retention(retention(keepYoungerThanHours=24), [snap], NOW)
     assert plan.pending == ["app:old", "app:undated"]
 
 
 def test_keep_last_zero_with_a_pattern_deletes_all_others():
+    """keepLast 0 keeps none by age: only the pattern's tags stay."""
     snap = aged({"keep": ("1", 9), "x": ("2", 1)})
     assert plan_retention(retention(keepLast=0, keepPatterns=["keep"]), [snap], NOW).pending == ["app:x"]
 
@@ -250,12 +259,14 @@ def test_a_tag_sharing_a_digest_with_a_kept_tag_is_blocked_not_deleted():
 
 
 def test_a_platform_manifest_a_kept_index_needs_is_blocked():
+    """A tag on a platform manifest of a kept index is not deleted (that would break the index); it is reported blocked."""
     snap = aged({"multi": ("i", 1), "amd64-only": ("a", 100)}, children={d("i"): (d("a"), d("b"))})
     plan = plan_retention(retention(keepLast=1), [snap], NOW)
     assert plan.kept == ("app:multi",) and plan.pending == [] and plan.blocked == ("app:amd64-only",)
 
 
 def test_rules_govern_repositories_by_pattern_first_match_wins():
+    """A rule applies to repositories its fnmatch pattern matches, minus those earlier rules govern."""
     first = retention(repositories="team/*")
     second = retention(repositories="*", excludeRepositories=["team/*"])
     assert repository_matches(first, "team/app") and not repository_matches(first, "other")
@@ -279,18 +290,21 @@ def test_untagged_deletion_spares_platform_manifests_of_tagged_indexes():
     ({"repository": "app"}, "names no tags and no digests"),
 ])
 def test_check_reports_malformed_deletion_rules(news, words):
+    """Malformed repository, tag or digest, or a rule naming nothing, fail check with the reason and no password."""
     result = ImageDeletionProvider().check({}, {**CONN, **news})
     assert len(result.failures) == 1 and words in result.failures[0].reason
     assert PASSWORD not in result.failures[0].reason
 
 
 def test_check_lists_pending_deletions_for_the_preview(fake):
+    """check asks the registry and puts the tags that would go into pendingDeletions, for the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
     result = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and result.inputs["pendingDeletions"] == ["app:v1"]
 
 
 def test_check_fails_the_preview_on_a_shared_digest_and_an_unknown_repository(fake):
+    """Refusals create would make (shared digest, unknown repository) already fail the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "latest": d("1")}}))
     shared = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert "latest" in shared.failures[0].reason
@@ -306,6 +320,7 @@ def test_check_without_a_reachable_registry_passes_without_a_list():
 
 
 def test_check_with_unknown_inputs_asks_nothing(fake):
+    """With unknown inputs (preview before the registry exists) check neither fails nor asks the registry."""
     registry = fake(FakeRegistry({}))
     registry.tags = None  # any call would fail
     result = ImageDeletionProvider().check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
@@ -343,6 +358,7 @@ def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, repl
 
 
 def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
+    """Unknown means changed; a missing optional input equals its default; only the pattern replaces a retention rule."""
     provider = RetentionProvider()
     base = {**CONN, "repositories": "app", "keepLast": 2}
     stored = {**base, "excludeRepositories": [], "keepPatterns": [], "dryRun": False}
@@ -356,6 +372,7 @@ def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
 
 
 def test_create_deletes_reports_and_leaves_nothing_pending(fake):
+    """create deletes the digest, records what it deleted, and leaves pendingDeletions empty under a deterministic id."""
     registry = fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
     result = ImageDeletionProvider().create({**CONN, "repository": "app", "tags": ["v1"]})
     assert registry.deleted == [("app", d("1"))]
@@ -380,6 +397,7 @@ def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
 
 
 def test_retention_dry_run_only_reports(fake):
+    """A dry run lists what would go and deletes nothing."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}}, created={d("1"): NOW, d("2"): NOW - timedelta(1)}))
     result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
     assert registry.deleted == [] and result.outs["pendingDeletions"] == ["app:b"]
@@ -387,6 +405,7 @@ def test_retention_dry_run_only_reports(fake):
 
 
 def test_retention_deletes_what_the_rule_does_not_keep(fake):
+    """A real run deletes only in the governed repository what the rule does not keep."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}, "other": {"x": d("3")}},
                                  created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(9)}))
     result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1})
@@ -396,6 +415,7 @@ def test_retention_deletes_what_the_rule_does_not_keep(fake):
 
 
 def test_registry_errors_become_maintenance_errors_from_the_cause(fake):
+    """Registry failures surface as MaintenanceError naming the resource, chained from the registry error."""
     fake(FakeRegistry({}))
     with pytest.raises(MaintenanceError) as caught:
         ImageDeletionProvider().create({**CONN, "repository": "nope", "tags": ["v1"]})
