@@ -11,6 +11,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.client_trust import ClientTrust, ClientTrustArgs
+from components.maintenance import Maintenance, MaintenanceArgs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
@@ -33,6 +34,9 @@ class PrivateRegistry(pulumi.ComponentResource):
     passwords: pulumi.Output[dict]
     login_command: pulumi.Output[str]
     volume_name: pulumi.Output[str]
+    pending_deletions: pulumi.Output[list]
+    deleted_tags: pulumi.Output[list]
+    garbage_collection: pulumi.Output[Optional[dict]]
 
     def __init__(self, name: str, args: PrivateRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:index:PrivateRegistry", name, None, opts)
@@ -112,6 +116,22 @@ class PrivateRegistry(pulumi.ComponentResource):
             )
 
         first_user = s.user_names[0]
+        maintenance = None
+        if s.maintenance.deletions or s.maintenance.retention:
+            # Runs where `pulumi up` runs, against the registry through the proxy, as the first user.
+            maintenance = Maintenance(
+                f"{name}-maintenance",
+                MaintenanceArgs(
+                    settings=s.maintenance,
+                    registry_url=f"https://{s.address}",
+                    ca_pem=ca.cert_pem,
+                    username=first_user,
+                    password=pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user])),
+                    docker_host=s.docker.host,
+                    container_name=registry.container_name,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[proxy]),
+            )
         self.address = pulumi.Output.from_input(s.address)
         self.ca_certificate_pem = ca.cert_pem
         self.server_certificate_expiry = server_cert.expiry
@@ -123,6 +143,20 @@ class PrivateRegistry(pulumi.ComponentResource):
             f"docker login {s.address} --username {shlex.quote(first_user)} --password-stdin"
         )
         self.volume_name = registry.volume_name
+        empty = pulumi.Output.from_input([])
+        self.pending_deletions = maintenance.pending_deletions if maintenance else empty
+        self.deleted_tags = maintenance.deleted_tags if maintenance else empty
+        self.garbage_collection = (
+            pulumi.Output.all(
+                bytes_before=maintenance.gc_bytes_before,
+                bytes_after=maintenance.gc_bytes_after,
+                blobs_removed=maintenance.gc_blobs_removed,
+                duration_seconds=maintenance.gc_duration_seconds,
+                writes_refused_seconds=maintenance.gc_writes_refused_seconds,
+            )
+            if maintenance and maintenance.gc
+            else pulumi.Output.from_input(None)
+        )
         self.register_outputs(
             {
                 "address": self.address,
@@ -132,5 +166,8 @@ class PrivateRegistry(pulumi.ComponentResource):
                 "passwords": self.passwords,
                 "login_command": self.login_command,
                 "volume_name": self.volume_name,
+                "pending_deletions": self.pending_deletions,
+                "deleted_tags": self.deleted_tags,
+                "garbage_collection": self.garbage_collection,
             }
         )

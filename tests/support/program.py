@@ -46,6 +46,9 @@ EXPORTS = {
     "passwords": "passwords",
     "loginCommand": "login_command",
     "volumeName": "volume_name",
+    "pendingDeletions": "pending_deletions",
+    "deletedTags": "deleted_tags",
+    "garbageCollection": "garbage_collection",
 }
 
 
