@@ -3,6 +3,7 @@ lifecycle options, secrecy (including what the state would hold), preview, and n
 
 from __future__ import annotations
 
+import base64
 import json
 import types
 
@@ -175,6 +176,9 @@ def held_secrets(m) -> dict[str, str]:
         values[password.name] = password.plain_outputs["result"]
     for command in m.by_type("command:remote:Command"):
         values[f"{command.name} SSH key"] = command.plain_inputs["connection"]["privateKey"]
+    for r in m.registered:
+        if r.type.startswith("pulumi-python:dynamic/") and "password" in r.plain_inputs:
+            values[f"{r.name} password"] = r.plain_inputs["password"]
     return {what: json.dumps(v)[1:-1] for what, v in values.items()}
 
 
@@ -183,7 +187,12 @@ def unredacted_state(m) -> str:
                       default=str)
 
 
-@pytest.mark.parametrize("config, secret_keys", [(CONFIG, SECRET_KEYS), ({}, [])], ids=["configured users", "generated admin"])
+MAINTENANCE = {"deletions": [{"repository": "team/app", "tags": ["v1"]}],
+               "retention": [{"repositories": "team/.*", "keepLast": 2}]}
+
+
+@pytest.mark.parametrize("config, secret_keys", [(CONFIG, SECRET_KEYS), ({}, []), ({"maintenance": MAINTENANCE}, [])],
+                         ids=["configured users", "generated admin", "maintenance"])
 def test_state_holds_no_secret_in_plain_text(config, secret_keys):
     """CA and server key PEMs, htpasswd lines, generated passwords (admin, registry http secret),
     SSH keys and configured passwords never appear in the state the engine would write. The same
@@ -197,6 +206,12 @@ def test_state_holds_no_secret_in_plain_text(config, secret_keys):
     values.update({f"password of {u}": json.dumps(p)[1:-1] for u, p in result.exports["passwords"].items()})
     state = m.state_text()
     assert [what for what, v in values.items() if v in state] == []
+    # Dynamic providers are stored pickled (base64) in every resource's __provider input.
+    pickles = b"".join(base64.b64decode(r.plain_inputs["__provider"]) for r in m.registered
+                       if r.type.startswith("pulumi-python:dynamic/"))
+    assert bool(pickles) == ("maintenance" in config)
+    raw = [json.loads(f'"{v}"') for v in values.values()]
+    assert [v for v in raw if v.encode() in pickles] == []
 
 
 def test_secret_values_are_flagged_secret_where_they_are_held():
