@@ -180,8 +180,13 @@ def _wait_ready(url: str, ca_file: Path, auth: tuple[str, str], timeout: float =
     raise AssertionError(f"registry stack at {url} not ready after {timeout}s: {last}")
 
 
-def start_stack(client: docker.DockerClient, work: Path, *, delete_enabled: bool = True) -> tuple[RegistryStack, list]:
-    """Start network, volume, registry and proxy; returns the stack and what to clean up."""
+def start_stack(
+    client: docker.DockerClient, work: Path, *, delete_enabled: bool = True, nginx_workers: str = "1"
+) -> tuple[RegistryStack, list]:
+    """Start network, volume, registry and proxy; returns the stack and what to clean up.
+
+    One nginx worker by default: tests run many stacks side by side on small machines.
+    """
     cleanup: list = []
     prefix = f"maint-{uuid.uuid4().hex[:8]}"
     try:
@@ -204,7 +209,7 @@ def start_stack(client: docker.DockerClient, work: Path, *, delete_enabled: bool
         password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
         salt = bcrypt_salt(base64.b64encode(secrets.token_bytes(16)).decode())
         htpasswd = render_htpasswd({USERNAME: (password, salt)}, rounds=5)
-        conf = render_nginx_conf(NginxOptions(upstream=f"{registry.name}:{PORT}", worker_processes="1"))
+        conf = render_nginx_conf(NginxOptions(upstream=f"{registry.name}:{PORT}", worker_processes=nginx_workers))
         port = free_port()
         proxy = client.containers.create(
             NGINX_IMAGE, name=f"{prefix}-proxy", network=network.name, stop_signal="SIGQUIT",
