@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -50,6 +51,9 @@ from components.registry_api import RegistryClient, RegistryError, RegistryNotFo
 from components.settings import MaintenanceSettings
 
 UNKNOWN = rpc.UNKNOWN
+# How long create/update wait for a registry that is not serving yet (just started by the same
+# `pulumi up`: nginx answers 502 until the registry listens).
+READY_TIMEOUT_SECONDS = 60.0
 READONLY_PROBE_REPOSITORY = "private-registry-maintenance/readonly-probe"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -279,6 +283,20 @@ class MaintenanceProvider(ResourceProvider, ABC):
             return _normal(props[key] if props.get(key) is not None else defaults.get(key))
 
         return [k for k in keys if news.get(k) == UNKNOWN or value(olds, k) != value(news, k)]
+
+
+def wait_until_serving(client: RegistryClient, timeout: float | None = None) -> None:
+    """Ping until the registry answers; only "not up yet" (unreachable, 502-504) is retried."""
+    deadline = time.monotonic() + (READY_TIMEOUT_SECONDS if timeout is None else timeout)
+    while True:
+        try:
+            client.ping()
+            return
+        except RegistryError as exc:
+            starting = isinstance(exc, registry_api.RegistryUnreachableError) or exc.status in (502, 503, 504)
+            if not starting or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _fail(what: str, exc: BaseException) -> MaintenanceError:
@@ -515,6 +533,7 @@ class ImageDeletionProvider(MaintenanceProvider):
         what = f"image deletion in '{props.repository}'"
         try:
             with props.connection.client() as client:
+                wait_until_serving(client)
                 plan = self._plan(client, props)
                 removed = client.map(lambda digest: client.delete(props.repository, digest), plan.digests)
                 after = self._plan(client, props).pending
@@ -595,6 +614,7 @@ class RetentionProvider(MaintenanceProvider):
         what = f"retention for '{props.repositories}'"
         try:
             with props.connection.client() as client:
+                wait_until_serving(client)
                 plan = self._plan(client, props)
                 deleted_digests: list[str] = []
                 deleted_tags: list[str] = []
@@ -678,6 +698,7 @@ class GarbageCollectionProvider(MaintenanceProvider):
             with props.connection.client() as client, docker_exec.RegistryContainer(
                 props.docker_host, props.container_name
             ) as target:
+                wait_until_serving(client)
                 untagged_deleted: list[str] = []
 
                 def delete_untagged() -> None:

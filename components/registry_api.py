@@ -53,8 +53,17 @@ R = TypeVar("R")
 class RegistryError(Exception):
     """A registry operation failed; the message says where and why."""
 
-    def __init__(self, registry: str, reason: str, *, repository: str | None = None, reference: str | None = None):
+    def __init__(
+        self,
+        registry: str,
+        reason: str,
+        *,
+        repository: str | None = None,
+        reference: str | None = None,
+        status: int | None = None,
+    ):
         self.registry = registry
+        self.status = status
         self.repository = repository
         self.reference = reference
         self.reason = reason
@@ -327,6 +336,7 @@ class RegistryClient:
             )
         else:
             exc = RegistryError(self.url, f"unexpected HTTP {status} to {method} ({self._scrub(shown)})", **where)
+        exc.status = status
         return exc
 
     # --- concurrency -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from components import docker_exec
+from components import docker_exec, maintenance
 from components.maintenance import (
     GarbageCollectionProvider,
     ImageDeletionProvider,
@@ -312,7 +312,8 @@ def test_gc_dry_run_changes_nothing_and_stop_mode_frees_space(registry_stack, pu
     assert_pulls(registry_stack, "app", "three", pushed.digests["three"])
 
 
-def test_bad_input_raises_clear_errors_without_the_password(registry_stack, pushed, docker_client, tmp_path):
+def test_bad_input_raises_clear_errors_without_the_password(registry_stack, pushed, docker_client, tmp_path,
+                                                            monkeypatch):
     """Unknown repository, malformed tag, wrong credentials, unreachable registry, deletion
     disabled: each fails with a message naming what and why, never containing the password."""
     provider = ImageDeletionProvider()
@@ -337,6 +338,7 @@ def test_bad_input_raises_clear_errors_without_the_password(registry_stack, push
     secret_texts.append(wrong)
     assert "authentication failed" in failure({**conn(registry_stack, password=wrong), "repository": "app",
                                                "tags": ["one"]})
+    monkeypatch.setattr(maintenance, "READY_TIMEOUT_SECONDS", 1.0)
     unreachable = f"https://localhost:{free_port()}"
     assert "unreachable" in failure({**conn(registry_stack, registryUrl=unreachable), "repository": "app",
                                      "tags": ["one"]})
@@ -349,3 +351,19 @@ def test_bad_input_raises_clear_errors_without_the_password(registry_stack, push
         assert "405" in message and "storage.delete.enabled" in message and "repository 'app'" in message
     finally:
         teardown(cleanup)
+
+
+def test_create_waits_for_a_registry_that_is_still_starting(registry_stack, pushed):
+    """First deployment: the registry container may not serve yet when the deletion runs. With
+    the registry stopped (nginx answers 502) and started two seconds later, create still works."""
+    container = registry_stack.registry_container()
+    container.stop()
+    starter = threading.Timer(2.0, container.start)
+    starter.start()
+    try:
+        _, created = run_create(ImageDeletionProvider(), {**conn(registry_stack), "repository": "app",
+                                                          "tags": ["three"]})
+    finally:
+        starter.join()
+    assert created.outs["deletedTags"] == ["three"]
+    assert_gone(registry_stack, "app", "three")

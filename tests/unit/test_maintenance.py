@@ -33,7 +33,17 @@ from components.maintenance import (
     stable_id,
     untagged_to_delete,
 )
-from components.registry_api import Descriptor, Manifest, RegistryNotFoundError, SharedDigestError, OCI_INDEX, OCI_MANIFEST
+from components.registry_api import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    RegistryAuthError,
+    RegistryError,
+    RegistryNotFoundError,
+    RegistryUnreachableError,
+    SharedDigestError,
+)
 from components.settings import DeletionRule, GcSettings, MaintenanceSettings, RetentionRule
 from tests.support.engine import is_secret
 
@@ -63,6 +73,9 @@ class FakeRegistry:
         return self
 
     def __exit__(self, *exc):
+        return None
+
+    def ping(self):
         return None
 
     def map(self, fn, items):
@@ -436,6 +449,34 @@ def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch):
     assert runs == [] and same.outs["bytesAfter"] == 1 and same.outs["password"] == "rotated"
     again = provider.update(created.id, created.outs, {**news, "trigger": "t2"})
     assert runs == ["t2"] and again.outs["bytesAfter"] == 1
+
+
+class Flaky:
+    """A client whose ping fails with the given errors, then succeeds."""
+
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.pings = 0
+
+    def ping(self):
+        self.pings += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_waiting_for_the_registry_retries_only_while_it_starts(monkeypatch):
+    """Unreachable and 502 (nginx up, registry not yet) are retried; auth errors are not."""
+    monkeypatch.setattr(maintenance.time, "sleep", lambda _: None)
+    starting = Flaky(RegistryUnreachableError(URL, "refused"), RegistryError(URL, "HTTP 502", status=502))
+    maintenance.wait_until_serving(starting, timeout=5)
+    assert starting.pings == 3
+    refused = Flaky(RegistryAuthError(URL, "401", status=401))
+    with pytest.raises(RegistryAuthError):
+        maintenance.wait_until_serving(refused, timeout=5)
+    assert refused.pings == 1
+    down = Flaky(*[RegistryUnreachableError(URL, "refused")] * 1000)
+    with pytest.raises(RegistryUnreachableError):
+        maintenance.wait_until_serving(down, timeout=0)
 
 
 # --- pickling ---------------------------------------------------------------------------------
