@@ -166,7 +166,8 @@ def gc_command(*, dry_run: bool = False, delete_untagged: bool = False, config_p
 class RegistryContainer:
     """The registry container on one Docker host, by name."""
 
-    def __init__(self, docker_host: str, container_name: str, *, timeout: int = 60):
+    # Long: one exec of `garbage-collect` on a big registry can take many minutes.
+    def __init__(self, docker_host: str, container_name: str, *, timeout: int = 1800):
         self.host = docker_host
         self.name = container_name
         try:
