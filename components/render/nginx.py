@@ -36,7 +36,13 @@ class NginxOptions:
     upstream: str = "registry:5000"
     # Docker's embedded DNS. The registry's address is looked up per request (through a
     # variable), so a replaced or restarted registry container with a new IP is found again.
+    # While garbage collection hands reads to a stand-by registry under the same network alias,
+    # the name resolves to both; nginx then retries an idempotent request that fails to
+    # connect on the other address, so pulls do not fail (see components/docker_exec.py).
     resolver: str = "127.0.0.11"
+    resolver_valid_seconds: int = 1
+    # The registry is on the same host: a connect that takes longer means it is gone.
+    connect_timeout_seconds: int = 2
     server_names: tuple[str, ...] = ("localhost",)
     auth: bool = True
     worker_processes: str = "auto"
@@ -81,7 +87,7 @@ http {{
     uwsgi_temp_path /tmp/nginx-uwsgi;
     scgi_temp_path /tmp/nginx-scgi;
 
-    resolver {o.resolver} valid=10s ipv6=off;
+    resolver {o.resolver} valid={o.resolver_valid_seconds}s ipv6=off;
 
     # Send Docker-Distribution-Api-Version exactly once: the registry's own header on proxied
     # responses, ours on responses nginx makes itself (401). 'add_header ... always' alone
@@ -142,6 +148,8 @@ http {{
             proxy_buffers {o.proxy_buffers};
             proxy_buffer_size {o.proxy_buffer_size};
             proxy_max_temp_file_size 0;
+            proxy_connect_timeout {o.connect_timeout_seconds}s;
+            proxy_next_upstream error timeout http_502 http_503;
             proxy_read_timeout {o.read_timeout_seconds};
             proxy_send_timeout {o.read_timeout_seconds};
         }}
