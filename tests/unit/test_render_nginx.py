@@ -122,7 +122,7 @@ def test_server_names_and_upstream_come_from_options():
     assert directives(TLS_SERVER, "server_name") == ["registry.example.com localhost 127.0.0.1"]
     conf = render_nginx_conf(NginxOptions(upstream="other:5001", resolver="10.0.0.2"))
     assert directives(block(conf, "location /v2/"), "set") == ["$registry other:5001"]
-    assert directives(conf, "resolver") == ["10.0.0.2 valid=10s ipv6=off"]
+    assert directives(conf, "resolver") == ["10.0.0.2 valid=1s ipv6=off"]
 
 
 def test_auth_can_be_switched_off_only_explicitly():
