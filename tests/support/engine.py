@@ -282,20 +282,31 @@ HANDLERS: dict[str, Handler] = {
 
 
 class EngineMocks(pulumi.runtime.Mocks):
-    """Resource outputs: inputs echoed, plus what the provider computes (see HANDLERS)."""
+    """Resource outputs: inputs echoed, plus what the provider computes (see HANDLERS).
 
-    def __init__(self, preview: bool = False):
+    With a ``state`` dict shared between runs, it behaves like successive ``pulumi up``s of one
+    stack: a resource whose inputs did not change keeps the outputs it has in state (no update);
+    otherwise the provider computes new ones.
+    """
+
+    def __init__(self, preview: bool = False, state: Optional[dict] = None):
         self.preview = preview
+        self.state = state
 
     def new_resource(self, args: MockResourceArgs):
         inputs = reveal(args.inputs)
+        key = (args.typ, args.name)
+        if self.state is not None and key in self.state and self.state[key][0] == inputs:
+            return self.state[key][1]
         urn = f"{args.typ}::{args.name}"
         outputs = dict(inputs)
         handler = HANDLERS.get(args.typ)
         if handler is not None and not self.preview:
             outputs.update(handler(inputs, urn))
-        resource_id = f"{args.name}-id"
-        return resource_id, outputs
+        result = (f"{args.name}-id", outputs)
+        if self.state is not None and not self.preview:
+            self.state[key] = (inputs, result)
+        return result
 
     def call(self, args):
         return {}
@@ -307,6 +318,12 @@ class EngineMonitor(MockMonitor):
     def __init__(self, mocks: EngineMocks):
         super().__init__(mocks)
         self.registered: list[Registered] = []
+        # Component outputs (register_outputs), which the engine stores in state too.
+        self.component_outputs: dict[str, dict] = {}
+
+    def RegisterResourceOutputs(self, request):  # noqa: N802 - gRPC method name
+        self.component_outputs[request.urn] = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        return super().RegisterResourceOutputs(request)
 
     def RegisterResource(self, request):  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)
@@ -355,5 +372,6 @@ class EngineMonitor(MockMonitor):
 
     def state_text(self) -> str:
         """Every input and output as the engine would store it (secrets as ciphertext)."""
-        return json.dumps([{"urn": r.urn, "inputs": redact(r.inputs), "outputs": redact(r.outputs)}
-                           for r in self.registered], default=str)
+        resources = [{"urn": r.urn, "inputs": redact(r.inputs), "outputs": redact(r.outputs)} for r in self.registered]
+        components = [{"urn": urn, "outputs": redact(outputs)} for urn, outputs in self.component_outputs.items()]
+        return json.dumps(resources + components, default=str)

@@ -18,9 +18,13 @@ PROJECT = "private-registry"
 
 
 def use_mocks(*, stack: str = "dev", preview: bool = False, config: Optional[dict] = None,
-              secret_keys: Iterable[str] = ()) -> EngineMonitor:
-    """Install fresh engine-like mocks and stack config; returns the recording monitor."""
-    mocks = EngineMocks(preview=preview)
+              secret_keys: Iterable[str] = (), state: Optional[dict] = None) -> EngineMonitor:
+    """Install fresh engine-like mocks and stack config; returns the recording monitor.
+
+    Pass the same ``state`` dict to successive calls to model successive runs of one stack."""
+    # A new root Stack per run, named after this run's stack (set_mocks keeps an existing one).
+    pulumi.runtime.settings.ROOT.set(None)
+    mocks = EngineMocks(preview=preview, state=state)
     monitor = EngineMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     encoded = {
@@ -53,9 +57,10 @@ EXPORTS = {
 
 
 def run_program(config: Optional[dict] = None, *, secret_keys: Iterable[str] = (), stack: str = "dev",
-                preview: bool = False) -> ProgramRun:
-    """Run ``__main__.py`` as ``pulumi up`` (or preview) would, and collect its exports."""
-    monitor = use_mocks(stack=stack, preview=preview, config=config, secret_keys=secret_keys)
+                preview: bool = False, state: Optional[dict] = None) -> ProgramRun:
+    """Run ``__main__.py`` as ``pulumi up`` (or preview) would, and collect its exports.
+    ``state``: see :func:`use_mocks`."""
+    monitor = use_mocks(stack=stack, preview=preview, config=config, secret_keys=secret_keys, state=state)
     collected: dict[str, Any] = {}
     secrets: set[str] = set()
 

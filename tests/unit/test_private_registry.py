@@ -4,17 +4,17 @@ lifecycle options, secrecy (including what the state would hold), preview, and n
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import types
 
 import pulumi
 import pytest
 
-import tests.support.program as program_module
 from components.pki import rotation_generation
 from components.render.nginx import CERT_PATH, HTPASSWD_PATH, KEY_PATH
 from components.settings import CertificateSettings
-from tests.support.engine import EngineMocks, contains_secret, is_secret, reveal
+from tests.support.engine import contains_secret, is_secret, reveal
 from tests.support.program import run_program
 
 ALICE = "p@ss:word-alice-0123"
@@ -254,30 +254,11 @@ def test_preview_with_unknown_values_declares_the_same_graph():
 # --- no churn ------------------------------------------------------------------------------------
 
 
-class StatefulMocks(EngineMocks):
-    """The engine's behaviour across runs: a resource whose inputs did not change keeps the
-    outputs in state (no update); otherwise the provider computes new ones."""
-
-    def __init__(self, state: dict, preview: bool = False):
-        super().__init__(preview=preview)
-        self.state = state
-
-    def new_resource(self, args):
-        key, inputs = (args.typ, args.name), reveal(args.inputs)
-        previous = self.state.get(key)
-        if previous is not None and previous[0] == inputs:
-            return previous[1]
-        result = super().new_resource(args)
-        self.state[key] = (inputs, result)
-        return result
-
-
 @pytest.fixture
 def stateful(monkeypatch):
     """Runs of the program that share one state, like successive `pulumi up`s of a stack."""
     state: dict = {}
-    monkeypatch.setattr(program_module, "EngineMocks", lambda preview=False: StatefulMocks(state, preview))
-    return run
+    return functools.partial(run, state=state)
 
 
 @pytest.fixture
