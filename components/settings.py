@@ -97,12 +97,12 @@ class CertificateSettings:
     def _windows_fit(self) -> "CertificateSettings":
         if self.renew_before_hours >= self.validity_hours:
             raise ValueError(
-                "certificate.renewBeforeHours must be smaller than certificate.validityHours, "
+                "renewBeforeHours: must be smaller than certificate.validityHours, "
                 "or the certificate would be renewed on every run"
             )
         if self.ca_validity_hours < self.validity_hours:
             raise ValueError(
-                "certificate.caValidityHours must be at least certificate.validityHours: "
+                "caValidityHours: must be at least certificate.validityHours: "
                 "a server certificate cannot outlive the CA that signs it"
             )
         return self
@@ -180,9 +180,9 @@ class TrustTarget:
     @model_validator(mode="after")
     def _remote_needs_user(self) -> "TrustTarget":
         if not self.kinds:
-            raise ValueError("kinds must name at least one of docker, containerd, podman, system")
+            raise ValueError("kinds: name at least one of docker, containerd, podman, system")
         if self.host != "local" and not self.user:
-            raise ValueError(f"target '{self.name}' is remote ({self.host}): set 'user' for the SSH login")
+            raise ValueError(f"user: target '{self.name}' is remote ({self.host}): set 'user' for the SSH login")
         return self
 
     @property
@@ -354,7 +354,7 @@ class Settings:
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
         if not self.hosts and not self.ips:
-            raise ValueError("hosts and ips are both empty: the certificate needs at least one name")
+            raise ValueError("hosts: hosts and ips are both empty: the certificate needs at least one name")
         short = [n for n, p in self.users.items() if len(p.get_secret_value()) < self.min_password_length]
         if short:
             raise ValueError(
@@ -362,10 +362,13 @@ class Settings:
                 f"({self.min_password_length}): use a longer one, or lower minPasswordLength knowingly"
             )
         if (self.ca_certificate_pem is None) != (self.ca_private_key_pem is None):
-            raise ValueError("caCertificatePem and caPrivateKeyPem go together: set both (bring your own CA) or neither")
+            raise ValueError(
+                f"{'caPrivateKeyPem' if self.ca_private_key_pem is None else 'caCertificatePem'}: "
+                "caCertificatePem and caPrivateKeyPem go together: set both (bring your own CA) or neither"
+            )
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
-            raise ValueError("trust: target names must be unique")
+            raise ValueError("trust: target names must be unique; rename one of them")
         return self
 
     # Derived values: one place, so every component agrees on them.
@@ -409,6 +412,8 @@ _FIX = {
     "certificate.renewBeforeHours": "use zero or more hours, e.g. 720 (30 days)",
     "trust.kinds": "use docker, containerd, podman or system",
     "maintenance.gc.mode": "use readonly (default), stop or dry-run",
+    "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
+    "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
 }
 
 
@@ -428,6 +433,11 @@ def _format_error(err: dict, secret_keys: set[str]) -> str:
     where = _location(err["loc"])
     # Never echo the input: it may be a password. pydantic puts it under 'input'.
     message = err["msg"].removeprefix("Value error, ")
+    # Checks across fields name the field they blame first ("users: ..."): make it the path.
+    blamed = re.match(r"^([A-Za-z][\w.]*): (.*)$", message, re.S)
+    if blamed:
+        where = f"{where}.{blamed.group(1)}" if where else blamed.group(1)
+        message = blamed.group(2)
     fix_key = re.sub(r"\[\d+\]", "", where)
     fix = _FIX.get(fix_key)
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):

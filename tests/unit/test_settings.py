@@ -342,3 +342,27 @@ def test_valid_settings_do_register_resources():
     monitor = use_mocks(config={"users": {"alice": PASSWORD}, "httpsPort": "8443"}, secret_keys=["users"])
     pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__pulumi_main__"))()
     assert len(monitor.registered) > 10
+
+
+# --- checks across fields name the blamed setting ---
+
+PW = "Corr3ct:horse@battery-staple"
+
+@pytest.mark.parametrize("raw, path", [
+    ({"users": {"alice": "sh0rt@pw:9"}}, "private-registry:users"),
+    ({"caCertificatePem": "-----BEGIN CERTIFICATE-----"}, "private-registry:caPrivateKeyPem"),
+    ({"trust": [{"name": "a"}, {"name": "a"}]}, "private-registry:trust"),
+    ({"hosts": [], "ips": []}, "private-registry:hosts"),
+    ({"certificate": {"validityHours": 100, "renewBeforeHours": 100}}, "private-registry:certificate.renewBeforeHours"),
+])
+def test_cross_field_errors_name_the_setting_path(raw, path):
+    """A check across fields names the setting it blames as a private-registry:<key> path."""
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(raw, stack="dev", secret_keys={"users", "caPrivateKeyPem", "trust"}, now=0)
+    assert path in str(caught.value)
+
+def test_bad_ip_message_has_a_fix():
+    """A bad IP address comes with a fix."""
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({"ips": ["300.1.1.1"]}, stack="dev", now=0)
+    assert "fix:" in str(caught.value)
