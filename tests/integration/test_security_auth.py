@@ -126,10 +126,12 @@ def test_no_request_without_the_password_reaches_anything(stack):
         for problem in fuzz.judge(probe, responses, stack.target):
             problems.append(f"{probe.family}: {probe.requests[0][0]} {probe.requests[0][1][:100]!r}: {problem}")
     must_be_401 = sum(probe.must_be_401 for probe, _ in results)
+    got_401 = sum(probe.must_be_401 and responses[0].status == 401 for probe, responses in results)
+    leaking = sum(any(fuzz.leaks(r, stack.target) for r in responses) for _, responses in results)
     print(
-        f"\nno way in: {len(results)} requests ({len(tricky)} tricky, {len(random_)} random, seed {SEED}), "
-        f"{len(problems)} bypasses or unexpected answers; {must_be_401} well-formed API requests all 401; "
-        f"first-response statuses {dict(sorted(statuses.items()))}"
+        f"\nno way in: {len(results)} requests ({len(tricky)} tricky, {len(random_)} random, seed {SEED}): "
+        f"{leaking} gave something away, {len(problems)} problems in all; {got_401} of {must_be_401} "
+        f"well-formed API requests got 401; first-response statuses {dict(sorted(statuses.items()))}"
     )
     assert len(results) >= 1000
     assert must_be_401 >= 500
