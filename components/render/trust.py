@@ -53,13 +53,29 @@ undo_previous() {
         case "$what" in
             file) rm -f "$path" ;;
             backup) mv -f "$path.private-registry-backup" "$path" ;;
-            dir) rmdir "$path" 2>/dev/null || true ;;
+            dir) rmdir "$path" 2>/dev/null || echo "$path" >> "$STATE/.pending-dirs" ;;
         esac
     done
     rm -f "$MANIFEST"
+    retry_pending_dirs
     # The store is refreshed once its file is gone, not before.
     if [ "$refresh" -gt 0 ]; then refresh_system_store; fi
     rmdir "$STATE" 2>/dev/null || true
+}
+
+retry_pending_dirs() {
+    # A folder this host lacked may hold another registry's files when its creator is removed
+    # (e.g. certs.d/ with two registries): it is kept in a shared list and every removal
+    # retries it, deepest first, so the last one out takes it.
+    [ -f "$STATE/.pending-dirs" ] || return 0
+    awk '{ print length($0) " " $0 }' "$STATE/.pending-dirs" | sort -rn | cut -d' ' -f2- | uniq > "$STATE/.pending-dirs.old"
+    : > "$STATE/.pending-dirs"
+    while IFS= read -r path; do
+        [ -d "$path" ] || continue
+        rmdir "$path" 2>/dev/null || echo "$path" >> "$STATE/.pending-dirs"
+    done < "$STATE/.pending-dirs.old"
+    rm -f "$STATE/.pending-dirs.old"
+    [ -s "$STATE/.pending-dirs" ] || rm -f "$STATE/.pending-dirs"
 }
 
 refresh_system_store() {

@@ -191,6 +191,8 @@ def test_system_store_missing_fails_the_install(tmp_path):
     assert "no system trust store found" in result.stderr
 
 
+
+
 def test_two_registries_on_one_host_are_independent(tmp_path):
     """Removing one registry's trust leaves another registry's trust (and the state folder) alone."""
     root = debian_like(tmp_path)
@@ -248,3 +250,19 @@ def test_docker_trust_for_real_on_this_machine():
             subprocess.run(["/bin/sh", "-c", scripts.remove], capture_output=True, timeout=60)
             shutil.rmtree(folder, ignore_errors=True)
             manifest.unlink(missing_ok=True)
+
+
+def test_two_registries_on_one_host_are_independent(tmp_path):
+    """Removing one registry's trust leaves another registry's trust (and the state folder) alone."""
+    root = debian_like(tmp_path)
+    before = tree(root)
+    first, second = Scripts(["docker"]), Scripts(["docker"], port=6443)
+    sh(first.install, root)
+    sh(second.install, root)
+    sh(first.remove, root)
+    assert (root / "etc/docker/certs.d/registry.example.com:6443/ca.crt").read_text().strip() == second.ca.strip()
+    assert not (root / KIND_FILES["docker"][0]).exists()
+    sh(second.remove, root)
+    assert tree(root) == before
+
+
