@@ -78,13 +78,17 @@ TRUST = [
     {"name": "builder", "host": "10.9.8.7", "port": 2222, "user": "ops", "privateKey": SSH_KEY,
      "password": SSH_PASSWORD, "kinds": ["docker", "containerd", "system"], "sudo": True},
 ]
+# Deletion, retention and GC resources (dynamic providers) that log in as the first user.
+MAINTENANCE = {"deletions": [{"repository": "team/app", "tags": ["old"]}],
+               "retention": [{"repositories": "team/*", "keepLast": 3}], "gc": {"deleteUntagged": True}}
 CONFIGS = {
-    "users, remote trust with key and password": (
-        {"users": {"alice": ALICE, "ci@example.com": BOB}, "trust": TRUST}, ["users", "trust"]),
+    "users, remote trust with key and password, maintenance": (
+        {"users": {"alice": ALICE, "ci@example.com": BOB}, "trust": TRUST, "maintenance": MAINTENANCE},
+        ["users", "trust"]),
     "own CA key": (
         {"users": {"alice": ALICE}, "caCertificatePem": CA_CERT, "caPrivateKeyPem": CA_KEY, "trust": TRUST[:1]},
         ["users", "caPrivateKeyPem"]),
-    "generated admin password": ({"trust": TRUST}, ["trust"]),
+    "generated admin password, maintenance": ({"trust": TRUST, "maintenance": MAINTENANCE}, ["trust"]),
 }
 
 
@@ -180,11 +184,22 @@ def test_every_secret_is_wrapped_wherever_it_is_held(config, secret_keys, wire):
     expected |= {"own CA key"} if "caPrivateKeyPem" in config else {"registry-ca-key PEM"}
     if any("privateKey" in target for target in config.get("trust", [])):
         expected |= {"SSH key", "SSH password"}
+    dynamic = [r for r in run.monitor.registered if "__provider" in r.inputs]
+    if "maintenance" in config:
+        # The maintenance resources hold the first user's password (configured or generated).
+        first = run.exports["userNames"][0]
+        expected |= {f"exported password of {first}"}
+        assert len(dynamic) == 3
     assert expected <= set(held), sorted(expected - set(held))
     problems = []
     for r in run.monitor.registered:
         problems += [f"{r.name} input{hit}" for hit in exposed(wire[r.name], held)]
         problems += [f"{r.name} output{hit}" for hit in exposed(r.outputs, held)]
+    for r in dynamic:
+        # The provider's code, dill-pickled by Pulumi, is stored in state with the resource.
+        pickled = base64.b64decode(r.plain_inputs["__provider"])
+        assert b"components.maintenance" in pickled
+        problems += [f"{r.name} pickled provider: {what}" for what, value in held.items() if value.encode() in pickled]
     assert problems == []
     state = json.dumps([[redact(wire[r.name]), redact(r.outputs)] for r in run.monitor.registered])
     assert [what for what, value in held.items() if json.dumps(value)[1:-1] in state] == []
@@ -196,7 +211,7 @@ def test_trust_command_lines_hold_no_secret():
     sudo -- carry the CA certificate but no password, SSH key or SSH password, no private key
     and no htpasswd hash: command lines end up in process lists, shell history and logs.
     Control: the CA certificate's body is found in the same text."""
-    config, secret_keys = CONFIGS["users, remote trust with key and password"]
+    config, secret_keys = CONFIGS["users, remote trust with key and password, maintenance"]
     run = run_program(config, secret_keys=secret_keys)
     secrets = held_secrets(run)
     commands = run.monitor.by_type(COMMAND) + run.monitor.by_type(REMOTE)
@@ -308,10 +323,12 @@ def test_dynamic_resources_keep_the_password_out_of_state_and_pickled_code(pulum
     assert MAINT_PASSWORD not in pulumi_mocks.state_text()
 
 
-def test_provider_failures_hold_no_secret(caplog):
+def test_provider_failures_hold_no_secret(caplog, monkeypatch):
     """When a provider cannot reach the registry or the Docker host, its error (message, chained
     causes, traceback) and the logs never show the password, and the provider still pickles
     without it afterwards. Control: dill does capture a password a provider keeps."""
+    # Providers wait (bounded) for a registry that is still starting; no need to wait here.
+    monkeypatch.setattr("components.maintenance.READY_TIMEOUT_SECONDS", 0.5)
     props = {"registryUrl": UNREACHABLE, "caPem": CA_CERT, "username": "admin", "password": MAINT_PASSWORD}
     attempts = [
         (ImageDeletionProvider(), {**props, "repository": "app", "tags": ["v1"], "digests": []}),
