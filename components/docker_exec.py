@@ -2,21 +2,32 @@
 
 Works with any Docker host the SDK speaks to: ``unix:///var/run/docker.sock`` locally or
 ``ssh://user@host`` remotely. Nothing here reads or writes files on the Docker host itself:
-files inside the container are read with ``exec cat`` and written with ``put_archive``.
+files inside a container are read with ``exec cat`` and written with ``put_archive``.
 
 The centrepiece is :func:`garbage_collect`, ``registry garbage-collect`` done safely:
 
-* ``readonly`` (default): switch the registry to read-only maintenance mode
-  (``storage.maintenance.readonly.enabled: true``) and restart it, collect while pulls keep
-  being served and pushes are refused with ``405 UNSUPPORTED``, then restore the original
-  configuration and restart again. The second restart is needed in any case: a registry
-  with the ``inmemory`` blob descriptor cache that stayed up across a collection serves
-  corrupt answers (a re-push "succeeds", then its manifest is 404) until it restarts.
+* ``readonly`` (default): pulls never stop. A *stand-by* registry container starts beside the
+  registry: same image, volumes, environment and network aliases, and the registry's config
+  with ``storage.maintenance.readonly.enabled: true``. nginx looks the alias up every second
+  (``components/render/nginx.py``), so it soon sends requests to both, and retries a request
+  that cannot connect to one address on the other. The registry is then stopped at a moment
+  it serves no request: from then on the stand-by serves every read and refuses every write
+  with ``405 UNSUPPORTED``. The collection runs in the stand-by. The registry starts again, a
+  fresh process with its own unchanged config (one with the ``inmemory`` blob descriptor
+  cache that stayed up across a collection serves corrupt answers until it restarts), and
+  once nginx sees it the stand-by drains its requests and goes.
 * ``stop``: the tutorial's way. Stop the registry, collect from a one-off container of the
   same image with the same volumes, start it again. Nothing is served meanwhile.
 * ``dry-run``: ``garbage-collect --dry-run`` in the live container; nothing changes.
 
-Whatever fails, the original configuration is put back and the registry restarted.
+Whatever fails, the registry is started again. In ``readonly`` mode the stand-by is removed
+once the registry serves; if the registry cannot come back, the stand-by stays and keeps
+serving pulls, and the error says so. A stand-by left by a crashed run is handed back and
+removed before anything else, in every mode.
+
+The price of ``readonly``: a request nginx sends to an address that has just gone (nginx
+keeps a looked-up address up to a second) waits for ``proxy_connect_timeout`` (2 s) before
+it is retried on the other one. That happens around the two switch-overs only.
 """
 
 from __future__ import annotations
@@ -38,9 +49,23 @@ import yaml
 CONFIG_PATH = "/etc/docker/registry/config.yml"
 REGISTRY_BIN = "/bin/registry"
 DEFAULT_DATA_DIR = "/var/lib/registry"
+DEFAULT_PORT = 5000
 GC_MODES = ("readonly", "stop", "dry-run")
-_BACKUP_SUFFIX = ".pre-gc"
 _ONE_OFF_CONFIG = "/tmp/gc-config.yml"
+
+STANDBY_SUFFIX = "-gc-standby"
+# Not under /etc/docker/registry: a config bind-mounted there from the host stays untouched.
+STANDBY_CONFIG_PATH = "/etc/private-registry-gc/config.yml"
+ROLE_LABEL = "private-registry.role"
+STANDBY_ROLE = "gc-standby"
+STANDBY_OF_LABEL = "private-registry.gc-standby-of"
+# nginx keeps the alias's addresses for 1 s (resolver valid=1s); after 2 s every worker has
+# looked the name up again since the last change.
+SWITCH_SETTLE_SECONDS = 2.0
+# On SIGTERM the stand-by finishes what it is serving (up to this long) before it exits.
+STANDBY_DRAIN_SECONDS = 30
+# How long to look for a moment the registry serves nothing before stopping it anyway.
+IDLE_WAIT_SECONDS = 30.0
 
 
 class DockerExecError(Exception):
@@ -83,7 +108,9 @@ class GcReport:
     duration_seconds: float
     writes_refused_seconds: float
     reads_unavailable_seconds: float
-    # Wall-clock (epoch seconds) marks: writes_refused_from, collect_start, collect_end, served_again.
+    # Wall-clock (epoch seconds) marks. All modes: collect_start, collect_end; readonly and stop:
+    # writes_refused_from, served_again (writes accepted again); readonly also registry_stopped
+    # and registry_serving (the registry's own container down and back).
     timeline: dict[str, float] = field(default_factory=dict)
     output: str = field(default="", repr=False)
 
@@ -163,6 +190,67 @@ def gc_command(*, dry_run: bool = False, delete_untagged: bool = False, config_p
     return [*argv, config_path]
 
 
+def standby_config(text: str) -> str:
+    """The stand-by's config: the registry's, read-only, and draining its requests on SIGTERM.
+
+    Without ``http.draintimeout`` registry 2.8 dies at once on SIGTERM, cutting responses in
+    flight; with it, it stops accepting (nginx then retries elsewhere) and finishes them.
+    """
+    config = yaml.safe_load(readonly_config(text))
+    http = config.get("http") or {}
+    http["draintimeout"] = f"{STANDBY_DRAIN_SECONDS}s"
+    config["http"] = http
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def registry_port(text: str) -> int:
+    """The TCP port of ``http.addr`` (``:5000`` when unset)."""
+    config = yaml.safe_load(text) or {}
+    addr = str((config.get("http") or {}).get("addr") or f":{DEFAULT_PORT}")
+    port = addr.rsplit(":", 1)[-1]
+    if not port.isdigit():
+        raise ValueError(f"cannot read a TCP port from the registry's http.addr '{addr}'")
+    return int(port)
+
+
+# /proc/net/tcp states: LISTEN 0A; FIN_WAIT1 04, CLOSING 0B and LAST_ACK 09 still hold data the
+# client has not acknowledged. TIME_WAIT 06 and FIN_WAIT2 05 are finished.
+_UNACKNOWLEDGED = {"04", "0B", "09"}
+
+
+def busy_connections(proc_net_tcp: str, port: int) -> int:
+    """Connections to ``port`` that a process is serving, from ``/proc/net/tcp`` and ``tcp6`` text.
+
+    Busy: accepted by the process (a socket inode; one still in the accept queue has inode 0)
+    and not finished, or closed with data still unacknowledged. One in the accept queue is not
+    busy: if the process dies it is reset before any answer, which nginx retries elsewhere.
+    """
+    suffix = f":{port:04X}"
+    busy = 0
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or not fields[1].endswith(suffix) or fields[3] == "0A":
+            continue
+        state, inode = fields[3], fields[9]
+        if state in _UNACKNOWLEDGED or (inode != "0" and state not in ("05", "06")):
+            busy += 1
+    return busy
+
+
+def _tar_one(path: str, text: str, mode: int) -> bytes:
+    """A tar archive holding one file at absolute ``path``, for ``put_archive("/", ...)``.
+
+    Docker creates missing directories on the way, so the path need not exist in the image.
+    """
+    data = text.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 class RegistryContainer:
     """The registry container on one Docker host, by name."""
 
@@ -170,6 +258,8 @@ class RegistryContainer:
     def __init__(self, docker_host: str, container_name: str, *, timeout: int = 1800):
         self.host = docker_host
         self.name = container_name
+        self.config_path = CONFIG_PATH
+        self._owns_client = True
         try:
             self.client = docker.DockerClient(base_url=docker_host, timeout=timeout)
             self.container = self.client.containers.get(container_name)
@@ -178,8 +268,17 @@ class RegistryContainer:
         except docker.errors.DockerException as exc:
             raise DockerExecError(docker_host, container_name, f"cannot reach the Docker engine: {exc}") from exc
 
+    @classmethod
+    def _sibling(cls, parent: "RegistryContainer", container: Any, config_path: str) -> "RegistryContainer":
+        """Another container on the same engine, through the parent's client (a stand-by)."""
+        sibling = cls.__new__(cls)
+        sibling.host, sibling.name, sibling.config_path = parent.host, container.name, config_path
+        sibling.client, sibling.container, sibling._owns_client = parent.client, container, False
+        return sibling
+
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()
 
     def __enter__(self) -> "RegistryContainer":
         return self
@@ -205,24 +304,6 @@ class RegistryContainer:
     def read_file(self, path: str) -> str:
         return self.exec(["cat", path]).stdout
 
-    def write_file(self, path: str, text: str) -> None:
-        """Replace a file in the container, keeping its permission bits."""
-        mode_text = self.exec(["stat", "-c", "%a", path], check=False).stdout.strip()
-        mode = int(mode_text, 8) if re.fullmatch(r"[0-7]{3,4}", mode_text) else 0o644
-        target = PurePosixPath(path)
-        data = text.encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            info = tarfile.TarInfo(target.name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-        try:
-            ok = self.container.put_archive(str(target.parent), buffer.getvalue())
-        except docker.errors.APIError as exc:
-            raise self._fail(f"cannot write {path} (read-only mount?): {exc.explanation or exc}") from exc
-        if not ok:
-            raise self._fail(f"cannot write {path}")
-
     def volume_bytes(self, path: str = DEFAULT_DATA_DIR) -> int:
         """Apparent size in bytes of everything under ``path`` (``du -sb``)."""
         out = self.exec(["du", "-sb", path]).stdout.split()
@@ -235,12 +316,6 @@ class RegistryContainer:
         self.container.reload()
         state = self.container.attrs.get("State", {})
         return state.get("Status", "unknown"), (state.get("Health") or {}).get("Status")
-
-    def restart(self, timeout: int = 10) -> None:
-        try:
-            self.container.restart(timeout=timeout)
-        except docker.errors.APIError as exc:
-            raise self._fail(f"restart failed: {exc.explanation or exc}") from exc
 
     def stop(self, timeout: int = 10) -> None:
         try:
@@ -285,12 +360,25 @@ class RegistryContainer:
             time.sleep(0.05)
         raise self._fail(f"not healthy after {timeout:.0f}s ({last})")
 
-    def run_gc(self, *, dry_run: bool, delete_untagged: bool = False, config_path: str = CONFIG_PATH) -> str:
+    def answers(self) -> None:
+        """Raises unless the registry in this container answers ``GET /`` on its own port.
+
+        Asked from inside (busybox ``wget`` to 127.0.0.1), so it is this container that answers,
+        not whichever one the proxy picks.
+        """
+        port = registry_port(self.read_file(self.config_path))
+        self.exec(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/"])
+
+    def wait_answering(self, timeout: float = 60.0) -> float:
+        return self.wait_healthy(timeout, probe=self.answers)
+
+    def run_gc(self, *, dry_run: bool, delete_untagged: bool = False, config_path: str | None = None) -> str:
         """``registry garbage-collect`` inside the running container; returns stdout then stderr.
 
         Both: the summary is on stdout, but "Deleting blob" lines are log lines on stderr.
         """
-        result = self.exec(gc_command(dry_run=dry_run, delete_untagged=delete_untagged, config_path=config_path))
+        argv = gc_command(dry_run=dry_run, delete_untagged=delete_untagged, config_path=config_path or self.config_path)
+        result = self.exec(argv)
         return result.stdout + result.stderr
 
     def run_gc_one_off(self, config_text: str) -> str:
@@ -306,18 +394,12 @@ class RegistryContainer:
                 command=["garbage-collect", _ONE_OFF_CONFIG],
                 volumes_from=[self.container.id],
                 network_mode="none",
-                labels={"private-registry.role": "gc-one-off"},
+                labels={ROLE_LABEL: "gc-one-off"},
             )
         except docker.errors.APIError as exc:
             raise self._fail(f"cannot create the garbage-collect container: {exc.explanation or exc}") from exc
         try:
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as archive:
-                data = config_text.encode()
-                info = tarfile.TarInfo(PurePosixPath(_ONE_OFF_CONFIG).name)
-                info.size, info.mode = len(data), 0o600
-                archive.addfile(info, io.BytesIO(data))
-            one_off.put_archive(str(PurePosixPath(_ONE_OFF_CONFIG).parent), buffer.getvalue())
+            one_off.put_archive("/", _tar_one(_ONE_OFF_CONFIG, config_text, 0o600))
             one_off.start()
             code = one_off.wait(timeout=3600).get("StatusCode", -1)
             out = one_off.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -333,6 +415,159 @@ class RegistryContainer:
             except docker.errors.APIError:
                 pass
 
+    # --- the stand-by for readonly mode ----------------------------------------------------------
+
+    @property
+    def standby_name(self) -> str:
+        return f"{self.name}{STANDBY_SUFFIX}"
+
+    def find_standby(self) -> "RegistryContainer | None":
+        """This registry's stand-by if one exists (left by a crashed run), else None."""
+        try:
+            found = self.client.containers.get(self.standby_name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot look for a stand-by: {exc.explanation or exc}") from exc
+        if found.labels.get(ROLE_LABEL) != STANDBY_ROLE or found.labels.get(STANDBY_OF_LABEL) != self.name:
+            raise self._fail(
+                f"a container named '{self.standby_name}' exists but is not this registry's garbage-collection "
+                "stand-by; rename or remove it"
+            )
+        return RegistryContainer._sibling(self, found, STANDBY_CONFIG_PATH)
+
+    def start_standby(self, config_text: str) -> "RegistryContainer":
+        """Create and start the stand-by: this container's image, volumes, environment, user and
+        network aliases, with ``config_text`` as its config; it is not waited for.
+        """
+        self.container.reload()
+        attrs = self.container.attrs
+        # Docker lists the container's short id among its aliases; the stand-by gets its own.
+        own = {self.container.id[:12], self.name}
+        networks = {
+            net: [alias for alias in settings.get("Aliases") or [] if alias not in own]
+            for net, settings in sorted((attrs.get("NetworkSettings", {}).get("Networks") or {}).items())
+        }
+        networks = {net: aliases for net, aliases in networks.items() if aliases}
+        if not networks:
+            raise self._fail(
+                "readonly garbage collection needs the registry on a user-defined network under an alias "
+                "that the proxy uses (a stand-by can share an alias, not a container name); add one, or use "
+                "mode 'stop'"
+            )
+        for mount in attrs.get("Mounts") or []:
+            if STANDBY_CONFIG_PATH.startswith(mount.get("Destination", "").rstrip("/") + "/"):
+                raise self._fail(f"{mount['Destination']} is a mount; the stand-by's config cannot go there")
+        (first, first_aliases), *others = networks.items()
+        labels = {ROLE_LABEL: STANDBY_ROLE, STANDBY_OF_LABEL: self.name}
+        try:
+            created = self.client.containers.create(
+                image=attrs["Image"],
+                name=self.standby_name,
+                entrypoint=[REGISTRY_BIN],
+                command=["serve", STANDBY_CONFIG_PATH],
+                environment=attrs.get("Config", {}).get("Env") or [],
+                user=attrs.get("Config", {}).get("User") or "",
+                volumes_from=[self.container.id],
+                network=first,
+                networking_config={first: self.client.api.create_endpoint_config(aliases=first_aliases)},
+                labels=labels,
+            )
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot create the stand-by '{self.standby_name}': {exc.explanation or exc}") from exc
+        standby = RegistryContainer._sibling(self, created, STANDBY_CONFIG_PATH)
+        try:
+            # Readable by whatever user the image runs as; it holds what the registry's own holds.
+            created.put_archive("/", _tar_one(STANDBY_CONFIG_PATH, config_text, 0o644))
+            for net, aliases in others:
+                self.client.networks.get(net).connect(created, aliases=aliases)
+            created.start()
+        except BaseException as exc:
+            standby.discard(timeout=0)
+            if isinstance(exc, docker.errors.APIError):
+                raise self._fail(f"cannot start the stand-by: {exc.explanation or exc}") from exc
+            raise
+        return standby
+
+    def _signal(self, signal: str) -> None:
+        try:
+            self.container.kill(signal=signal)
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot send {signal}: {exc.explanation or exc}") from exc
+
+    def stop_when_idle(self, max_wait: float = IDLE_WAIT_SECONDS, timeout: float = 60.0) -> int:
+        """Stop the registry at a moment it serves no request; returns how many looks it took.
+
+        ``docker stop`` kills registry 2.8 at once unless its config sets
+        ``http.draintimeout``, cutting the responses it is sending: nginx cannot retry a
+        response it has begun to pass on, so that pull fails (measured: one in ~600 blob
+        GETs across one stop). Instead the registry is frozen (SIGSTOP: it accepts and answers
+        nothing more, while the kernel still queues new connections), its connections are
+        read from ``/proc/net/tcp`` (:func:`busy_connections`), and if none is being served it
+        is killed; the queued ones are reset unanswered, which nginx retries on the stand-by.
+        Otherwise it thaws (SIGCONT) and is looked at again shortly. A kill through the Docker
+        API counts as a manual stop, so the restart policy does not bring it back.
+        """
+        port = registry_port(self.read_file(self.config_path))
+        deadline = time.monotonic() + max_wait
+        looks = 0
+        while True:
+            looks += 1
+            self._signal("SIGSTOP")
+            try:
+                text = self.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"], check=False).stdout
+                if not busy_connections(text, port):
+                    self._signal("SIGKILL")
+                    break
+            except BaseException:
+                self._signal("SIGCONT")
+                raise
+            self._signal("SIGCONT")
+            if time.monotonic() >= deadline:
+                self.stop()  # never idle: stop it anyway
+                break
+            time.sleep(0.01)
+        if not self.wait_stopped(timeout):
+            raise self._fail(f"still running {timeout:.0f}s after being stopped")
+        return looks
+
+    def wait_stopped(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.status()[0] in ("running", "paused", "restarting", "removing"):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def discard(self, timeout: int = STANDBY_DRAIN_SECONDS + 5) -> None:
+        """Stop (SIGTERM: a stand-by drains) and remove this container; gone already is fine."""
+        try:
+            self.container.stop(timeout=timeout)
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot remove: {exc.explanation or exc}") from exc
+
+
+def _hand_back(target: RegistryContainer, standby: RegistryContainer, *, timeout: float, settle_seconds: float) -> float:
+    """The registry serving again, then the stand-by gone; returns when the registry was back
+    (epoch seconds). If the registry does not come back, the stand-by stays to serve pulls."""
+    try:
+        if target.status()[0] != "running":
+            target.start()
+        target.wait_answering(timeout)
+    except DockerExecError as exc:
+        raise target._fail(
+            f"the registry did not come back ({exc.reason}); the read-only stand-by '{standby.name}' keeps "
+            "serving pulls until it does; start the registry, and the next collection removes the stand-by"
+        ) from exc
+    back = time.time()
+    # Until nginx has looked the alias up again, the stand-by may be its only known address.
+    time.sleep(settle_seconds)
+    standby.discard()
+    return back
+
 
 def garbage_collect(
     target: RegistryContainer,
@@ -342,19 +577,26 @@ def garbage_collect(
     check_readonly: Callable[[], Any] | None = None,
     prepare: Callable[[], Any] | None = None,
     timeout: float = 120.0,
+    settle_seconds: float = SWITCH_SETTLE_SECONDS,
 ) -> GcReport:
     """Collect garbage in the registry, keeping it consistent; see the module docstring.
 
-    ``probe`` tells when the restarted registry serves again (see :meth:`RegistryContainer.wait_healthy`).
-    ``check_readonly`` runs once the registry is read-only and before anything is deleted; it
-    should raise if writes are still accepted, so a config that did not take effect (an
-    environment variable overriding it, say) never lets a collection race a push.
+    ``probe`` tells when the registry serves through the proxy (see
+    :meth:`RegistryContainer.wait_healthy`): in ``stop`` mode after the start, in ``readonly``
+    mode once the stand-by is gone.
+    ``check_readonly`` runs once only the read-only stand-by serves and before anything is
+    deleted; it should raise if writes are still accepted, so a config that did not take
+    effect (an environment variable overriding it, say) never lets a collection race a push.
     ``prepare`` runs after the "before" size is measured and while the registry still accepts
     writes (deleting untagged manifests through the API, for instance).
+    ``settle_seconds`` is how long each switch-over waits for nginx to see the change.
     """
     if mode not in GC_MODES:
         raise ValueError(f"garbage collection mode must be one of {', '.join(GC_MODES)}, not '{mode}'")
     started = time.monotonic()
+    leftover = target.find_standby()
+    if leftover is not None:
+        _hand_back(target, leftover, timeout=timeout, settle_seconds=settle_seconds)
     original = target.read_file(CONFIG_PATH)
     root = storage_root(original)
     bytes_before = target.volume_bytes(root)
@@ -374,65 +616,14 @@ def garbage_collect(
             reads_unavailable_seconds=0.0, timeline=timeline, output=output,
         )
 
-    unavailable = 0.0
-
-    def bounce(action: Callable[[], None]) -> None:
-        nonlocal unavailable
-        down = time.monotonic()
-        action()
-        target.wait_healthy(timeout, probe)
-        unavailable += time.monotonic() - down
-
-    refused_from = time.monotonic()
-    output = ""
-    failure: BaseException | None = None
-    try:
-        if mode == "readonly":
-            # A copy beside the config, for a person to restore by hand if everything below fails.
-            target.write_file(CONFIG_PATH + _BACKUP_SUFFIX, original)
-            target.write_file(CONFIG_PATH, readonly_config(original))
-            refused_from = time.monotonic()
-            timeline["writes_refused_from"] = time.time()
-            bounce(target.restart)
-            if check_readonly is not None:
-                check_readonly()
-            timeline["collect_start"] = time.time()
-            output = target.run_gc(dry_run=False)
-            timeline["collect_end"] = time.time()
-        else:
-            refused_from = time.monotonic()
-            timeline["writes_refused_from"] = time.time()
-            target.stop()
-            timeline["collect_start"] = time.time()
-            output = target.run_gc_one_off(original)
-            timeline["collect_end"] = time.time()
-    except BaseException as exc:  # noqa: BLE001 - restored below, then re-raised
-        failure = exc
-    finally:
-        try:
-            if mode == "readonly":
-                target.write_file(CONFIG_PATH, original)
-                bounce(target.restart)
-                target.exec(["rm", "-f", CONFIG_PATH + _BACKUP_SUFFIX], check=False)
-            else:
-                bounce(target.start)
-        except Exception as restore_exc:
-            hint = (
-                f"its original config is saved in the container as {CONFIG_PATH}{_BACKUP_SUFFIX}"
-                if mode == "readonly"
-                else "start it by hand"
-            )
-            raise target._fail(
-                f"could not restore the registry after garbage collection ({restore_exc}); {hint}"
-            ) from (failure or restore_exc)
-    writes_refused = time.monotonic() - refused_from
-    timeline["served_again"] = time.time()
-    if mode == "stop":
-        unavailable = writes_refused
-    if failure is not None:
-        if not isinstance(failure, Exception):
-            raise failure
-        raise target._fail(f"garbage collection ({mode}) failed, registry restored: {failure}") from failure
+    if mode == "readonly":
+        output, writes_refused, reads_unavailable = _collect_readonly(
+            target, original, probe=probe, check_readonly=check_readonly, timeout=timeout,
+            settle_seconds=settle_seconds, timeline=timeline,
+        )
+    else:
+        output, writes_refused = _collect_stopped(target, original, probe=probe, timeout=timeout, timeline=timeline)
+        reads_unavailable = writes_refused
     counts = parse_gc_output(output)
     return GcReport(
         mode=mode,
@@ -443,7 +634,93 @@ def garbage_collect(
         manifests_eligible=counts.manifests_eligible,
         duration_seconds=time.monotonic() - started,
         writes_refused_seconds=writes_refused,
-        reads_unavailable_seconds=unavailable,
+        reads_unavailable_seconds=reads_unavailable,
         timeline=timeline,
         output=output,
     )
+
+
+def _collect_readonly(
+    target: RegistryContainer,
+    original: str,
+    *,
+    probe: Callable[[], Any] | None,
+    check_readonly: Callable[[], Any] | None,
+    timeout: float,
+    settle_seconds: float,
+    timeline: dict[str, float],
+) -> tuple[str, float, float]:
+    """The stand-by procedure; returns (output, seconds writes were refused, seconds reads were not served)."""
+    standby = target.start_standby(standby_config(original))
+    output = ""
+    refused_from: float | None = None
+    failure: BaseException | None = None
+    try:
+        standby.wait_answering(timeout)
+        # From here on nginx may send any request to the stand-by: a write there is refused.
+        refused_from = time.monotonic()
+        timeline["writes_refused_from"] = time.time()
+        time.sleep(settle_seconds)
+        target.stop_when_idle()
+        timeline["registry_stopped"] = time.time()
+        if check_readonly is not None:
+            check_readonly()
+        timeline["collect_start"] = time.time()
+        output = standby.run_gc(dry_run=False)
+        timeline["collect_end"] = time.time()
+    except BaseException as exc:  # noqa: BLE001 - handed back below, then re-raised
+        failure = exc
+    try:
+        timeline["registry_serving"] = _hand_back(target, standby, timeout=timeout, settle_seconds=settle_seconds)
+        if probe is not None:
+            target.wait_healthy(timeout, probe)
+    except Exception as restore_exc:
+        reason = getattr(restore_exc, "reason", restore_exc)
+        raise target._fail(f"could not restore the registry after garbage collection: {reason}") from (
+            failure or restore_exc
+        )
+    writes_refused = 0.0 if refused_from is None else time.monotonic() - refused_from
+    timeline["served_again"] = time.time()
+    if failure is not None:
+        if not isinstance(failure, Exception):
+            raise failure
+        raise target._fail(f"garbage collection (readonly) failed, registry restored: {failure}") from failure
+    # Some registry answered under the alias throughout: the stand-by answered before the
+    # registry stopped, and the registry answered again before the stand-by went.
+    return output, writes_refused, 0.0
+
+
+def _collect_stopped(
+    target: RegistryContainer,
+    original: str,
+    *,
+    probe: Callable[[], Any] | None,
+    timeout: float,
+    timeline: dict[str, float],
+) -> tuple[str, float]:
+    """The tutorial's procedure; returns (output, seconds nothing was served)."""
+    refused_from = time.monotonic()
+    timeline["writes_refused_from"] = time.time()
+    output = ""
+    failure: BaseException | None = None
+    try:
+        target.stop()
+        timeline["collect_start"] = time.time()
+        output = target.run_gc_one_off(original)
+        timeline["collect_end"] = time.time()
+    except BaseException as exc:  # noqa: BLE001 - restarted below, then re-raised
+        failure = exc
+    try:
+        target.start()
+        target.wait_healthy(timeout, probe)
+    except Exception as restore_exc:
+        raise target._fail(
+            f"could not restore the registry after garbage collection ({restore_exc}); start it by hand"
+        ) from (failure or restore_exc)
+    down = time.monotonic() - refused_from
+    timeline["served_again"] = time.time()
+    if failure is not None:
+        if not isinstance(failure, Exception):
+            raise failure
+        raise target._fail(f"garbage collection (stop) failed, registry restored: {failure}") from failure
+    return output, down

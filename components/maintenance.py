@@ -713,10 +713,12 @@ class GarbageCollectionProvider(MaintenanceProvider):
                     untagged_deleted.extend(f"{repo}@{digest}" for repo, digest in jobs)
 
                 def check_readonly() -> None:
+                    # Only the read-only stand-by serves now; it has the registry's environment.
                     if not client.writes_refused(READONLY_PROBE_REPOSITORY):
                         raise MaintenanceError(
-                            "the registry still accepts pushes after the switch to read-only mode (is "
-                            "REGISTRY_STORAGE_MAINTENANCE_READONLY set in its environment?); not collecting"
+                            "the registry still accepts pushes while only the read-only stand-by should "
+                            "serve (is REGISTRY_STORAGE_MAINTENANCE_READONLY set in its environment?); "
+                            "not collecting"
                         )
 
                 report = docker_exec.garbage_collect(

@@ -1,11 +1,13 @@
 """The maintenance providers against real software: distribution 2.8.2 (stand-in image) behind
-the project's nginx TLS + basic-auth config, images pushed and pulled with skopeo, garbage
-collection through the Docker API. The providers' own check/create/diff/update/read/delete
+the project's nginx TLS + basic-auth config (the registry found by its network alias, as the
+program deploys it), images pushed and pulled with skopeo, garbage collection through the
+Docker API. The providers' own check/create/diff/update/read/delete
 are called as plain Python, as the Pulumi engine would call them.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -13,12 +15,14 @@ from dataclasses import dataclass
 import pytest
 
 from components import docker_exec, maintenance
+from components.docker_exec import CONFIG_PATH
 from components.maintenance import (
     GarbageCollectionProvider,
     ImageDeletionProvider,
     MaintenanceError,
     RetentionProvider,
 )
+from components.registry import RESTART_POLICY
 from components.registry_api import RegistryNotFoundError
 from tests.integration.test_registry_api import (  # noqa: F401 - fixtures
     docker_client,
@@ -89,7 +93,11 @@ def pushed(registry_stack, tmp_path):
 
 
 class PullLoop:
-    """Pulls one tag over and over in a thread, recording (start, end, ok, error)."""
+    """Pulls one tag back to back in a thread, recording (start, end, ok, error) per pull.
+
+    Entering waits for a first pull to finish, leaving for two more, so the record spans the
+    whole block with pulls on both sides.
+    """
 
     def __init__(self, stack, repository: str, tag: str):
         self.stack, self.repository, self.tag = stack, repository, tag
@@ -101,17 +109,22 @@ class PullLoop:
         while not self._stop.is_set():
             start = time.time()
             result = self.stack.pull(self.repository, self.tag, check=False)
-            self.results.append((start, time.time(), result.returncode == 0, result.stderr.decode()[-200:]))
+            self.results.append((start, time.time(), result.returncode == 0, result.stderr.decode()[-300:]))
+
+    def _wait_for(self, count: int, timeout: float = 120.0):
+        deadline = time.monotonic() + timeout
+        while len(self.results) < count and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.05)
 
     def __enter__(self):
         self._thread.start()
-        time.sleep(0.5)
+        self._wait_for(1)
         return self
 
     def __exit__(self, *exc):
-        time.sleep(0.5)
+        self._wait_for(len(self.results) + 2)
         self._stop.set()
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=120)
 
     def within(self, start: float, end: float):
         return [r for r in self.results if r[0] >= start and r[1] <= end]
@@ -224,22 +237,30 @@ def test_retention_keeps_exactly_what_the_rules_say(registry_stack, tmp_path):
     assert checked_other.inputs["pendingDeletions"] == ["other/app:old"]
 
 
-def test_gc_frees_space_keeps_pulls_working_and_refuses_pushes_meanwhile(registry_stack, pushed, monkeypatch):
+def test_gc_frees_space_and_not_one_pull_fails_before_during_or_after_it(registry_stack, pushed, monkeypatch):
     """After deleting `two` (with a 2 MiB layer of its own) and the index `multi`, read-only GC
-    with delete_untagged: the volume shrinks by at least that layer (measured by `du` from
-    another container); `multi`'s own arm64 image goes while the amd64 one `multi2` needs stays;
-    pulls during the collection all succeed; a push during it is refused, and works afterwards."""
+    with delete_untagged, while two loops pull kept tags back to back from before it starts
+    until after it ends -- through the stand-by's arrival, the registry's stop, the collection,
+    the registry's return and the stand-by's removal: not one pull fails. A push while only the
+    stand-by serves is refused with the registry's 405 and works afterwards. The volume shrinks
+    by at least the 2 MiB layer (measured by `du` from another container); `multi`'s own arm64
+    image goes while the amd64 one `multi2` needs stays; every kept tag verifies by digest; the
+    registry's container is the same, with the same config and restart policy, and no stand-by
+    is left."""
     deletion = ImageDeletionProvider()
     run_create(deletion, {**conn(registry_stack), "repository": "app", "tags": ["two", "multi"]})
     fresh = oci.write_image(pushed.layout, "fresh", [oci.random_bytes(128 * 1024, seed="fresh")], seed="fresh")
     before = registry_stack.volume_bytes()
+    registry = registry_stack.registry_container()
+    config_before = registry.exec_run(["cat", CONFIG_PATH]).output
 
     during: dict = {}
     real_run_gc = docker_exec.RegistryContainer.run_gc
 
     def run_gc_with_clients(self, *, dry_run, delete_untagged=False, **kwargs):
         if not dry_run:
-            # Inside the read-only window, on purpose: a push must be refused, pulls must work.
+            # Only the read-only stand-by serves now: a push must be refused, pulls must work.
+            during["collector"] = self.name
             during["push"] = registry_stack.skopeo(
                 "copy", "-q", "--dest-cert-dir", str(registry_stack.cert_dir), "--dest-creds",
                 f"{registry_stack.username}:{registry_stack.password}",
@@ -252,34 +273,45 @@ def test_gc_frees_space_keeps_pulls_working_and_refuses_pushes_meanwhile(registr
     news = {**conn(registry_stack), "dockerHost": registry_stack.docker_host,
             "containerName": registry_stack.registry_name, "mode": "readonly", "deleteUntagged": True,
             "trigger": "deletions-1"}
-    with PullLoop(registry_stack, "app", "three") as loop:
+    with PullLoop(registry_stack, "app", "three") as loop_three, PullLoop(registry_stack, "app", "one") as loop_one:
         _, collected = run_create(gc, news)
     after = registry_stack.volume_bytes()
     outs = collected.outs
-    timeline = outs["timeline"]
+    t = outs["timeline"]
+    pulls = loop_three.results + loop_one.results
 
+    failed = [(round(start - t["writes_refused_from"], 2), error) for start, _, ok, error in pulls if not ok]
+    assert failed == [], failed
+    phases = {
+        "before": (pulls[0][0] - 1, t["writes_refused_from"]),
+        "registry and stand-by": (t["writes_refused_from"], t["registry_stopped"]),
+        "stand-by only": (t["registry_stopped"], t["registry_serving"]),
+        "registry back, stand-by leaving": (t["registry_serving"], t["served_again"]),
+        "after": (t["served_again"], time.time()),
+    }
+    for name, (start, end) in phases.items():
+        assert [r for r in pulls if r[1] > start and r[0] < end], f"no pull during '{name}'"
+    assert during["collector"] == registry_stack.registry_name + docker_exec.STANDBY_SUFFIX
     # Refused with the registry's 405, never accepted and lost.
-    assert during["push"].returncode != 0 and b"405" in during["push"].stderr
+    assert during["push"].returncode != 0 and b"405" in during["push"].stderr, during["push"].stderr
     assert during["pulls"] == [0, 0]
+
     assert before - after >= 2 * 1024 * 1024
     assert (outs["bytesBefore"], outs["bytesAfter"]) == (before, after)
-    assert outs["blobsRemoved"] >= 3 and outs["writesRefusedSeconds"] > 0
+    assert outs["blobsRemoved"] >= 3 and outs["writesRefusedSeconds"] > 0 and outs["readsUnavailableSeconds"] == 0
     assert outs["untaggedDeleted"] == [f"app@{pushed.children['multi']['linux/arm64']}"]
-    collecting = loop.within(timeline["collect_start"], timeline["collect_end"])
-    assert all(ok for _, _, ok, _ in collecting)
-    outside = [r for r in loop.results if r[1] < timeline["writes_refused_from"] or r[0] > timeline["served_again"]]
-    assert outside and all(ok for _, _, ok, _ in outside)
-    restarts = loop.overlapping(timeline["writes_refused_from"], timeline["served_again"])
-    # Failures happen only while the registry restarts (into read-only mode, and back).
-    for start, end, ok, error in restarts:
-        if not ok:
-            assert start < timeline["collect_start"] or end > timeline["collect_end"], error
-            assert "502" in error, error
-    print(f"\nGC readonly: {before - after} bytes freed, {outs['blobsRemoved']} blobs, "
-          f"{outs['durationSeconds']}s, writes refused {outs['writesRefusedSeconds']}s, reads unavailable "
-          f"{outs['readsUnavailableSeconds']}s; background pulls overlapping the window: {len(restarts)}, "
-          f"failed: {sum(1 for r in restarts if not r[2])} (502s while restarting)")
-    assert outs["readsUnavailableSeconds"] < 10
+    registry.reload()
+    assert registry.status == "running" and registry.attrs["HostConfig"]["RestartPolicy"]["Name"] == RESTART_POLICY
+    assert registry.exec_run(["cat", CONFIG_PATH]).output == config_before
+    assert registry_stack.docker.containers.list(all=True, filters={"label": "private-registry.role=gc-standby",
+                                                                    "name": registry_stack.registry_name}) == []
+
+    window = [r for r in pulls if r[1] > t["writes_refused_from"] and r[0] < t["served_again"]]
+    outside = [r[1] - r[0] for r in pulls if r not in window]
+    print(f"\nGC readonly: {before - after} bytes freed, {outs['blobsRemoved']} blobs, {outs['durationSeconds']}s; "
+          f"writes refused {outs['writesRefusedSeconds']}s; pulls {len(pulls)} ({len(window)} overlapping the "
+          f"window), failed {len(failed)}; pull time median outside {statistics.median(outside):.2f}s, "
+          f"longest in the window {max(r[1] - r[0] for r in window):.2f}s")
 
     for tag in ("one", "latest", "three", "multi2"):
         assert_pulls(registry_stack, "app", tag, pushed.digests["one" if tag == "latest" else tag])
@@ -292,6 +324,29 @@ def test_gc_frees_space_keeps_pulls_working_and_refuses_pushes_meanwhile(registr
     assert gc.diff(collected.id, outs, unchanged.inputs).changes is False
     rerun = gc.check(outs, {**news, "trigger": "deletions-2"})
     assert gc.diff(collected.id, outs, rerun.inputs).changes is True
+
+
+def test_gc_hands_back_a_standby_left_by_a_crashed_run(registry_stack, pushed):
+    """A run that died with its stand-by serving and the registry stopped: the next collection
+    (here a dry run) first starts the registry, and removes the stand-by once the registry
+    answers; the registry then serves reads and writes through the proxy."""
+    with docker_exec.RegistryContainer(registry_stack.docker_host, registry_stack.registry_name) as target:
+        standby = target.start_standby(docker_exec.standby_config(target.read_file(CONFIG_PATH)))
+        standby.wait_answering(60)
+        time.sleep(docker_exec.SWITCH_SETTLE_SECONDS)
+        target.stop_when_idle()
+    assert registry_stack.registry_container().status == "exited"
+    assert_pulls(registry_stack, "app", "three", pushed.digests["three"])
+
+    gc = GarbageCollectionProvider()
+    _, dry = run_create(gc, {**conn(registry_stack), "dockerHost": registry_stack.docker_host,
+                             "containerName": registry_stack.registry_name, "mode": "dry-run", "trigger": "t"})
+    assert dry.outs["blobsRemoved"] == 0
+    assert registry_stack.registry_container().status == "running"
+    assert registry_stack.docker.containers.list(all=True, filters={"name": standby.name}) == []
+    oci.write_image(pushed.layout, "after", [oci.random_bytes(16 * 1024, seed="after")], seed="after")
+    registry_stack.push(pushed.layout, "after", "app")
+    assert_pulls(registry_stack, "app", "one", pushed.digests["one"])
 
 
 def test_gc_dry_run_changes_nothing_and_stop_mode_frees_space(registry_stack, pushed):

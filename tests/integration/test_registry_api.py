@@ -42,6 +42,7 @@ from components.registry_api import (
 )
 from components.render.htpasswd import bcrypt_salt, render_htpasswd
 from components.render.nginx import CERT_PATH, CONF_PATH, HTPASSWD_PATH, KEY_PATH, NginxOptions, render_nginx_conf
+from components.registry import NETWORK_ALIAS, RESTART_POLICY
 from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config
 from tests.support import oci
 
@@ -196,10 +197,13 @@ def start_stack(
         cleanup.append(volume)
         config = registry_config(http_secret=secrets.token_hex(16))
         config["storage"]["delete"]["enabled"] = delete_enabled
+        # As the program deploys it: nginx finds the registry by its network alias, which a
+        # garbage collection's stand-by registry shares for a while.
         registry = client.containers.create(
             REGISTRY_IMAGE, name=f"{prefix}-registry", network=network.name,
+            networking_config={network.name: client.api.create_endpoint_config(aliases=[NETWORK_ALIAS])},
             volumes={volume.name: {"bind": DATA_DIR, "mode": "rw"}},
-            labels={"private-registry.test": "maintenance"},
+            labels={"private-registry.test": "maintenance"}, restart_policy={"Name": RESTART_POLICY},
         )
         cleanup.append(registry)
         registry.put_archive("/", _tar({CONFIG_PATH: yaml.safe_dump(config).encode()}))
@@ -209,7 +213,7 @@ def start_stack(
         password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
         salt = bcrypt_salt(base64.b64encode(secrets.token_bytes(16)).decode())
         htpasswd = render_htpasswd({USERNAME: (password, salt)}, rounds=5)
-        conf = render_nginx_conf(NginxOptions(upstream=f"{registry.name}:{PORT}", worker_processes=nginx_workers))
+        conf = render_nginx_conf(NginxOptions(upstream=f"{NETWORK_ALIAS}:{PORT}", worker_processes=nginx_workers))
         port = free_port()
         proxy = client.containers.create(
             NGINX_IMAGE, name=f"{prefix}-proxy", network=network.name, stop_signal="SIGQUIT",

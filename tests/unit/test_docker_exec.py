@@ -1,8 +1,13 @@
-"""docker_exec without Docker: output parsing, config rewriting, and the garbage-collection
+"""docker_exec without Docker: output and /proc parsing, config rewriting, the stand-by's
+making and the registry's idle stop against fake Docker objects, and the garbage-collection
 procedure driven against a recording fake container (the real one is in tests/integration)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+
+import docker.errors
 import pytest
 import yaml
 
@@ -10,11 +15,15 @@ from components import docker_exec
 from components.docker_exec import (
     CONFIG_PATH,
     DockerExecError,
+    RegistryContainer,
+    busy_connections,
     gc_command,
     garbage_collect,
     parse_gc_output,
     parse_untagged,
     readonly_config,
+    registry_port,
+    standby_config,
     storage_root,
 )
 from components.render.registry_config import render_registry_config
@@ -109,60 +118,298 @@ def test_gc_command_uses_the_registry_binary_and_flags():
         "/bin/registry", "garbage-collect", "--dry-run", "--delete-untagged", CONFIG_PATH]
 
 
+def test_standby_config_is_read_only_and_drains_with_all_else_kept():
+    """The stand-by's config: the registry's own plus read-only mode and a drain timeout (so
+    its SIGTERM lets the requests it serves finish), nothing else changed."""
+    original = render_registry_config(http_secret="x" * 32)
+    standby = yaml.safe_load(standby_config(original))
+    expected = yaml.safe_load(original)
+    expected["storage"]["maintenance"]["readonly"]["enabled"] = True
+    expected["http"]["draintimeout"] = f"{docker_exec.STANDBY_DRAIN_SECONDS}s"
+    assert standby == expected
+
+
+def test_registry_port_comes_from_http_addr():
+    """The port the registry listens on: http.addr's, 5000 when unset; an unreadable one is an error."""
+    assert registry_port(render_registry_config(http_secret="x" * 32)) == 5000
+    assert registry_port("http:\n  addr: 0.0.0.0:5001\n") == 5001
+    assert registry_port("version: 0.1\n") == 5000
+    with pytest.raises(ValueError, match="http.addr"):
+        registry_port("http:\n  addr: /run/registry.sock\n")
+
+
+# Verbatim /proc/net/tcp and tcp6 of a registry frozen with one request waiting in its accept
+# queue (ESTABLISHED, inode 0) and one finished connection (TIME_WAIT).
+PROC_NET_QUEUED_ONLY = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0B00007F:B217 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 795616 1 000000009d4efc92 100 0 0 10 0
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 00000000:00000001 00:00000000 00000000     0        0 796743 2 00000000c64b3f29 100 0 0 10 0
+   1: 0000000000000000FFFF00000220A8C0:1388 0000000000000000FFFF00000320A8C0:8A3E 01 00000000:000000E2 00:00000000 00000000     0        0 0 1 000000009f85d023 20 4 30 10 -1
+   2: 0000000000000000FFFF00000220A8C0:1388 0000000000000000FFFF00000320A8C0:8A3C 06 00000000:00000000 03:000016F0 00000000     0        0 0 3 00000000546f775b
+"""
+
+
+def _tcp6_line(state: str, inode: str, port: str = "1388") -> str:
+    return (f"   3: 0000000000000000FFFF00000220A8C0:{port} 0000000000000000FFFF00000320A8C0:8A40 {state} "
+            f"00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 20 4 30 10 -1\n")
+
+
+def test_busy_connections_counts_requests_being_served_not_queued_or_finished():
+    """Queued (inode 0), finished (TIME_WAIT, FIN_WAIT2) and listening sockets are not busy;
+    an accepted connection is, and so is a closed one whose data is still unacknowledged;
+    other ports do not count."""
+    assert busy_connections(PROC_NET_QUEUED_ONLY, 5000) == 0
+    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345"), 5000) == 1
+    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("04", "0"), 5000) == 1
+    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("05", "0") + _tcp6_line("06", "0"), 5000) == 0
+    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345", port="1389"), 5000) == 0
+    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345", port="1389"), 5001) == 1
+
+
+# --- stop_when_idle and start_standby against fake Docker objects ---------------------------
+
+
+class FakeDockerContainer:
+    """The parts of docker.models.containers.Container the RegistryContainer methods use."""
+
+    def __init__(self, *, proc_net: list[str], exec_fails: bool = False):
+        self.id, self.name = "0123456789ab" + "c" * 52, "reg"
+        self.signals: list[str] = []
+        self.proc_net = proc_net
+        self.exec_fails = exec_fails
+        self.attrs = {"State": {"Status": "running"}}
+        self.labels: dict = {}
+
+    def reload(self):
+        pass
+
+    def kill(self, signal):
+        self.signals.append(signal)
+        if signal == "SIGKILL":
+            self.attrs["State"]["Status"] = "exited"
+
+    def stop(self, timeout=10):
+        self.signals.append("stop")
+        self.attrs["State"]["Status"] = "exited"
+
+    def exec_run(self, argv, demux=True):
+        if argv[0] == "cat" and argv[1] == CONFIG_PATH:
+            return 0, (render_registry_config(http_secret="s" * 32).encode(), b"")
+        if self.exec_fails:
+            raise docker.errors.APIError("exec broke")
+        return 0, (self.proc_net.pop(0).encode(), b"")
+
+
+def registry_container(container) -> RegistryContainer:
+    target = RegistryContainer.__new__(RegistryContainer)
+    target.host, target.name, target.config_path = "unix:///fake.sock", container.name, CONFIG_PATH
+    target.client, target.container, target._owns_client = None, container, False
+    return target
+
+
+def test_stop_when_idle_freezes_looks_and_kills_only_when_nothing_is_served():
+    """Frozen with a request being served: thawed and looked at again; frozen with only
+    queued connections: killed (the queued ones are reset unanswered, nginx retries them)."""
+    busy = PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345")
+    container = FakeDockerContainer(proc_net=[busy, busy, PROC_NET_QUEUED_ONLY])
+    looks = registry_container(container).stop_when_idle(timeout=1)
+    assert looks == 3
+    assert container.signals == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT", "SIGSTOP", "SIGKILL"]
+
+
+def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen():
+    """Never idle within max_wait: thawed, then a plain stop. A failure while frozen thaws it
+    before the error goes up."""
+    busy = PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345")
+    container = FakeDockerContainer(proc_net=[busy])
+    registry_container(container).stop_when_idle(max_wait=0, timeout=1)
+    assert container.signals == ["SIGSTOP", "SIGCONT", "stop"]
+
+    broken = FakeDockerContainer(proc_net=[], exec_fails=True)
+    with pytest.raises(DockerExecError, match="exec broke"):
+        registry_container(broken).stop_when_idle(timeout=1)
+    assert broken.signals == ["SIGSTOP", "SIGCONT"]
+    assert broken.attrs["State"]["Status"] == "running"
+
+
+class FakeDockerClient:
+    """Records containers.create and networks.get(...).connect calls."""
+
+    def __init__(self):
+        self.created: list[dict] = []
+        self.events: list[str] = []
+        client = self
+
+        class Created:
+            name = "reg-gc-standby"
+
+            def put_archive(self, path, data):
+                with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+                    member = archive.getmembers()[0]
+                    client.archive = (path, member.name, member.mode, archive.extractfile(member).read().decode())
+                client.events.append("put_archive")
+                return True
+
+            def start(self):
+                client.events.append("start")
+
+        class Containers:
+            def create(self, **kwargs):
+                client.created.append(kwargs)
+                return Created()
+
+        class Network:
+            def __init__(self, name):
+                self.name = name
+
+            def connect(self, container, aliases):
+                client.events.append(f"connect {self.name} {aliases}")
+
+        class Networks:
+            def get(self, name):
+                return Network(name)
+
+        class Api:
+            def create_endpoint_config(self, aliases):
+                return {"Aliases": aliases}
+
+        self.containers, self.networks, self.api = Containers(), Networks(), Api()
+
+
+def test_the_standby_copies_image_volumes_environment_and_aliases_and_gets_its_config_before_start():
+    """Same image, volumes (volumes_from), environment and user; every network alias but the
+    registry's own short id, on every network; its own name and labels; its config written
+    outside the registry's config folder before it starts."""
+    container = FakeDockerContainer(proc_net=[])
+    container.attrs = {
+        "Image": "sha256:img",
+        "Config": {"Env": ["REGISTRY_HTTP_SECRET=x"], "User": "nobody"},
+        "Mounts": [{"Type": "volume", "Name": "data", "Destination": "/var/lib/registry", "RW": True}],
+        "NetworkSettings": {"Networks": {
+            "b-net": {"Aliases": ["registry", container.id[:12]]},
+            "a-net": {"Aliases": ["registry-internal", "reg"]},
+            "c-net": {"Aliases": [container.id[:12]]},
+        }},
+        "State": {"Status": "running"},
+    }
+    target = registry_container(container)
+    target.client = FakeDockerClient()
+    standby = target.start_standby("config: text\n")
+    created = target.client.created[0]
+    assert created["image"] == "sha256:img" and created["name"] == "reg-gc-standby"
+    assert created["entrypoint"] == ["/bin/registry"]
+    assert created["command"] == ["serve", docker_exec.STANDBY_CONFIG_PATH]
+    assert created["environment"] == ["REGISTRY_HTTP_SECRET=x"] and created["user"] == "nobody"
+    assert created["volumes_from"] == [container.id]
+    assert created["network"] == "a-net"
+    assert created["networking_config"] == {"a-net": {"Aliases": ["registry-internal"]}}
+    assert created["labels"] == {"private-registry.role": "gc-standby", "private-registry.gc-standby-of": "reg"}
+    assert target.client.events == ["put_archive", "connect b-net ['registry']", "start"]
+    assert target.client.archive == ("/", docker_exec.STANDBY_CONFIG_PATH.lstrip("/"), 0o644, "config: text\n")
+    assert not docker_exec.STANDBY_CONFIG_PATH.startswith("/etc/docker/registry/")
+    assert standby.name == "reg-gc-standby" and standby.config_path == docker_exec.STANDBY_CONFIG_PATH
+
+
+def test_a_registry_without_a_network_alias_gets_no_standby():
+    """Found by its container name only, the registry cannot be stood in for: a clear error,
+    before anything is created or stopped."""
+    container = FakeDockerContainer(proc_net=[])
+    container.attrs = {"Image": "sha256:img", "Config": {}, "Mounts": [], "State": {"Status": "running"},
+                       "NetworkSettings": {"Networks": {"net": {"Aliases": [container.id[:12]]}}}}
+    target = registry_container(container)
+    target.client = FakeDockerClient()
+    with pytest.raises(DockerExecError, match="alias"):
+        target.start_standby("config: text\n")
+    assert target.client.created == [] and container.signals == []
+
+
+# --- the garbage-collection procedure against a recording fake ------------------------------
+
+
+class FakeStandby:
+    name = "reg-gc-standby"
+
+    def __init__(self, calls: list[str], *, answers: bool = True, gc_fails: bool = False):
+        self.calls, self.answers, self.gc_fails = calls, answers, gc_fails
+
+    def wait_answering(self, timeout):
+        self.calls.append("standby answering")
+        if not self.answers:
+            raise DockerExecError("unix:///fake.sock", self.name, "not healthy after 1s")
+
+    def run_gc(self, *, dry_run, delete_untagged=False, config_path=None):
+        self.calls.append(f"standby gc dry_run={dry_run}")
+        if self.gc_fails:
+            raise DockerExecError("unix:///fake.sock", self.name, "garbage-collect exited 1: boom")
+        return REAL_RUN
+
+    def discard(self):
+        self.calls.append("standby removed")
+
+
 class FakeContainer:
-    """Records what garbage_collect does to the container; files live in a dict."""
+    """Records what garbage_collect does to the registry container and its stand-by. It has no
+    way to write a file: the registry's own config is never touched."""
 
     host, name = "unix:///fake.sock", "reg"
 
-    def __init__(self, *, gc_fails: bool = False, restart_fails_after: int | None = None):
-        self.files = {CONFIG_PATH: render_registry_config(http_secret="s" * 32)}
-        self.original = self.files[CONFIG_PATH]
+    def __init__(self, *, standby_answers=True, gc_fails=False, start_fails=False, leftover=False):
+        self.config = render_registry_config(http_secret="s" * 32)
         self.calls: list[str] = []
-        self.gc_fails = gc_fails
-        self.restart_fails_after = restart_fails_after
+        self.running = True
+        self.start_fails = start_fails
         self.bytes = [1000, 400]
-        self.config_at_gc: str | None = None
+        self.standby = FakeStandby(self.calls, answers=standby_answers, gc_fails=gc_fails)
+        self.leftover = FakeStandby(self.calls) if leftover else None
+        self.standby_config: str | None = None
 
     def _fail(self, reason):
         return DockerExecError(self.host, self.name, reason)
 
+    def find_standby(self):
+        self.calls.append("find standby")
+        return self.leftover
+
     def read_file(self, path):
         self.calls.append(f"read {path}")
-        return self.files[path]
-
-    def write_file(self, path, text):
-        self.calls.append(f"write {path} readonly={'enabled: true' in text.split('readonly:')[-1][:30]}")
-        self.files[path] = text
-
-    def exec(self, argv, check=True):
-        self.calls.append("exec " + " ".join(argv))
+        return self.config
 
     def volume_bytes(self, path):
         self.calls.append(f"du {path}")
         return self.bytes.pop(0)
 
-    def restart(self):
-        self.calls.append("restart")
-        if self.restart_fails_after is not None:
-            self.restart_fails_after -= 1
-            if self.restart_fails_after < 0:
-                raise self._fail("restart failed")
+    def start_standby(self, config_text):
+        self.calls.append("standby started")
+        self.standby_config = config_text
+        return self.standby
+
+    def stop_when_idle(self):
+        self.calls.append("stop when idle")
+        self.running = False
+
+    def status(self):
+        return ("running" if self.running else "exited"), None
 
     def stop(self):
         self.calls.append("stop")
+        self.running = False
 
     def start(self):
         self.calls.append("start")
+        if self.start_fails:
+            raise self._fail("start failed: no such image")
+        self.running = True
+
+    def wait_answering(self, timeout):
+        self.calls.append("answering")
 
     def wait_healthy(self, timeout, probe=None):
-        self.calls.append("healthy")
+        self.calls.append("healthy" + (" via probe" if probe else ""))
         return 0.0
 
     def run_gc(self, *, dry_run, delete_untagged=False):
         self.calls.append(f"gc dry_run={dry_run}")
-        self.config_at_gc = self.files[CONFIG_PATH]
-        if self.gc_fails:
-            raise self._fail("garbage-collect exited 1: boom")
         return REAL_RUN
 
     def run_gc_one_off(self, config_text):
@@ -170,40 +417,52 @@ class FakeContainer:
         return REAL_RUN
 
 
-def test_readonly_mode_collects_read_only_then_restores_and_restarts():
-    """Order: measure, prepare (while writable), back up, switch read-only, restart, check,
-    collect, restore, restart, measure; and the report's figures."""
+@pytest.fixture
+def sleeps(monkeypatch):
+    """time.sleep in docker_exec recorded instead of slept."""
+    recorded: list[float] = []
+    monkeypatch.setattr(docker_exec.time, "sleep", recorded.append)
+    return recorded
+
+
+def test_readonly_mode_hands_reads_to_a_standby_while_collecting(sleeps):
+    """Order: measure, prepare (while writable), stand-by up and answering, wait for nginx to
+    see it, stop the registry when idle, check writes are refused, collect in the stand-by,
+    registry back and answering, wait for nginx again, stand-by gone, probe, measure. The
+    registry's config is only read; the stand-by's is the read-only one."""
     fake = FakeContainer()
-    checked = []
-    report = garbage_collect(fake, mode="readonly", check_readonly=lambda: checked.append(True),
+    report = garbage_collect(fake, mode="readonly", probe=lambda: None,
+                             check_readonly=lambda: fake.calls.append("check read-only"),
                              prepare=lambda: fake.calls.append("prepare"))
     assert fake.calls == [
-        f"read {CONFIG_PATH}", "du /var/lib/registry", "prepare",
-        f"write {CONFIG_PATH}.pre-gc readonly=False", f"write {CONFIG_PATH} readonly=True", "restart", "healthy",
-        "gc dry_run=False",
-        f"write {CONFIG_PATH} readonly=False", "restart", "healthy", f"exec rm -f {CONFIG_PATH}.pre-gc",
+        "find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "prepare",
+        "standby started", "standby answering", "stop when idle", "check read-only", "standby gc dry_run=False",
+        "start", "answering", "standby removed", "healthy via probe",
         "du /var/lib/registry",
     ]
-    assert checked == [True]
-    assert yaml.safe_load(fake.config_at_gc)["storage"]["maintenance"]["readonly"]["enabled"] is True
-    assert fake.files[CONFIG_PATH] == fake.original
+    assert sleeps == [docker_exec.SWITCH_SETTLE_SECONDS, docker_exec.SWITCH_SETTLE_SECONDS]
+    assert fake.standby_config == standby_config(fake.config)
     assert (report.bytes_before, report.bytes_after, report.blobs_removed) == (1000, 400, 3)
-    assert report.writes_refused_seconds >= report.reads_unavailable_seconds >= 0
-    assert set(report.timeline) == {"writes_refused_from", "collect_start", "collect_end", "served_again"}
+    assert report.writes_refused_seconds > 0 and report.reads_unavailable_seconds == 0.0
+    marks = ["writes_refused_from", "registry_stopped", "collect_start", "collect_end", "registry_serving",
+             "served_again"]
+    assert set(report.timeline) == set(marks)
+    assert [report.timeline[m] for m in marks] == sorted(report.timeline[m] for m in marks)
 
 
-def test_a_failed_collection_still_restores_the_config_and_restarts():
-    """GC fails: the original config is back, the registry restarted, and the error says so."""
+def test_a_failed_collection_starts_the_registry_and_removes_the_standby(sleeps):
+    """GC fails in the stand-by: the registry is started and answers before the stand-by goes,
+    and the error says the registry was restored and why the collection failed."""
     fake = FakeContainer(gc_fails=True)
     with pytest.raises(DockerExecError, match="failed, registry restored: .*boom"):
         garbage_collect(fake, mode="readonly")
-    assert fake.files[CONFIG_PATH] == fake.original
-    assert fake.calls[-4:] == [f"write {CONFIG_PATH} readonly=False", "restart", "healthy",
-                               f"exec rm -f {CONFIG_PATH}.pre-gc"]
+    assert fake.calls[-4:] == ["standby gc dry_run=False", "start", "answering", "standby removed"]
+    assert fake.running
 
 
-def test_a_failed_readonly_check_aborts_before_collecting_and_restores():
-    """If writes are still accepted after the switch, nothing is collected and the config is restored."""
+def test_a_failed_readonly_check_aborts_before_collecting(sleeps):
+    """If writes are still accepted once only the stand-by serves, nothing is collected; the
+    registry comes back and the stand-by goes."""
     fake = FakeContainer()
 
     def still_writable():
@@ -211,31 +470,52 @@ def test_a_failed_readonly_check_aborts_before_collecting_and_restores():
 
     with pytest.raises(DockerExecError, match="still accepts pushes"):
         garbage_collect(fake, mode="readonly", check_readonly=still_writable)
-    assert not any(call.startswith("gc ") for call in fake.calls)
-    assert fake.files[CONFIG_PATH] == fake.original
+    assert not any("gc dry_run" in call for call in fake.calls)
+    assert fake.calls[-3:] == ["start", "answering", "standby removed"] and fake.running
 
 
-def test_a_failed_restore_names_the_backup_file():
-    """When even the restore fails, the error points at the saved original config."""
-    fake = FakeContainer(restart_fails_after=1)
-    with pytest.raises(DockerExecError, match=r"config\.yml\.pre-gc"):
+def test_a_standby_that_never_answers_leaves_the_registry_alone(sleeps):
+    """The stand-by does not come up: the registry is never stopped, the stand-by is removed."""
+    fake = FakeContainer(standby_answers=False)
+    with pytest.raises(DockerExecError, match="not healthy"):
         garbage_collect(fake, mode="readonly")
+    assert "stop when idle" not in fake.calls and "start" not in fake.calls
+    assert fake.calls[-2:] == ["answering", "standby removed"]
+
+
+def test_a_registry_that_does_not_come_back_keeps_the_standby_serving(sleeps):
+    """If the registry cannot start again, the read-only stand-by stays (pulls keep working)
+    and the error names it and says what to do."""
+    fake = FakeContainer(start_fails=True)
+    with pytest.raises(DockerExecError, match="did not come back.*'reg-gc-standby' keeps serving pulls"):
+        garbage_collect(fake, mode="readonly")
+    assert "standby removed" not in fake.calls
+
+
+@pytest.mark.parametrize("mode", ["readonly", "stop", "dry-run"])
+def test_a_leftover_standby_is_handed_back_first(sleeps, mode):
+    """A stand-by left by a crashed run (registry stopped) is handed back before anything else,
+    in every mode: registry started and answering, then the stand-by removed."""
+    fake = FakeContainer(leftover=True)
+    fake.running = False
+    garbage_collect(fake, mode=mode)
+    assert fake.calls[:5] == ["find standby", "start", "answering", "standby removed", f"read {CONFIG_PATH}"]
 
 
 def test_stop_mode_stops_collects_from_a_one_off_and_starts():
-    """The tutorial's way: nothing served from stop to start; the config file is never touched."""
+    """The tutorial's way: nothing served from stop to start; no stand-by."""
     fake = FakeContainer()
     report = garbage_collect(fake, mode="stop")
-    assert fake.calls == [f"read {CONFIG_PATH}", "du /var/lib/registry", "stop", "gc one-off", "start", "healthy",
-                          "du /var/lib/registry"]
-    assert report.reads_unavailable_seconds == report.writes_refused_seconds
+    assert fake.calls == ["find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "stop", "gc one-off", "start",
+                          "healthy", "du /var/lib/registry"]
+    assert report.reads_unavailable_seconds == report.writes_refused_seconds > 0
 
 
 def test_dry_run_mode_changes_nothing():
-    """Dry run: one `--dry-run` collection in the live container, no writes, no restarts."""
+    """Dry run: one `--dry-run` collection in the live container, no stand-by, no restarts."""
     fake = FakeContainer()
     report = garbage_collect(fake, mode="dry-run")
-    assert fake.calls == [f"read {CONFIG_PATH}", "du /var/lib/registry", "gc dry_run=True"]
+    assert fake.calls == ["find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "gc dry_run=True"]
     assert (report.bytes_after, report.blobs_removed, report.writes_refused_seconds) == (1000, 0, 0.0)
 
 
