@@ -9,37 +9,16 @@ skopeo, curl) log in, push, pull and run through the proxy.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import uuid
 
 import pytest
 import requests
 
 from components.render.nginx import CERT_PATH
-from tests.support.deploy import STANDIN_BUSYBOX, Deployment, docker_cli, upload_content, wait_https
+from tests.support.deploy import STANDIN_BUSYBOX, docker_cli, live_stack, upload_content
 from tests.support.program import run_program
 
 PASSWORD = "s3cret@with:colon-and-more"  # '@' and ':' are fine; the tutorial forbade '@'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stack_config(tag: str, port: int, **extra) -> dict:
-    config = {
-        "httpsPort": port,
-        "bindAddress": "127.0.0.1",
-        "namePrefix": f"it-{tag}",
-        "volume": {"name": f"it-{tag}-data", "keepOnDestroy": True},
-        "users": {"alice": PASSWORD},
-        "trust": [{"name": "local", "kinds": ["docker", "podman"]}],
-    }
-    config.update(extra)
-    return config
 
 
 def trust_commands(run) -> tuple[str, str]:
@@ -49,27 +28,18 @@ def trust_commands(run) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A deployed stack, shared by this module's tests (the replacement test runs last);
+    """A deployed stack, shared by this module's tests (the replacement test runs last), trusted
+    by this host's Docker and podman/skopeo through the program's own trust script;
     yields (deployment, address, ca_file, config); removes everything after."""
-    tmp_path = tmp_path_factory.mktemp("stack")
-    tag = uuid.uuid4().hex[:8]
-    port = free_port()
-    config = stack_config(tag, port)
-    run = run_program(config, secret_keys=["users"])
-    deployment = Deployment(run)
-    ca_file = tmp_path / "ca.pem"
-    ca_file.write_text(run.exports["caCertificatePem"])
-    install, remove = trust_commands(run)
-    try:
-        deployment.up()
-        subprocess.run(install, shell=True, check=True, capture_output=True, timeout=60)
-        address = run.exports["registryAddress"]
-        wait_https(f"https://{address}/healthz", str(ca_file))
-        yield deployment, address, ca_file, config
-    finally:
-        subprocess.run(remove, shell=True, capture_output=True, timeout=60)
-        docker_cli("logout", f"localhost:{port}", check=False)
-        deployment.down(remove_volumes=True)
+    tmp = tmp_path_factory.mktemp("stack")
+    with live_stack(tmp, "it", {"alice": PASSWORD}, trust=[{"name": "local", "kinds": ["docker", "podman"]}]) as live:
+        install, remove = trust_commands(live.run)
+        try:
+            subprocess.run(install, shell=True, check=True, capture_output=True, timeout=60)
+            yield live.deployment, live.address, live.ca_file, live.config
+        finally:
+            subprocess.run(remove, shell=True, capture_output=True, timeout=60)
+            docker_cli("logout", live.address, check=False)
 
 
 def test_address_and_certificate_served(stack):

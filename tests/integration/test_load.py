@@ -16,12 +16,10 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +29,7 @@ import requests
 
 from components.registry_api import MANIFEST_ACCEPT
 from tests.support import oci
-from tests.support.deploy import Deployment, wait_https
-from tests.support.program import run_program
+from tests.support.deploy import live_stack
 
 USER = "loader"
 PASSWORD = "L0ad:test-pass@word-83b1"
@@ -40,11 +37,6 @@ CLIENTS = 20
 SECONDS = min(float(os.environ.get("LOAD_SECONDS", "45")), 120.0)
 BASE = oci.random_bytes(256 * 1024, seed="load-base-layer")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -57,29 +49,10 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
+    """The deployed stack; everything is removed afterwards."""
     tmp = tmp_path_factory.mktemp("load")
-    name = f"load-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = {
-        "httpsPort": port,
-        "bindAddress": "127.0.0.1",
-        "namePrefix": name,
-        "volume": {"name": f"{name}-data"},
-        "users": {USER: PASSWORD},
-    }
-    run = run_program(config, secret_keys=["users"])
-    deployment = Deployment(run)
-    cert_dir = tmp / "certs"
-    cert_dir.mkdir()
-    ca_file = cert_dir / "ca.crt"  # skopeo reads only ca.crt from here
-    ca_file.write_text(run.exports["caCertificatePem"])
-    try:
-        deployment.up()
-        address = run.exports["registryAddress"]
-        wait_https(f"https://{address}/healthz", str(ca_file))
-        yield Stack(address, ca_file, cert_dir, tmp)
-    finally:
-        deployment.down(remove_volumes=True)
+    with live_stack(tmp, "load", {USER: PASSWORD}) as live:
+        yield Stack(live.address, live.ca_file, live.cert_dir, tmp)
 
 
 @dataclass

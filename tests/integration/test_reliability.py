@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -40,7 +39,7 @@ import requests
 from components.maintenance import GarbageCollectionProvider, ImageDeletionProvider
 from components.registry_api import MANIFEST_ACCEPT
 from tests.support import oci
-from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, docker_cli, wait_https
+from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, docker_cli, live_stack, wait_https
 from tests.support.program import run_program
 
 USER = "alice"
@@ -49,11 +48,6 @@ DOCKER_HOST = "unix:///var/run/docker.sock"
 BIG_LAYER = 256 * 1024 * 1024  # big enough that a kill lands mid-upload
 SHARED = oci.random_bytes(64 * 1024, seed="shared-base-layer")  # one layer every image family shares
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -176,33 +170,17 @@ class Stack:
 def stack(tmp_path_factory) -> Stack:
     """The deployed stack with a first set of images; everything is removed afterwards."""
     tmp = tmp_path_factory.mktemp("reliability")
-    name = f"rel-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = {
-        "httpsPort": port,
-        "bindAddress": "127.0.0.1",
-        "namePrefix": name,
-        "volume": {"name": f"{name}-data"},
-        "users": {USER: PASSWORD},
-    }
-    run = run_program(config, secret_keys=["users"])
-    deployment = Deployment(run)
-    cert_dir = tmp / "certs"
-    cert_dir.mkdir()
-    ca_file = cert_dir / "ca.crt"  # skopeo reads only ca.crt from here
-    ca_file.write_text(run.exports["caCertificatePem"])
-    stack = Stack(deployment, config, run.exports["registryAddress"], ca_file, cert_dir, tmp)
+    stack = None
     try:
-        deployment.up()
-        wait_https(f"{stack.url}/healthz", str(ca_file))
-        stack.survivors += [
-            stack.push("keep/app", "v1", [SHARED, 300_000]),
-            stack.push("keep/multi", "v1", platforms=[("amd64", [SHARED, 200_000]), ("arm64", [SHARED, 150_000])]),
-        ]
-        yield stack
+        with live_stack(tmp, "rel", {USER: PASSWORD}) as live:
+            stack = Stack(live.deployment, live.config, live.address, live.ca_file, live.cert_dir, tmp)
+            stack.survivors += [
+                stack.push("keep/app", "v1", [SHARED, 300_000]),
+                stack.push("keep/multi", "v1", platforms=[("amd64", [SHARED, 200_000]), ("arm64", [SHARED, 150_000])]),
+            ]
+            yield stack
     finally:
-        deployment.down(remove_volumes=True)
-        for tag in stack.extra_tags:
+        for tag in stack.extra_tags if stack else ():
             docker_cli("rmi", tag, check=False)
 
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 import collections
 import json
 import os
-import socket
 import ssl
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,7 @@ import pytest
 
 from tests.support import oci
 from tests.support import requests_fuzz as fuzz
-from tests.support.deploy import Deployment, wait_https
-from tests.support.program import run_program
+from tests.support.deploy import live_stack
 
 USER = "alice"
 PASSWORD = "Auth-t3st:pass@word-0f9c2d7e"
@@ -36,11 +33,6 @@ CANARY = b"CANARY-layer-content-5b1e0c3a-never-without-a-password"
 SEED = int(os.environ.get("FUZZ_SEED", "20261127"))
 RANDOM_PROBES = 400
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -64,38 +56,17 @@ def _push(layout: Path, address: str, cert_dir: Path) -> None:
 def stack(tmp_path_factory) -> Stack:
     """The deployed stack with one real image in it; everything is removed afterwards."""
     tmp = tmp_path_factory.mktemp("auth")
-    name = f"sec-auth-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = {
-        "httpsPort": port,
-        "bindAddress": "127.0.0.1",
-        "namePrefix": name,
-        "volume": {"name": f"{name}-data"},
-        "users": {USER: PASSWORD},
-    }
-    run = run_program(config, secret_keys=["users"])
-    deployment = Deployment(run)
-    try:
-        deployment.up()
-        address = run.exports["registryAddress"]
-        cert_dir = tmp / "certs"
-        cert_dir.mkdir()
-        ca_file = cert_dir / "ca.crt"  # skopeo reads only ca.crt from here
-        ca_file.write_text(run.exports["caCertificatePem"])
-        wait_https(f"https://{address}/healthz", str(ca_file))
-
+    with live_stack(tmp, "sec-auth", {USER: PASSWORD}) as live:
         layout = tmp / "oci"
         digest = oci.write_image(layout, TAG, [CANARY, 4096], seed="auth", compresslevel=0)
-        _push(layout, address, cert_dir)
+        _push(layout, live.address, live.cert_dir)
         manifest = json.loads(oci.read_blob(layout, digest))
         blobs = (manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"]))
         target = fuzz.Target(
-            host=address, user=USER, password=PASSWORD, repository=REPOSITORY, tag=TAG,
+            host=live.address, user=USER, password=PASSWORD, repository=REPOSITORY, tag=TAG,
             manifest_digest=digest, blob_digests=blobs, canaries=(CANARY,),
         )
-        yield Stack(address, port, ca_file, target)
-    finally:
-        deployment.down(remove_volumes=True)
+        yield Stack(live.address, live.port, live.ca_file, target)
 
 
 def _send_all(stack: Stack, probes: list[fuzz.Probe]) -> list[tuple[fuzz.Probe, list[fuzz.Response]]]:

@@ -20,7 +20,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,8 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nassl.legacy_ssl_client import LegacySslClient
 from nassl.ssl_client import OpenSslVerifyEnum, OpenSslVersionEnum, SslClient
 
-from tests.support.deploy import Deployment, wait_https
-from tests.support.program import run_program
+from tests.support.deploy import live_stack
 
 HOSTS = ["localhost", "registry.example.test"]
 IPS = ["127.0.0.1", "::1"]
@@ -44,11 +42,6 @@ STRONG_TLS12 = {"ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "E
 STRONG_IDS = {0xC02F, 0xC030, 0xCCA8, 0xC02B, 0xC02C, 0xCCA9, 0x1301, 0x1302, 0x1303}
 VERSION_CODES = {"SSLv3": 0x0300, "TLSv1.0": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -61,28 +54,9 @@ class Stack:
 def stack(tmp_path_factory) -> Stack:
     """The deployed stack with two host names and two IPs in its certificate; removed afterwards."""
     tmp = tmp_path_factory.mktemp("tls")
-    name = f"sec-tls-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = {
-        "httpsPort": port,
-        "bindAddress": "127.0.0.1",
-        "namePrefix": name,
-        "volume": {"name": f"{name}-data"},
-        "users": {"alice": "tls-test-password-4f1a9c"},
-        "hosts": HOSTS,
-        "ips": IPS,
-        "certificate": {"keyAlgorithm": "RSA-2048"},
-    }
-    run = run_program(config, secret_keys=["users"])
-    deployment = Deployment(run)
-    try:
-        deployment.up()
-        ca_file = tmp / "ca.pem"
-        ca_file.write_text(run.exports["caCertificatePem"])
-        wait_https(f"https://localhost:{port}/healthz", str(ca_file))
-        yield Stack(port, ca_file)
-    finally:
-        deployment.down(remove_volumes=True)
+    with live_stack(tmp, "sec-tls", {"alice": "tls-test-password-4f1a9c"}, hosts=HOSTS, ips=IPS,
+                    certificate={"keyAlgorithm": "RSA-2048"}) as live:
+        yield Stack(live.port, live.ca_file)
 
 
 # --- what a client offers ----------------------------------------------------------------------

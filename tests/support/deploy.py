@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import subprocess
 import tarfile
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Iterator, Optional
 
 import docker
 import requests
 
 from components.settings import DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE
 from tests.support.engine import Registered
-from tests.support.program import ProgramRun
+from tests.support.program import ProgramRun, run_program
 
 STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
 STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
@@ -239,3 +243,52 @@ def wait_https(url: str, ca_file: str, timeout: float = 30) -> None:
 def docker_cli(*args: str, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the docker CLI (whichever is first on PATH; both talk to the local engine)."""
     return subprocess.run(["docker", *args], input=input, capture_output=True, text=True, check=check, timeout=300)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveStack:
+    """A stack deployed on the local engine for a test module."""
+
+    run: ProgramRun
+    deployment: Deployment
+    config: dict
+    address: str  # host:port as clients write it
+    port: int
+    cert_dir: Path  # holds only ca.crt, as skopeo's --cert-dir wants
+    ca_file: Path
+
+
+@contextmanager
+def live_stack(tmp: Path, prefix: str, users: dict, **settings) -> Iterator[LiveStack]:
+    """Run the program for a stack on a free loopback port (own names, own volume), deploy it,
+    wait for HTTPS; remove containers, network and volume afterwards, even on failure."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    config = {
+        "httpsPort": port,
+        "bindAddress": "127.0.0.1",
+        "namePrefix": name,
+        "volume": {"name": f"{name}-data"},
+        "users": users,
+        **settings,
+    }
+    run = run_program(config, secret_keys=["users"])
+    deployment = Deployment(run)
+    cert_dir = tmp / "certs"
+    cert_dir.mkdir()
+    ca_file = cert_dir / "ca.crt"
+    ca_file.write_text(run.exports["caCertificatePem"])
+    try:
+        deployment.up()
+        address = run.exports["registryAddress"]
+        wait_https(f"https://{address}/healthz", str(ca_file))
+        yield LiveStack(run, deployment, config, address, port, cert_dir, ca_file)
+    finally:
+        deployment.down(remove_volumes=True)
