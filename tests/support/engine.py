@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf import json_format
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, _sync_await
 from pulumi.runtime.proto import resource_pb2
@@ -77,7 +78,7 @@ class Registered:
     urn: str
     parent: str
     custom: bool
-    inputs: dict  # secret values still wrapped
+    inputs: dict  # secret values still wrapped (secretness pushed up to top-level properties)
     outputs: dict = field(default_factory=dict)  # secret values wrapped
     dependencies: list = field(default_factory=list)
     property_dependencies: dict = field(default_factory=dict)
@@ -86,6 +87,9 @@ class Registered:
     retain_on_delete: bool = False
     protect: bool = False
     additional_secret_outputs: list = field(default_factory=list)
+    # The inputs exactly as sent to the engine, secrets marked where they are (e.g. one item of
+    # a list): what the engine encrypts in state, value by value.
+    wire_inputs: dict = field(default_factory=dict)
 
     @property
     def plain_inputs(self) -> dict:
@@ -354,6 +358,7 @@ class EngineMonitor(MockMonitor):
                 retain_on_delete=request.retainOnDelete,
                 protect=request.protect,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
+                wire_inputs=json_format.MessageToDict(request.object),
             )
         )
         return response
@@ -372,6 +377,7 @@ class EngineMonitor(MockMonitor):
 
     def state_text(self) -> str:
         """Every input and output as the engine would store it (secrets as ciphertext)."""
-        resources = [{"urn": r.urn, "inputs": redact(r.inputs), "outputs": redact(r.outputs)} for r in self.registered]
+        resources = [{"urn": r.urn, "inputs": redact(r.wire_inputs), "outputs": redact(r.outputs)}
+                     for r in self.registered]
         components = [{"urn": urn, "outputs": redact(outputs)} for urn, outputs in self.component_outputs.items()]
         return json.dumps(resources + components, default=str)

@@ -51,3 +51,22 @@ def test_additional_secret_outputs_are_applied():
     key = next(r for r in run.monitor.by_type("tls:index/privateKey:PrivateKey"))
     assert "privateKeyPem" in key.additional_secret_outputs
     assert pulumi.runtime.rpc.is_rpc_secret(key.outputs["privateKeyPem"])
+
+
+def test_state_keeps_secretness_per_value_inside_lists():
+    """state_text() encrypts exactly the secret items of a list, as the engine does: a plain
+    item next to a secret one stays visible (so a test can catch a plain htpasswd upload beside
+    a secret key upload), and the secret one does not appear."""
+    monitor = use_mocks()
+
+    @pulumi.runtime.test
+    def run():
+        thing = pulumi.CustomResource(
+            "test:index:Thing", "thing", {"items": [pulumi.Output.secret("s3cr3t-value-91ab"), "plain-marker-77cd"]}
+        )
+        return thing.urn
+
+    run()
+    text = monitor.state_text()
+    assert "plain-marker-77cd" in text
+    assert "s3cr3t-value-91ab" not in text
