@@ -18,6 +18,8 @@ from dataclasses import field
 from typing import Any, Literal, Optional
 
 import pulumi
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
@@ -81,6 +83,31 @@ def _parse_duration_hours(value: Any) -> Optional[float]:
     if hours <= 0:
         raise ValueError("must be a positive duration like '30d'")
     return hours
+
+
+def _check_own_ca(cert_pem: str, key_pem: str) -> None:
+    """A brought CA must be a CA certificate whose key is the one given (never echo the key)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError as exc:
+        raise ValueError("caCertificatePem: is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from exc
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = constraints.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("caCertificatePem: is not a CA certificate (basicConstraints CA:TRUE): it cannot sign")
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        # The parser's message could quote the key material: keep only a fixed text.
+        raise ValueError("caPrivateKeyPem: is not an unencrypted PEM private key") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.PEM, public) != cert.public_key().public_bytes(
+        serialization.Encoding.PEM, public
+    ):
+        raise ValueError("caPrivateKeyPem: is not the private key of caCertificatePem: give the matching pair")
 
 
 @dataclass(config=_CONFIG)
@@ -366,6 +393,8 @@ class Settings:
                 f"{'caPrivateKeyPem' if self.ca_private_key_pem is None else 'caCertificatePem'}: "
                 "caCertificatePem and caPrivateKeyPem go together: set both (bring your own CA) or neither"
             )
+        if self.ca_certificate_pem is not None and self.ca_private_key_pem is not None:
+            _check_own_ca(self.ca_certificate_pem, self.ca_private_key_pem.get_secret_value())
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
             raise ValueError("trust: target names must be unique; rename one of them")

@@ -366,3 +366,56 @@ def test_bad_ip_message_has_a_fix():
     with pytest.raises(SettingsError) as caught:
         parse_settings({"ips": ["300.1.1.1"]}, stack="dev", now=0)
     assert "fix:" in str(caught.value)
+
+
+# --- bring your own CA ---
+
+def _own_ca(is_ca: bool = True):
+    import datetime
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "Own CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(cx509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+def test_own_ca_pair_is_accepted():
+    """A CA certificate with its own key is accepted as brought."""
+    cert, key = _own_ca()
+    s = parse_settings({"caCertificatePem": cert, "caPrivateKeyPem": key}, stack="dev", secret_keys={"caPrivateKeyPem"})
+    assert s.ca_certificate_pem == cert
+
+
+@pytest.mark.parametrize("case", ["not a CA", "mismatched key", "garbage key", "garbage certificate"])
+def test_own_ca_problems_are_refused_without_echoing_the_key(case):
+    """A brought CA that is no CA, a key of another pair, or unparsable PEM is refused, naming
+    the setting; the key's material never appears in the message."""
+    cert, key = _own_ca(is_ca=case != "not a CA")
+    if case == "mismatched key":
+        key = _own_ca()[1]
+    if case == "garbage key":
+        key = "-----BEGIN PRIVATE KEY-----\nTm90QUtleVNlY3JldE1hdGVyaWFs\n-----END PRIVATE KEY-----\n"
+    if case == "garbage certificate":
+        cert = "-----BEGIN CERTIFICATE-----\nbm90YWNlcnQ=\n-----END CERTIFICATE-----\n"
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({"caCertificatePem": cert, "caPrivateKeyPem": key}, stack="dev",
+                       secret_keys={"caPrivateKeyPem"})
+    message = str(caught.value)
+    expected = "private-registry:caCertificatePem" if case in ("not a CA", "garbage certificate") else (
+        "private-registry:caPrivateKeyPem")
+    assert expected in message
+    body = "".join(line for line in key.splitlines() if "-----" not in line)
+    assert body[:24] not in message
