@@ -169,9 +169,10 @@ def pull_benchmark(stack: BenchStack, rounds: int, layers: int, layer_mib: int) 
     }
 
 
-def hash_rates(costs: list[int], budget_seconds: float = 1.5) -> dict:
+def hash_rates(costs: list[int], trials: int = 5, trial_seconds: float = 0.3) -> dict:
     """Hashes per second on one core: libxcrypt (what nginx runs per request) and the Python
-    bcrypt package (an attacker's CPU implementation)."""
+    bcrypt package (an attacker's CPU implementation). The best of a few short trials: other
+    jobs on the machine can only slow a trial down, and an attacker's machine is not shared."""
     password = "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
     rates = {}
     for cost in costs:
@@ -181,14 +182,17 @@ def hash_rates(costs: list[int], budget_seconds: float = 1.5) -> dict:
             ("bcrypt package", lambda: bcrypt.checkpw(password.encode(), hashed.encode())),
             ("libxcrypt (nginx)", lambda: crypt.crypt(password, hashed)),
         ):
-            n, start = 0, time.perf_counter()
-            while True:
-                check()
-                n += 1
-                elapsed = time.perf_counter() - start
-                if elapsed > budget_seconds and n >= 3:
-                    break
-            rates[cost][name] = n / elapsed
+            best = 0.0
+            for _ in range(trials):
+                n, start = 0, time.perf_counter()
+                while True:
+                    check()
+                    n += 1
+                    elapsed = time.perf_counter() - start
+                    if elapsed > trial_seconds and n >= 2:
+                        break
+                best = max(best, n / elapsed)
+            rates[cost][name] = best
         log(f"bcrypt cost {cost:2d}: {rates[cost]['bcrypt package']:9.1f} hashes/s/core (bcrypt package), "
             f"{1000 / rates[cost]['libxcrypt (nginx)']:8.2f} ms per check (libxcrypt, as nginx)")
     return rates

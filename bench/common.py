@@ -200,7 +200,7 @@ def versions() -> dict:
         "registry": f"{registry} ({STANDIN_REGISTRY})",
         "skopeo": _first_line(["skopeo", "--version"]),
         "docker engine": client.version()["Version"],
-        "wrk": _first_line(["wrk", "-v"]) if shutil.which("wrk") else "not installed",
+        "ab": _first_line(["ab", "-V"]) if shutil.which("ab") else "not installed",
         "python": platform.python_version(),
         "bcrypt (python)": bcrypt_module.__version__,
     }

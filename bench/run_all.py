@@ -1,0 +1,203 @@
+"""Run every benchmark, each in its own process, then write bench/results/results.md and
+bench/results/chart.png from their JSON results.
+
+    /tmp/venv/bin/python bench/run_all.py             # all benchmarks, then the report
+    /tmp/venv/bin/python bench/run_all.py --report    # only rebuild the report from results/*.json
+    /tmp/venv/bin/python bench/run_all.py --quick     # short settings, to check the scripts work
+
+Not part of the test suite: figures depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+ORDER = ["throughput", "auth_cost", "program_eval", "concurrency"]
+QUICK = {
+    "throughput": ["--size-mib", "32", "--rounds", "1"],
+    "auth_cost": ["--seconds", "2", "--rounds", "1", "--costs", "4,5,12"],
+    "program_eval": ["--rounds", "1"],
+    "concurrency": ["--rounds", "1", "--clients", "4"],
+}
+
+
+def run_benchmarks(quick: bool) -> None:
+    for name in ORDER:
+        print(f"=== {name} ===", flush=True)
+        start = time.monotonic()
+        subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *(QUICK[name] if quick else [])], check=True)
+        print(f"=== {name}: {time.monotonic() - start:.0f} s ===", flush=True)
+
+
+def load() -> dict:
+    return {name: json.loads((RESULTS / f"{name}.json").read_text())
+            for name in ORDER if (RESULTS / f"{name}.json").exists()}
+
+
+def verdict(result: dict) -> str:
+    return "**holds**" if result.get("goal holds") else "**does not hold**"
+
+
+def markdown(results: dict) -> str:
+    any_result = next(iter(results.values()))
+    lines = ["# Benchmark results", "",
+             "Written by `bench/run_all.py` from `bench/results/*.json`; see `bench/README.md` for method "
+             "and settings. Ratios are measured side by side in one run (median of per-round ratios). "
+             "\"CPU-bound\" ratios compare the CPU seconds spent by everything on the path (client, "
+             "docker-proxy, nginx, registry) per unit of work: the ratio a machine doing nothing else "
+             "would show, and much less sensitive to other load than wall-clock time.", "",
+             "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in any_result["machine"].items()]
+    versions: dict = {}
+    for result in results.values():
+        versions.update(result.get("versions", {}))
+    lines += ["", "## Versions", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in versions.items()]
+    settings = next((r["settings"] for r in results.values() if "settings" in r), {})
+    lines += ["", "## Settings", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | `{json.dumps(v)}` |" if isinstance(v, dict) else f"| {k} | {v} |" for k, v in settings.items()]
+
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += ["", f"## 1. Layer throughput ({t['layer MiB']} MiB random layer, {t['rounds']} rounds)", "",
+                  f"Client: {t['client']}. Goal: {t['goal']}: {verdict(t)}.", "",
+                  "| variant | push MiB/s | push vs direct | push CPU-bound | pull MiB/s | pull vs direct "
+                  "| pull CPU-bound | push CPU s (by process) | pull CPU s (by process) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, v in t["variants"].items():
+            lines.append(
+                f"| {name} | {v['push MiB/s']} | {v['push vs direct']:.2f}x | {v['push CPU vs direct']:.2f}x "
+                f"| {v['pull MiB/s']} | {v['pull vs direct']:.2f}x | {v['pull CPU vs direct']:.2f}x "
+                f"| {fmt_cpu(v['push CPU seconds'])} | {fmt_cpu(v['pull CPU seconds'])} |")
+    if "auth_cost" in results:
+        a = results["auth_cost"]
+        lines += ["", "## 2. Authentication cost", "", f"Load: {a['load']}. Default bcrypt cost: "
+                  f"{a['default cost']}. Goal: {a['goal']}: {verdict(a)}.", "",
+                  "| auth | req/s with auth | req/s auth off | ratio | CPU-bound ratio | CPU ms/request (on / off) |",
+                  "|---|---|---|---|---|---|"]
+        for name, v in a["head"].items():
+            lines.append(f"| {name} | {v['req/s with auth']} | {v['req/s auth off']} | {v['ratio']:.2f}x "
+                         f"| {v['CPU-bound ratio']:.2f}x | {v['CPU ms/request with auth']} / "
+                         f"{v['CPU ms/request auth off']} |")
+        p = a["pull"]
+        lines += ["", f"{p['layers']}-layer image ({p['layer MiB']} MiB layers), {p['client']}: "
+                  f"{p['seconds with auth']} s with auth vs {p['seconds auth off']} s auth off, "
+                  f"ratio {p['ratio (auth off time / auth time)']:.2f}x ({p['repetitions']} repetitions).", "",
+                  "Hash rates measured here (one core):", "",
+                  "| cost | hashes/s per core (bcrypt package) | ms per check (libxcrypt, as nginx) "
+                  "| years per core, 16 alnum chars | years per core, 32 alnum chars |", "|---|---|---|---|---|"]
+        for name, v in a["hash rates"].items():
+            lines.append(f"| {name} | {v['hashes/s per core']} | {v['ms per check (nginx, libxcrypt)']} "
+                         f"| {v['years per core, 16 alnum chars']} | {v['years per core, 32 alnum chars']} |")
+    if "program_eval" in results:
+        e = results["program_eval"]
+        lines += ["", f"## 3. Program evaluation ({e['rounds']} rounds, fresh process each)", "",
+                  f"Config: {e['config']}. Deletion rules as resources: {e['deletion rules registered as resources']}."
+                  f" Goal: {e['goal']}: {verdict(e)}.", "",
+                  "| config | process s | run_program s | resources |", "|---|---|---|---|"]
+        for name, v in e["runs"].items():
+            lines.append(f"| {name} | {v['process seconds']} | {v['run_program seconds']} | {v['resources']} |")
+        lines += ["", f"Extra time: {e['extra seconds (process)']} s per process "
+                  f"({e['extra seconds (run_program)']} s inside run_program); ratio {e['ratio big/empty (process)']:.2f}x."]
+    if "concurrency" in results:
+        c = results["concurrency"]
+        lines += ["", f"## 4. Concurrency ({c['clients']} clients, {c['image']}, {c['rounds']} rounds)", "",
+                  f"Goal: {c['goal']}: {verdict(c)}.", "", "| | |", "|---|---|",
+                  f"| {c['clients']} at once, total s | {c['concurrent total seconds']} |",
+                  f"| one client x{c['clients']}, total s | {c['sequential total seconds']} |",
+                  f"| ratio at once / one after another | {c['ratio concurrent/sequential']:.2f}x |",
+                  f"| one pull alone, s (median) | {c['single pull seconds, alone (median)']} |",
+                  f"| one pull among {c['clients']}, s (median / max) | "
+                  f"{c['single pull seconds, among 16 (median / max)']} |",
+                  f"| failed pulls | {c['failed pulls']} |",
+                  f"| proxy log | {c['proxy log']} |"]
+    return "\n".join(lines) + "\n"
+
+
+def fmt_cpu(by_role: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in by_role.items() if k != "total") + f" (total {by_role['total']})"
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    if "throughput" in results:
+        ax = axes[0][0]
+        variants = list(results["throughput"]["variants"])
+        data = results["throughput"]["variants"]
+        width = 0.2
+        for i, (key, label) in enumerate((("push vs direct", "push"), ("push CPU vs direct", "push, CPU-bound"),
+                                          ("pull vs direct", "pull"), ("pull CPU vs direct", "pull, CPU-bound"))):
+            ax.bar([x + (i - 1.5) * width for x in range(len(variants))], [data[v][key] for v in variants],
+                   width, label=label)
+        ax.axhline(0.9, color="red", linestyle="--", linewidth=1, label="goal 0.9x")
+        ax.set_xticks(range(len(variants)), variants)
+        ax.set_ylabel("throughput / direct")
+        ax.set_title(f"1. {results['throughput']['layer MiB']} MiB layer: throughput vs direct")
+        ax.legend(fontsize=8)
+    if "auth_cost" in results:
+        ax = axes[0][1]
+        head = results["auth_cost"]["head"]
+        costs = [k for k in head if k.startswith("bcrypt ")]
+        xs = [int(k.split()[1]) for k in costs]
+        ax.plot(xs, [head[k]["ratio"] for k in costs], "o-", label="req/s ratio (wall clock)")
+        ax.plot(xs, [head[k]["CPU-bound ratio"] for k in costs], "s--", label="CPU-bound ratio")
+        ax.axhline(0.5, color="red", linestyle="--", linewidth=1, label="goal 0.5x")
+        ax.axvline(results["auth_cost"]["default cost"], color="grey", linestyle=":", label="default cost")
+        ax.set_yscale("log")
+        ax.set_xlabel("bcrypt cost")
+        ax.set_ylabel("authenticated / auth off (HEAD req/s)")
+        ax.set_title("2. Basic auth cost, concurrency 8, keep-alive")
+        ax.legend(fontsize=8)
+    if "program_eval" in results:
+        ax = axes[1][0]
+        runs = results["program_eval"]["runs"]
+        names = list(runs)
+        ax.bar([x - 0.2 for x in range(len(names))], [runs[n]["process seconds"] for n in names], 0.4,
+               label="whole process")
+        ax.bar([x + 0.2 for x in range(len(names))], [runs[n]["run_program seconds"] for n in names], 0.4,
+               label="run_program")
+        ax.set_xticks(range(len(names)), [f"{n}\n({runs[n]['resources']} resources)" for n in names])
+        ax.set_ylabel("seconds")
+        ax.set_title("3. Program evaluation under mocks")
+        ax.legend(fontsize=8)
+    if "concurrency" in results:
+        ax = axes[1][1]
+        c = results["concurrency"]
+        ax.bar([f"{c['clients']} at once", f"one client x{c['clients']}"],
+               [c["concurrent total seconds"], c["sequential total seconds"]], color=["tab:green", "tab:blue"])
+        ax.set_ylabel("seconds, total")
+        ax.set_title(f"4. {c['clients']} pulls of a {c['image']} image "
+                     f"({c['ratio concurrent/sequential']:.2f}x)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="only rebuild results.md and chart.png")
+    parser.add_argument("--quick", action="store_true", help="short settings, to check the scripts work")
+    args = parser.parse_args()
+    if not args.report:
+        run_benchmarks(args.quick)
+    results = load()
+    if not results:
+        sys.exit("no results in bench/results/: run the benchmarks first")
+    (RESULTS / "results.md").write_text(markdown(results))
+    chart(results, RESULTS / "chart.png")
+    print(f"wrote {RESULTS / 'results.md'} and {RESULTS / 'chart.png'}")
+
+
+if __name__ == "__main__":
+    main()
