@@ -507,6 +507,10 @@ class RegistryContainer:
         is killed; the queued ones are reset unanswered, which nginx retries on the stand-by.
         Otherwise it thaws (SIGCONT) and is looked at again shortly. A kill through the Docker
         API counts as a manual stop, so the restart policy does not bring it back.
+
+        Docker counts any container it has signalled as manually stopped until its next start
+        (a crash would then not restart it), so once frozen the registry is always stopped, to
+        be started by the caller, even when a step here fails.
         """
         port = registry_port(self.read_file(self.config_path))
         deadline = time.monotonic() + max_wait
@@ -516,13 +520,13 @@ class RegistryContainer:
             self._signal("SIGSTOP")
             try:
                 text = self.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"], check=False).stdout
-                if not busy_connections(text, port):
-                    self._signal("SIGKILL")
-                    break
+                idle = not busy_connections(text, port)
+                self._signal("SIGKILL" if idle else "SIGCONT")
             except BaseException:
-                self._signal("SIGCONT")
+                self._thaw_and_stop()
                 raise
-            self._signal("SIGCONT")
+            if idle:
+                break
             if time.monotonic() >= deadline:
                 self.stop()  # never idle: stop it anyway
                 break
@@ -530,6 +534,12 @@ class RegistryContainer:
         if not self.wait_stopped(timeout):
             raise self._fail(f"still running {timeout:.0f}s after being stopped")
         return looks
+
+    def _thaw_and_stop(self) -> None:
+        try:
+            self._signal("SIGCONT")
+        finally:
+            self.stop()
 
     def wait_stopped(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -219,8 +219,9 @@ def test_stop_when_idle_freezes_looks_and_kills_only_when_nothing_is_served():
 
 
 def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen():
-    """Never idle within max_wait: thawed, then a plain stop. A failure while frozen thaws it
-    before the error goes up."""
+    """Never idle within max_wait: thawed, then a plain stop. A failure while frozen thaws and
+    stops it before the error goes up (Docker would no longer restart a signalled container
+    that crashes, until it is started again)."""
     busy = PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345")
     container = FakeDockerContainer(proc_net=[busy])
     registry_container(container).stop_when_idle(max_wait=0, timeout=1)
@@ -229,8 +230,8 @@ def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen()
     broken = FakeDockerContainer(proc_net=[], exec_fails=True)
     with pytest.raises(DockerExecError, match="exec broke"):
         registry_container(broken).stop_when_idle(timeout=1)
-    assert broken.signals == ["SIGSTOP", "SIGCONT"]
-    assert broken.attrs["State"]["Status"] == "running"
+    assert broken.signals == ["SIGSTOP", "SIGCONT", "stop"]
+    assert broken.attrs["State"]["Status"] == "exited"
 
 
 class FakeDockerClient:
