@@ -143,8 +143,9 @@ def chart(results: dict, path: Path) -> None:
         ax.axhline(0.9, color="red", linestyle="--", linewidth=1, label="goal 0.9x")
         ax.set_xticks(range(len(variants)), variants)
         ax.set_ylabel("throughput / direct")
+        ax.set_ylim(0, 1.3)
         ax.set_title(f"1. {results['throughput']['layer MiB']} MiB layer: throughput vs direct")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", ncol=3)
     if "auth_cost" in results:
         ax = axes[0][1]
         head = results["auth_cost"]["head"]
