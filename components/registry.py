@@ -68,6 +68,9 @@ class Registry(pulumi.ComponentResource):
                 retries=3,
                 start_period="5s",
             ),
+            # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
+            # still stops at once).
+            stop_timeout=30,
             # The name is fixed, so the old container must go before its replacement starts.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )

@@ -42,7 +42,7 @@ class NginxOptions:
     resolver: str = "127.0.0.11"
     resolver_valid_seconds: int = 1
     # The registry is on the same host: a connect that takes longer means it is gone.
-    connect_timeout_seconds: int = 2
+    connect_timeout_seconds: int = 1
     server_names: tuple[str, ...] = ("localhost",)
     auth: bool = True
     worker_processes: str = "auto"

@@ -31,6 +31,8 @@ def registry_config(*, http_secret: str, log_level: str = "info", readonly: bool
             # Shared secret that signs upload state; a fixed one keeps uploads valid across restarts.
             "secret": http_secret,
             "headers": {"X-Content-Type-Options": ["nosniff"]},
+            # On SIGTERM (container stop or replacement) finish requests in flight first.
+            "draintimeout": "30s",
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }

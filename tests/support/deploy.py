@@ -161,6 +161,7 @@ class Deployment:
             networking_config=networking,
             healthcheck=healthcheck,
             stop_signal=i.get("stopSignal"),
+            stop_timeout=int(i["stopTimeout"]) if i.get("stopTimeout") is not None else None,
             labels={"private-registry.test": "1"},
         )
         container_id = created["Id"]

@@ -87,6 +87,7 @@ def test_container_spec():
     assert spec["healthcheck"]["tests"][:2] == ["CMD", "wget"]
     assert f"http://127.0.0.1:{PORT}/" in spec["healthcheck"]["tests"]
     assert container.delete_before_replace is True
+    assert spec["stopTimeout"] == 30  # as long as the registry's http.draintimeout
     assert {kids["Volume"].urn, kids["Network"].urn, kids["RandomPassword"].urn} <= set(container.dependencies)
 
 

@@ -59,3 +59,8 @@ def test_log_level_is_configurable():
     """log.level follows the argument (default info)."""
     assert load()["log"]["level"] == "info"
     assert load(log_level="debug")["log"]["level"] == "debug"
+
+
+def test_stops_gracefully():
+    """On SIGTERM the registry drains requests in flight (up to 30 s) instead of cutting them."""
+    assert load()["http"]["draintimeout"] == "30s"
