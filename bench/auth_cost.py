@@ -2,7 +2,7 @@
 bcrypt costs versus the same proxy with auth off; a 10-layer pull with and without auth; and
 the bcrypt figures behind the default cost and password length.
 
-    /tmp/venv/bin/python bench/auth_cost.py [--seconds 6] [--rounds 3] [--costs 4,5,6,8,10,12]
+    .venv/bin/python bench/auth_cost.py [--seconds 6] [--rounds 3] [--costs 4,5,6,8,10,12]
 
 Load: ApacheBench (``ab`` from apache2-utils), HEAD (``-i``), keep-alive (``-k``), 8 concurrent
 connections. wrk 4.1 cannot do HEAD (it waits for a body after a Content-Length), ab can, and

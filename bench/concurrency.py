@@ -1,7 +1,7 @@
 """Concurrency: 16 clients pulling the same 10-layer image through our proxy at once, versus one
 client pulling it 16 times in a row.
 
-    /tmp/venv/bin/python bench/concurrency.py [--clients 16] [--rounds 3] [--layer-mib 2]
+    .venv/bin/python bench/concurrency.py [--clients 16] [--rounds 3] [--layer-mib 2]
 
 Each pull is ``skopeo copy docker://... dir:`` into its own fresh folder. A round runs both the
 concurrent and the sequential batch (order alternating per round). Any failed pull fails the

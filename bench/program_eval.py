@@ -1,7 +1,7 @@
 """Program evaluation: the time to run the Pulumi program under the engine-like mocks for a big
 stack (1 registry, 20 client trust targets, 100 deletion rules) versus an empty config.
 
-    /tmp/venv/bin/python bench/program_eval.py [--rounds 5]
+    .venv/bin/python bench/program_eval.py [--rounds 5]
 
 Each run is a fresh Python process (imports, Pulumi runtime and mocks start cold every time),
 alternating empty and big. Two figures per run: the whole process's wall time, and the time

@@ -1,9 +1,9 @@
 """Run every benchmark, each in its own process, then write bench/results/results.md and
 bench/results/chart.png from their JSON results.
 
-    /tmp/venv/bin/python bench/run_all.py             # all benchmarks, then the report
-    /tmp/venv/bin/python bench/run_all.py --report    # only rebuild the report from results/*.json
-    /tmp/venv/bin/python bench/run_all.py --quick     # short settings, to check the scripts work
+    .venv/bin/python bench/run_all.py             # all benchmarks, then the report
+    .venv/bin/python bench/run_all.py --report    # only rebuild the report from results/*.json
+    .venv/bin/python bench/run_all.py --quick     # short settings, to check the scripts work
 
 Not part of the test suite: figures depend on the machine and on what else runs on it.
 """

@@ -1,7 +1,7 @@
 """Layer throughput: push and pull of one big random layer through our proxy, directly to the
 registry, through the tutorial's nginx config and to the registry serving TLS itself.
 
-    /tmp/venv/bin/python bench/throughput.py [--size-mib 512] [--rounds 3]
+    .venv/bin/python bench/throughput.py [--size-mib 512] [--rounds 3]
 
 Every push is a new random layer (a layer the registry already holds would not be sent again),
 written to an OCI layout before the clock starts; each pull goes to a fresh ``dir:``. Variants

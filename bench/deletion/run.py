@@ -12,7 +12,7 @@ project's nginx TLS + bcrypt basic-auth proxy:
   connections per tag.
 
 Credentials reach curl through a config file on stdin (``-K -``), never the command line.
-Usage: /tmp/venv/bin/python bench/deletion/run.py [--tags 200] [--json PATH]
+Usage: .venv/bin/python bench/deletion/run.py [--tags 200] [--json PATH]
 """
 
 from __future__ import annotations
