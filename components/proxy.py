@@ -18,7 +18,7 @@ from components.render.nginx import (
     NginxOptions,
     render_nginx_conf,
 )
-from components.registry import RESTART_POLICY
+from components.registry import RESTART_POLICY, wget_healthcheck
 
 
 @dataclass
@@ -68,13 +68,7 @@ class Proxy(pulumi.ComponentResource):
                 # Workers (unprivileged) read the htpasswd file at request time.
                 docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0644"),
             ],
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"],
-                interval="10s",
-                timeout="5s",
-                retries=3,
-                start_period="5s",
-            ),
+            healthcheck=wget_healthcheck(f"http://127.0.0.1:{HEALTH_PORT}/healthz"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.container_name = container.name

@@ -15,6 +15,17 @@ NETWORK_ALIAS = "registry"
 RESTART_POLICY = "unless-stopped"
 
 
+def wget_healthcheck(url: str) -> docker.ContainerHealthcheckArgs:
+    """A healthcheck with the busybox ``wget`` both images carry (the official images are Alpine)."""
+    return docker.ContainerHealthcheckArgs(
+        tests=["CMD", "wget", "-q", "-O", "/dev/null", url],
+        interval="10s",
+        timeout="5s",
+        retries=3,
+        start_period="5s",
+    )
+
+
 @dataclass
 class RegistryArgs:
     prefix: str
@@ -61,13 +72,7 @@ class Registry(pulumi.ComponentResource):
                 if args.host_port
                 else None
             ),
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"],
-                interval="10s",
-                timeout="5s",
-                retries=3,
-                start_period="5s",
-            ),
+            healthcheck=wget_healthcheck(f"http://127.0.0.1:{PORT}/"),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).
             stop_timeout=30,
