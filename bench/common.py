@@ -1,4 +1,4 @@
-"""What every benchmark shares: the deployed stack and its side-by-side variants, skopeo and wrk
+"""What every benchmark shares: the deployed stack and its side-by-side variants, skopeo and ab
 runners, medians, and the record of machine, versions and settings written with each result.
 
 One :class:`BenchStack` is the program's own stack (``run_program`` under the engine-like mocks,
