@@ -238,30 +238,22 @@ def _no_half_image(stack: Stack, image: Image) -> str:
     return "complete"
 
 
-def test_registry_killed_mid_push_restarts_and_loses_nothing(stack):
-    """(b) The registry process is SIGKILLed while a 256 MiB layer is uploading: Docker restarts
-    it (restart policy), the interrupted push failed and left no half image, every earlier image
-    verifies, and pushing the same image again succeeds and verifies."""
-    result, image, recovered = _push_and_crash(stack, "registry-container", "crash/registry", "crash-registry")
-    assert result.returncode != 0, "the push survived the registry's death"
+@pytest.mark.parametrize(
+    "container, repository",
+    [("registry-container", "crash/registry"), ("proxy-container", "crash/proxy")],
+    ids=["registry", "proxy"],
+)
+def test_container_killed_mid_push_restarts_and_loses_nothing(stack, container, repository):
+    """(b) the registry process, (c) nginx is SIGKILLed while a 256 MiB layer is uploading:
+    Docker restarts it (restart policy), the interrupted push failed and left no half image,
+    every earlier image verifies, and pushing the same image again succeeds and verifies."""
+    seed = repository.replace("/", "-")
+    result, image, recovered = _push_and_crash(stack, container, repository, seed)
+    assert result.returncode != 0, f"the push survived the {container}'s death"
     assert _no_half_image(stack, image) == "unknown"
-    print(f"\nregistry killed mid-push: back and serving after {recovered:.1f}s")
+    print(f"\n{container} killed mid-push: back and serving after {recovered:.1f}s")
     stack.verify_survivors()
-    assert stack.push("crash/registry", "v1", [SHARED, BIG_LAYER], seed="crash-registry") == image
-    stack.verify(image)
-    stack.survivors.append(image)
-
-
-def test_proxy_killed_mid_push_restarts_and_loses_nothing(stack):
-    """(c) nginx is SIGKILLed while a layer is uploading through it: Docker restarts the proxy,
-    the push failed and left no half image, every earlier image verifies, and the push succeeds
-    when tried again."""
-    result, image, recovered = _push_and_crash(stack, "proxy-container", "crash/proxy", "crash-proxy")
-    assert result.returncode != 0, "the push survived the proxy's death"
-    assert _no_half_image(stack, image) == "unknown"
-    print(f"\nproxy killed mid-push: back and serving after {recovered:.1f}s")
-    stack.verify_survivors()
-    assert stack.push("crash/proxy", "v1", [SHARED, BIG_LAYER], seed="crash-proxy") == image
+    assert stack.push(repository, "v1", [SHARED, BIG_LAYER], seed=seed) == image
     stack.verify(image)
     stack.survivors.append(image)
 
