@@ -1,0 +1,173 @@
+"""One grammar for every kind of value the program accepts, built from named parts.
+
+Modelled on distribution's ``reference`` package: small named expressions composed into the
+full ones, each exported as a compiled pattern that is only ever used with ``fullmatch`` (a
+``$`` would also match before a final newline). Every pattern is ASCII-only: Python's ``\\w``
+and ``\\d`` would accept other scripts' letters and digits, which the registry, nginx and
+shells read differently. No pattern here admits a control character, white space, a quote,
+``$``, a backtick, ``;``, ``{``, ``}``, ``#`` or ``%``.
+
+This module imports only the standard library and ``re2``: settings and the dynamic providers
+(which run in the engine's provider host) both import it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Optional
+
+import re2
+
+# --- Named parts (distribution's reference grammar) --------------------------------------
+ALPHANUMERIC = r"[a-z0-9]+"
+SEPARATOR = r"(?:[._]|__|-+)"
+PATH_COMPONENT = rf"{ALPHANUMERIC}(?:{SEPARATOR}{ALPHANUMERIC})*"
+DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+DOMAIN = rf"{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DIGEST = r"sha256:[a-f0-9]{64}"
+REPOSITORY = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
+# An image as a Docker engine pulls it: [domain/]repository[:tag][@digest].
+IMAGE_REFERENCE = rf"(?:{DOMAIN}/)?{REPOSITORY}(?::{TAG})?(?:@{DIGEST})?"
+# distribution refuses a repository name (with its domain) over 255 characters.
+NAME_TOTAL_LENGTH_MAX = 255
+
+# --- Other kinds of value ------------------------------------------------------------------
+DNS_LABEL = r"(?:[a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])"
+DNS_NAME = rf"{DNS_LABEL}(?:\.{DNS_LABEL})*"
+DNS_NAME_LENGTH_MAX = 253
+# Names of Docker objects (containers, volumes, networks) and of trust targets.
+DOCKER_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"
+# Registry user names: printable ASCII without ':' (Basic auth splits on it), white space,
+# quotes, '\\', or a leading '#' (htpasswd readers take such a line for a comment).
+USER_NAME = r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+-]{0,63}"
+DURATION = r"(?P<amount>[0-9]{1,6}(?:\.[0-9]{1,3})?)(?P<unit>[hdw])"
+# Docker engine addresses the program connects to.
+DOCKER_HOST = (
+    rf"unix:///[A-Za-z0-9_./-]{{1,200}}"
+    rf"|tcp://{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*:[0-9]{{1,5}}"
+    rf"|ssh://(?:[a-z_][a-z0-9_-]{{0,31}}@)?{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
+)
+
+REPOSITORY_RE = re.compile(REPOSITORY)
+TAG_RE = re.compile(TAG)
+DIGEST_RE = re.compile(DIGEST)
+IMAGE_REFERENCE_RE = re.compile(IMAGE_REFERENCE)
+DNS_NAME_RE = re.compile(DNS_NAME)
+DOCKER_NAME_RE = re.compile(DOCKER_NAME)
+USER_NAME_RE = re.compile(USER_NAME)
+DURATION_RE = re.compile(DURATION)
+DOCKER_HOST_RE = re.compile(DOCKER_HOST)
+
+def is_repository(value: object) -> bool:
+    """A repository name as distribution accepts it (path components, at most 255 characters)."""
+    return isinstance(value, str) and len(value) <= NAME_TOTAL_LENGTH_MAX and REPOSITORY_RE.fullmatch(value) is not None
+
+
+def is_tag(value: object) -> bool:
+    """A tag: ASCII letters, digits, '_', '.', '-', not starting with '.' or '-', at most 128."""
+    return isinstance(value, str) and TAG_RE.fullmatch(value) is not None
+
+
+def is_digest(value: object) -> bool:
+    """A sha256 digest in the canonical form ``sha256:<64 lowercase hex>``."""
+    return isinstance(value, str) and DIGEST_RE.fullmatch(value) is not None
+
+
+def is_image_reference(value: object) -> bool:
+    """An image reference; its name part at most 255 characters and any port in 1-65535."""
+    if not isinstance(value, str) or IMAGE_REFERENCE_RE.fullmatch(value) is None:
+        return False
+    name = value.split("@", 1)[0]
+    domain, _, path = name.partition("/")
+    if path and ":" in domain and not 1 <= int(domain.rsplit(":", 1)[1]) <= 65535:
+        return False
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return len(name) <= NAME_TOTAL_LENGTH_MAX
+
+
+def is_pinned_image_reference(value: object) -> bool:
+    """An image reference that names a digest, so every host runs the same bytes."""
+    return is_image_reference(value) and "@sha256:" in str(value)
+
+
+def is_dns_name(value: object) -> bool:
+    """A lowercase DNS host name of labels of 1-63 characters, at most 253 in all; not an IP."""
+    if not isinstance(value, str) or len(value) > DNS_NAME_LENGTH_MAX or DNS_NAME_RE.fullmatch(value) is None:
+        return False
+    # All-numeric final label: an IPv4 address or something that reads like one.
+    return not value.rsplit(".", 1)[-1].isdigit()
+
+
+def is_docker_name(value: object) -> bool:
+    """A Docker object name: a letter or digit, then letters, digits, '_', '.', '-' (128 at most)."""
+    return isinstance(value, str) and DOCKER_NAME_RE.fullmatch(value) is not None
+
+
+def is_user_name(value: object) -> bool:
+    """A registry user name (see ``USER_NAME``)."""
+    return isinstance(value, str) and USER_NAME_RE.fullmatch(value) is not None
+
+
+def is_docker_host(value: object) -> bool:
+    """A Docker engine address: unix:///path, tcp://host:port or ssh://[user@]host[:port]."""
+    if not isinstance(value, str) or DOCKER_HOST_RE.fullmatch(value) is None:
+        return False
+    authority = value.split("://", 1)[1]
+    if value.startswith("unix:") or ":" not in authority:
+        return True
+    return 1 <= int(authority.rsplit(":", 1)[1]) <= 65535
+
+
+def parse_ip(value: object) -> Optional[str]:
+    """The canonical text of an IPv4 or IPv6 address, or None; zone ids (``%eth0``) are refused."""
+    if not isinstance(value, str) or not value.isascii() or "%" in value or not value.isprintable():
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def parse_duration_hours(value: object) -> Optional[float]:
+    """Hours in a duration like ``36h``, ``30d`` or ``2w``; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    match = DURATION_RE.fullmatch(value)
+    if match is None:
+        return None
+    return float(match.group("amount")) * {"h": 1, "d": 24, "w": 168}[match.group("unit")]
+
+
+# --- Tag patterns (retention keepPatterns) ------------------------------------------------
+class PatternError(ValueError):
+    """A keep pattern is not a regular expression RE2 accepts."""
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+PATTERN_LENGTH_MAX = 256
+
+
+def compile_tag_pattern(pattern: str):
+    """Compile a keep pattern with RE2, which matches in time linear in the tag's length.
+
+    Backreferences and look-around (which need backtracking) are refused with PatternError, as
+    are empty patterns (they would match every tag) and patterns over 256 characters. The
+    result's ``search(tag)`` tells whether a tag is kept.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise PatternError("is empty: it would keep every tag; remove it or write a pattern like '^v[0-9]+'")
+    if len(pattern) > PATTERN_LENGTH_MAX:
+        raise PatternError(f"is longer than {PATTERN_LENGTH_MAX} characters")
+    if not pattern.isprintable():
+        raise PatternError("holds a control character")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise PatternError(
+            f"is not a regular expression RE2 accepts ({reason}); backreferences and look-around are not supported"
+        ) from None

@@ -1,0 +1,69 @@
+"""components.grammar: the one grammar every setting and provider validates with."""
+
+import pytest
+
+from components import grammar as g
+
+HOSTILE_SUFFIXES = ["\n", "\r", "\x00", " ", ";", "$(id)", "`id`", "'", '"', "{", "}", "#", "%eth0", "\u00fc", "\u200b"]
+
+
+@pytest.mark.parametrize("suffix", HOSTILE_SUFFIXES)
+def test_every_kind_refuses_hostile_characters(suffix):
+    """A valid value with a control character, quote, shell or nginx metacharacter appended is refused by every kind."""
+    assert not g.is_repository("team/app" + suffix)
+    assert not g.is_tag("v1" + suffix)
+    assert not g.is_digest("sha256:" + "a" * 64 + suffix)
+    assert not g.is_image_reference("registry:2.8.3" + suffix)
+    assert not g.is_dns_name("registry.example.com" + suffix)
+    assert not g.is_docker_name("registry-dev" + suffix)
+    assert not g.is_user_name("alice" + suffix)
+    assert not g.is_docker_host("unix:///var/run/docker.sock" + suffix)
+    assert g.parse_ip("127.0.0.1" + suffix) is None
+    assert g.parse_duration_hours("30d" + suffix) is None
+
+
+def test_reference_grammar_follows_distribution():
+    """Repository, tag and digest follow distribution's reference grammar, ASCII only, with its length limits."""
+    assert g.is_repository("team/app") and g.is_repository("a/b__c/d-e.f")
+    assert not g.is_repository("Team/app") and not g.is_repository("a-") and not g.is_repository("a" * 256)
+    assert g.is_tag("a" * 128) and not g.is_tag("a" * 129)
+    assert not g.is_tag("\u00fc1") and not g.is_tag(".x") and not g.is_tag("-x")
+    assert g.is_digest("sha256:" + "0" * 64) and not g.is_digest("sha256:" + "A" * 64)
+
+
+def test_image_references():
+    """Image references take a domain with a port in range, a tag and a digest; pinned means a digest."""
+    pinned = "docker.io/library/registry:2.8.3@sha256:" + "a" * 64
+    assert g.is_pinned_image_reference(pinned)
+    assert g.is_image_reference("nginx:latest") and not g.is_pinned_image_reference("nginx:latest")
+    assert g.is_image_reference("localhost:5000/x:1")
+    assert not g.is_image_reference("localhost:99999/x")
+
+
+def test_hosts_ips_and_engines():
+    """DNS names exclude IP addresses; IPs exclude zone ids; Docker hosts take a port in range."""
+    assert g.is_dns_name("localhost") and g.is_dns_name("reg.example.com")
+    assert not g.is_dns_name("1.2.3.4") and not g.is_dns_name("a..b") and not g.is_dns_name("-a.com")
+    assert g.parse_ip("::1") == "::1" and g.parse_ip("fe80::1%eth0") is None
+    assert g.is_docker_host("tcp://h:2376") and g.is_docker_host("ssh://u@h:22")
+    assert not g.is_docker_host("tcp://h:99999") and not g.is_docker_host("tcp://h:0")
+
+
+def test_durations():
+    """Durations are a bounded amount and a unit h, d or w."""
+    assert g.parse_duration_hours("2w") == 336.0 and g.parse_duration_hours("1.5h") == 1.5
+    assert g.parse_duration_hours("99999999w") is None and g.parse_duration_hours(30) is None
+
+
+def test_tag_patterns_are_linear_time_re2():
+    """Keep patterns compile with RE2: backreferences, look-around and empty patterns are refused."""
+    import time
+
+    pattern = g.compile_tag_pattern("(a+)+$")
+    started = time.monotonic()
+    assert pattern.search("a" * 5000 + "!") is None
+    assert time.monotonic() - started < 0.5
+    assert g.compile_tag_pattern("^v[0-9]+").search("v12")
+    for bad in ["", "(a)\\1", "(?=x)", "a" * 257, "a\nb"]:
+        with pytest.raises(g.PatternError):
+            g.compile_tag_pattern(bad)
