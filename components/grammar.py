@@ -50,6 +50,15 @@ DOCKER_HOST = (
     rf"|ssh://(?:[a-z_][a-z0-9_-]{{0,31}}@)?{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
 )
 
+# Object storage (S3 API): a bucket name as AWS accepts it for path- and virtual-host style,
+# a region name, a key prefix of path segments (no '..'), access key ids and secret keys.
+S3_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+S3_REGION = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+OBJECT_PATH = r"(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){1,16}"
+# Credentials: letters, digits and ``_.~+/=@:,-`` (AWS keys are base64; generated passwords
+# are alphanumeric). The values go into YAML written by a library.
+CREDENTIAL = r"[A-Za-z0-9_.~+/=@:,-]{1,256}"
+
 REPOSITORY_RE = re.compile(REPOSITORY)
 TAG_RE = re.compile(TAG)
 DIGEST_RE = re.compile(DIGEST)
@@ -59,6 +68,10 @@ DOCKER_NAME_RE = re.compile(DOCKER_NAME)
 USER_NAME_RE = re.compile(USER_NAME)
 DURATION_RE = re.compile(DURATION)
 DOCKER_HOST_RE = re.compile(DOCKER_HOST)
+S3_BUCKET_RE = re.compile(S3_BUCKET)
+S3_REGION_RE = re.compile(S3_REGION)
+OBJECT_PATH_RE = re.compile(OBJECT_PATH)
+CREDENTIAL_RE = re.compile(CREDENTIAL)
 
 def is_repository(value: object) -> bool:
     """A repository name as distribution accepts it (path components, at most 255 characters)."""
@@ -119,6 +132,65 @@ def is_docker_host(value: object) -> bool:
     if value.startswith("unix:") or ":" not in authority:
         return True
     return 1 <= int(authority.rsplit(":", 1)[1]) <= 65535
+
+
+def is_s3_bucket(value: object) -> bool:
+    """An S3 bucket name: 3-63 lowercase letters, digits, '.', '-'; no '..' and not an IPv4 address."""
+    return (
+        isinstance(value, str)
+        and S3_BUCKET_RE.fullmatch(value) is not None
+        and ".." not in value
+        and parse_ip(value) is None
+    )
+
+
+def is_s3_region(value: object) -> bool:
+    """An S3 region name like ``us-east-1`` (lowercase letters, digits, '-')."""
+    return isinstance(value, str) and S3_REGION_RE.fullmatch(value) is not None
+
+
+def is_object_path(value: object) -> bool:
+    """A key prefix inside a bucket: '/'-separated segments, none of them '.' or '..'."""
+    return (
+        isinstance(value, str)
+        and OBJECT_PATH_RE.fullmatch(value) is not None
+        and not any(part in (".", "..") for part in value.split("/"))
+    )
+
+
+def is_credential(value: object) -> bool:
+    """An access key, secret key or password of 1-256 characters (see ``CREDENTIAL``)."""
+    return isinstance(value, str) and CREDENTIAL_RE.fullmatch(value) is not None
+
+
+def parse_endpoint(value: object) -> Optional[tuple[str, str, Optional[int]]]:
+    """(scheme, host, port) of an ``http(s)://host[:port]`` URL without path, user or query; or None.
+
+    The host is a DNS name or an IP address (IPv6 in brackets)."""
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        return None
+    match = re.fullmatch(r"(https?)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?/?", value)
+    if match is None:
+        return None
+    scheme, host, port = match.group(1), match.group(2), match.group(3)
+    bare = host[1:-1] if host.startswith("[") else host
+    if parse_ip(bare) is None and not is_dns_name(bare.lower()):
+        return None
+    if host.startswith("[") and ":" not in bare:
+        return None
+    if port is not None and not 1 <= int(port) <= 65535:
+        return None
+    return scheme, bare.lower(), int(port) if port else None
+
+
+def parse_host_port(value: object) -> Optional[tuple[str, int]]:
+    """(host, port) of ``host:port`` (a DNS name or IPv4 address, or ``[IPv6]:port``); or None."""
+    if not isinstance(value, str):
+        return None
+    parsed = parse_endpoint(f"http://{value}")
+    if parsed is None or parsed[2] is None:
+        return None
+    return parsed[1], parsed[2]
 
 
 def parse_ip(value: object) -> Optional[str]:

@@ -9,6 +9,9 @@ from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
+
+from components.cache import RedisCache, RedisCacheArgs, storage_wiring
 
 from components.client_trust import ClientTrust, ClientTrustArgs
 from components.maintenance import Maintenance, MaintenanceArgs
@@ -16,6 +19,7 @@ from components.pki import CertificateAuthority, CertificateAuthorityArgs, Serve
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
 from components.settings import Settings
+from components.settings_scale import redis_enabled
 from components.users import Htpasswd, HtpasswdArgs
 
 
@@ -81,6 +85,16 @@ class PrivateRegistry(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        use_redis = redis_enabled(s.redis, s.swarm)
+        own_redis_password = (
+            random.RandomPassword(f"{name}-redis-password", length=32, special=False, opts=child)
+            if use_redis and not s.redis.external
+            else None
+        )
+        wiring = storage_wiring(
+            s.storage, s.redis, use_redis=use_redis, redis_address="redis:6379",
+            redis_password=own_redis_password.result if own_redis_password else None,
+        )
         registry = Registry(
             f"{name}-registry",
             RegistryArgs(
@@ -89,9 +103,26 @@ class PrivateRegistry(pulumi.ComponentResource):
                 volume_name=s.volume_name,
                 keep_volume_on_destroy=s.volume.keep_on_destroy,
                 host_port=s.registry_host_port,
+                storage=wiring.storage,
+                redis=wiring.redis,
+                redirect=wiring.redirect,
+                extra_uploads=[docker.ContainerUploadArgs(file=path, content=text) for path, text in wiring.uploads],
+                envs=wiring.envs,
             ),
             opts=on_docker,
         )
+        if own_redis_password is not None:
+            RedisCache(
+                f"{name}-redis",
+                RedisCacheArgs(
+                    prefix=s.prefix,
+                    image=s.images.redis,
+                    network_name=registry.network_name,
+                    password=own_redis_password.result,
+                    max_memory_mib=s.redis.max_memory_mib,
+                ),
+                opts=on_docker,
+            )
         proxy = Proxy(
             f"{name}-proxy",
             ProxyArgs(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -34,6 +34,13 @@ class RegistryArgs:
     keep_volume_on_destroy: bool = True
     # Publish the registry's plain-HTTP port on the Docker host's loopback (debugging only).
     host_port: Optional[int] = None
+    # Storage driver entry (e.g. {"s3": {...}}) instead of the volume, and the Redis cache
+    # section (see components.render.registry_config); secret values may be inside.
+    storage: Optional[pulumi.Input[dict]] = None
+    redis: Optional[pulumi.Input[dict]] = None
+    redirect: bool = False
+    extra_uploads: Sequence[docker.ContainerUploadArgs] = ()
+    envs: Sequence[str] = ()
 
 
 class Registry(pulumi.ComponentResource):
@@ -58,15 +65,27 @@ class Registry(pulumi.ComponentResource):
         )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
-        config = pulumi.Output.secret(http_secret.result.apply(lambda secret: render_registry_config(http_secret=secret)))
+        config = pulumi.Output.secret(
+            pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+                lambda values: render_registry_config(
+                    http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect
+                )
+            )
+        )
         container = docker.Container(
             f"{name}-container",
             name=f"{args.prefix}-registry",
             image=image.image_id,
             restart=RESTART_POLICY,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[NETWORK_ALIAS])],
-            volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR)],
-            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config)],
+            # With object storage the volume stays declared (a migration's source) but unmounted.
+            volumes=(
+                [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR)]
+                if args.storage is None
+                else None
+            ),
+            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config), *args.extra_uploads],
+            envs=list(args.envs) or None,
             ports=(
                 [docker.ContainerPortArgs(internal=PORT, external=args.host_port, ip="127.0.0.1")]
                 if args.host_port

@@ -24,6 +24,16 @@ from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError,
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
+from components.settings_scale import (
+    DEFAULT_REDIS_IMAGE,
+    FIXES as _SCALE_FIXES,
+    SECRET_PATHS as _SCALE_SECRET_PATHS,
+    RedisSettings,
+    StorageSettings,
+    SwarmSettings,
+    check_scale,
+)
+
 PROJECT = "private-registry"
 
 DEFAULT_REGISTRY_IMAGE = (
@@ -145,8 +155,9 @@ class ImageSettings:
 
     registry: str = DEFAULT_REGISTRY_IMAGE
     nginx: str = DEFAULT_NGINX_IMAGE
+    redis: str = DEFAULT_REDIS_IMAGE
 
-    @field_validator("registry", "nginx")
+    @field_validator("registry", "nginx", "redis")
     @classmethod
     def _reference(cls, value: str) -> str:
         if not _IMAGE_REF.match(value):
@@ -319,6 +330,9 @@ class Settings:
     registry_host_port: Optional[int] = Field(default=None, ge=1, le=65535)
     trust: tuple[TrustTarget, ...] = ()
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
 
     @field_validator("hosts")
     @classmethod
@@ -398,6 +412,7 @@ class Settings:
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
             raise ValueError("trust: target names must be unique; rename one of them")
+        check_scale(self.storage, self.redis, self.swarm)
         return self
 
     # Derived values: one place, so every component agrees on them.
@@ -443,6 +458,7 @@ _FIX = {
     "maintenance.gc.mode": "use readonly (default), stop or dry-run",
     "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
     "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
+    **_SCALE_FIXES,
 }
 
 
@@ -499,6 +515,16 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
                 f"{PROJECT}:trust[{index}]: holds SSH credentials in plain text; fix: "
                 f"`pulumi config set --secret --path 'trust[{index}].privateKey' ...`"
             )
+    for key, paths in _SCALE_SECRET_PATHS.items():
+        for path, what in paths:
+            value = raw.get(key)
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if value and key not in secret_keys:
+                problems.append(
+                    f"{PROJECT}:{key}.{'.'.join(path)}: holds {what} in plain text; fix: "
+                    f"`pulumi config set --secret --path '{key}.{'.'.join(path)}' ...`"
+                )
     data = dict(raw, stack=stack, now=time.time() if now is None else now)
     try:
         settings = _ADAPTER.validate_python(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import yaml
 
 DATA_DIR = "/var/lib/registry"
@@ -9,9 +11,17 @@ CONFIG_PATH = "/etc/docker/registry/config.yml"
 PORT = 5000
 
 
-def registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False) -> dict:
-    """The registry configuration as a dict (see :func:`render_registry_config`)."""
-    return {
+def registry_config(
+    *, http_secret: str, log_level: str = "info", readonly: bool = False,
+    storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
+) -> dict:
+    """The registry configuration as a dict (see :func:`render_registry_config`).
+
+    ``storage``: the storage driver entry (e.g. ``{"s3": {...}}``) instead of the filesystem;
+    redirects stay off unless ``redirect`` (clients may not reach the object store). ``redis``: the top-level
+    ``redis`` section; the blob descriptor cache then lives there, shared by every replica.
+    """
+    config = {
         "version": 0.1,
         "log": {"level": log_level, "fields": {"service": "registry"}},
         "storage": {
@@ -36,10 +46,27 @@ def registry_config(*, http_secret: str, log_level: str = "info", readonly: bool
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
+    if storage is not None:
+        section = config["storage"]
+        del section["filesystem"]
+        config["storage"] = {**storage, **section}
+        if not redirect:
+            config["storage"]["redirect"] = {"disable": True}
+    if redis is not None:
+        config["storage"]["cache"] = {"blobdescriptor": "redis"}
+        config["redis"] = redis
+    return config
 
 
-def render_registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False) -> str:
+def render_registry_config(
+    *, http_secret: str, log_level: str = "info", readonly: bool = False,
+    storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
+) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
-        registry_config(http_secret=http_secret, log_level=log_level, readonly=readonly), sort_keys=False
+        registry_config(
+            http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
+            redirect=redirect,
+        ),
+        sort_keys=False,
     )

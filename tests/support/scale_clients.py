@@ -1,0 +1,58 @@
+"""A registry user's clients for the scale-out tests: skopeo push/pull and the API client."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.registry_api import RegistryClient
+
+
+@dataclass
+class RegistryUser:
+    """Pushes and pulls as ``username`` through ``host`` (host:port), trusting the CA in ``cert_dir``."""
+
+    host: str
+    username: str
+    password: str
+    cert_dir: Path
+    work: Path
+
+    @property
+    def ca_pem(self) -> str:
+        return (self.cert_dir / "ca.crt").read_text()
+
+    def client(self, **overrides) -> RegistryClient:
+        kwargs = {"username": self.username, "password": self.password, "ca_pem": self.ca_pem, **overrides}
+        return RegistryClient(f"https://{self.host}", **kwargs)
+
+    def skopeo(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(["skopeo", *args], capture_output=True, timeout=timeout, check=check, text=True)
+
+    def push(self, layout: Path, tag: str, repository: str, *, multi: bool = False, check: bool = True,
+             retries: int = 0) -> subprocess.CompletedProcess:
+        extra = ["--all"] if multi else []
+        retry = ["--retry-times", str(retries)] if retries else []
+        return self.skopeo(
+            "copy", "-q", *extra, *retry, "--dest-cert-dir", str(self.cert_dir),
+            "--dest-creds", f"{self.username}:{self.password}",
+            f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}:{tag}", check=check,
+        )
+
+    def pull(self, repository: str, tag: str, *, check: bool = True, multi: bool = False,
+             retries: int = 0) -> subprocess.CompletedProcess:
+        """A real pull into a fresh OCI layout (skopeo verifies every digest), removed afterwards."""
+        target = self.work / f"pull-{uuid.uuid4().hex[:8]}"
+        extra = ["--all"] if multi else []
+        retry = ["--retry-times", str(retries)] if retries else []
+        try:
+            return self.skopeo(
+                "copy", "-q", *extra, *retry, "--src-cert-dir", str(self.cert_dir),
+                "--src-creds", f"{self.username}:{self.password}",
+                f"docker://{self.host}/{repository}:{tag}", f"oci:{target}:{tag}", check=check,
+            )
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
