@@ -20,6 +20,7 @@ from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
 from components.settings import Settings
 from components.settings_scale import redis_enabled
+from components.swarm import SwarmRegistry, SwarmRegistryArgs
 from components.users import Htpasswd, HtpasswdArgs
 
 
@@ -95,50 +96,77 @@ class PrivateRegistry(pulumi.ComponentResource):
             s.storage, s.redis, use_redis=use_redis, redis_address="redis:6379",
             redis_password=own_redis_password.result if own_redis_password else None,
         )
-        registry = Registry(
-            f"{name}-registry",
-            RegistryArgs(
-                prefix=s.prefix,
-                image=s.images.registry,
-                volume_name=s.volume_name,
-                keep_volume_on_destroy=s.volume.keep_on_destroy,
-                host_port=s.registry_host_port,
-                storage=wiring.storage,
-                redis=wiring.redis,
-                redirect=wiring.redirect,
-                extra_uploads=[docker.ContainerUploadArgs(file=path, content=text) for path, text in wiring.uploads],
-                envs=wiring.envs,
-            ),
-            opts=on_docker,
-        )
-        if own_redis_password is not None:
-            RedisCache(
-                f"{name}-redis",
-                RedisCacheArgs(
+        if s.swarm.enabled:
+            swarm = SwarmRegistry(
+                f"{name}-swarm",
+                SwarmRegistryArgs(
                     prefix=s.prefix,
-                    image=s.images.redis,
-                    network_name=registry.network_name,
-                    password=own_redis_password.result,
-                    max_memory_mib=s.redis.max_memory_mib,
+                    registry_image=s.images.registry,
+                    nginx_image=s.images.nginx,
+                    redis_image=s.images.redis,
+                    replicas=s.swarm.replicas,
+                    https_port=s.https_port,
+                    server_names=s.hosts + s.ips,
+                    cert_pem=server_cert.cert_pem,
+                    private_key_pem=server_cert.private_key_pem,
+                    htpasswd=users.content,
+                    storage=wiring.storage,
+                    redis=wiring.redis,
+                    redirect=wiring.redirect,
+                    uploads=wiring.uploads,
+                    envs=wiring.envs,
+                    own_redis_password=own_redis_password.result if own_redis_password else None,
+                    redis_max_memory_mib=s.redis.max_memory_mib,
                 ),
                 opts=on_docker,
             )
-        proxy = Proxy(
-            f"{name}-proxy",
-            ProxyArgs(
-                prefix=s.prefix,
-                image=s.images.nginx,
-                server_names=s.hosts + s.ips,
-                https_port=s.https_port,
-                bind_address=s.bind_address,
-                network_name=registry.network_name,
-                upstream="registry:5000",
-                cert_pem=server_cert.cert_pem,
-                private_key_pem=server_cert.private_key_pem,
-                htpasswd=users.content,
-            ),
-            opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider}, depends_on=[registry]),
-        )
+            front, registry_container, volume_name = swarm, None, pulumi.Output.from_input(None)
+        else:
+            registry = Registry(
+                f"{name}-registry",
+                RegistryArgs(
+                    prefix=s.prefix,
+                    image=s.images.registry,
+                    volume_name=s.volume_name,
+                    keep_volume_on_destroy=s.volume.keep_on_destroy,
+                    host_port=s.registry_host_port,
+                    storage=wiring.storage,
+                    redis=wiring.redis,
+                    redirect=wiring.redirect,
+                    extra_uploads=[docker.ContainerUploadArgs(file=path, content=text) for path, text in wiring.uploads],
+                    envs=wiring.envs,
+                ),
+                opts=on_docker,
+            )
+            if own_redis_password is not None:
+                RedisCache(
+                    f"{name}-redis",
+                    RedisCacheArgs(
+                        prefix=s.prefix,
+                        image=s.images.redis,
+                        network_name=registry.network_name,
+                        password=own_redis_password.result,
+                        max_memory_mib=s.redis.max_memory_mib,
+                    ),
+                    opts=on_docker,
+                )
+            proxy = Proxy(
+                f"{name}-proxy",
+                ProxyArgs(
+                    prefix=s.prefix,
+                    image=s.images.nginx,
+                    server_names=s.hosts + s.ips,
+                    https_port=s.https_port,
+                    bind_address=s.bind_address,
+                    network_name=registry.network_name,
+                    upstream="registry:5000",
+                    cert_pem=server_cert.cert_pem,
+                    private_key_pem=server_cert.private_key_pem,
+                    htpasswd=users.content,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider}, depends_on=[registry]),
+            )
+            front, registry_container, volume_name = proxy, registry.container_name, registry.volume_name
         for target in s.trust:
             ClientTrust(
                 f"{name}-trust-{target.name}",
@@ -159,9 +187,9 @@ class PrivateRegistry(pulumi.ComponentResource):
                     username=first_user,
                     password=pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user])),
                     docker_host=s.docker.host,
-                    container_name=registry.container_name,
+                    container_name=registry_container,
                 ),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[proxy]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[front]),
             )
         self.address = pulumi.Output.from_input(s.address)
         self.ca_certificate_pem = ca.cert_pem
@@ -173,7 +201,7 @@ class PrivateRegistry(pulumi.ComponentResource):
             f"pulumi stack output passwords --show-secrets | jq -r {shlex.quote(f'.[{json.dumps(first_user)}]')} | "
             f"docker login {s.address} --username {shlex.quote(first_user)} --password-stdin"
         )
-        self.volume_name = registry.volume_name
+        self.volume_name = volume_name
         empty = pulumi.Output.from_input([])
         self.pending_deletions = maintenance.pending_deletions if maintenance else empty
         self.deleted_tags = maintenance.deleted_tags if maintenance else empty

@@ -1,0 +1,245 @@
+"""Swarm mode: the registry as a replicated service behind nginx on every node of an existing swarm.
+
+The Docker provider talks to a manager of the swarm (``docker.host``); joining nodes stays the
+operator's job. Declared here, all on one attachable overlay network whose services resolve by
+DNS round robin (``endpoint_mode: dnsrr``; no routing mesh or virtual IPs needed):
+
+* the registry: N replicas on shared object storage with one ``http.secret``, rolling updates
+  that start the new task before stopping the old one, health-checked, rolled back on failure;
+* Redis (unless an external one is set): the blob descriptor cache the replicas share;
+* nginx: one task per node (global mode), the HTTPS port published on each node in host mode.
+
+Files the tasks read travel as Swarm secrets (registry config, which holds ``http.secret`` and the
+S3 keys; Redis's config with its password; the TLS key and certificate; htpasswd) or configs
+(nginx.conf, the S3 endpoint's CA). Swarm secrets and configs cannot change, so each is named
+after a hash of its content: a new content is a new object the service switches to, and the old
+one is deleted after the switch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from components.render.nginx import (
+    CERT_PATH,
+    CONF_PATH,
+    CONTAINER_HTTPS_PORT,
+    HEALTH_PORT,
+    HTPASSWD_PATH,
+    KEY_PATH,
+    NginxOptions,
+    render_nginx_conf,
+)
+from components.render.registry_config import CONFIG_PATH, PORT, render_registry_config
+from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
+
+REGISTRY_ALIAS = "registry"
+REDIS_ALIAS = "redis"
+ROLE_LABEL = "org.private-registry.role"
+
+
+def _healthcheck(tests: list[str]) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
+    return docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+        tests=tests, interval="5s", timeout="3s", retries=3, start_period="5s"
+    )
+
+
+def content_name(prefix: str, role: str, content: str) -> str:
+    """A Swarm secret's or config's name: fixed prefix and role, then a hash of the content."""
+    return f"{prefix}-{role}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class SwarmRegistryArgs:
+    prefix: str
+    registry_image: str
+    nginx_image: str
+    redis_image: str
+    replicas: int
+    https_port: int
+    server_names: Sequence[str]
+    cert_pem: pulumi.Input[str]
+    private_key_pem: pulumi.Input[str]
+    htpasswd: pulumi.Input[str]
+    # From components.cache.storage_wiring: the storage entry (required: shared object storage),
+    # the Redis section (None: no shared cache) and the CA file for the S3 endpoint.
+    storage: pulumi.Input[dict]
+    redis: Optional[pulumi.Input[dict]] = None
+    redirect: bool = False
+    uploads: list = field(default_factory=list)
+    envs: list = field(default_factory=list)
+    # Password of the program's own Redis service; None: no Redis service (external or none).
+    own_redis_password: Optional[pulumi.Input[str]] = None
+    redis_max_memory_mib: int = 256
+
+
+class SwarmRegistry(pulumi.ComponentResource):
+    """Registry replicas, shared Redis and nginx on every node, as Swarm services."""
+
+    network_name: pulumi.Output[str]
+    registry_service_name: pulumi.Output[str]
+    proxy_service_name: pulumi.Output[str]
+    redis_service_name: pulumi.Output[Optional[str]]
+    nginx_conf: pulumi.Output[str]
+
+    def __init__(self, name: str, args: SwarmRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("registry:swarm:SwarmRegistry", name, None, opts)
+        self._name = name
+        self._prefix = args.prefix
+        child = pulumi.ResourceOptions(parent=self)
+        network = docker.Network(
+            f"{name}-network", name=f"{args.prefix}-net", driver="overlay", attachable=True, opts=child
+        )
+        networks = [docker.ServiceTaskSpecNetworksAdvancedArgs(id=network.id, aliases=None)]
+
+        http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
+        registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+            lambda v: render_registry_config(http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect)
+        )
+        registry_secrets = [self._secret("registry-config", registry_config, CONFIG_PATH, 0o444)]
+        registry_configs = [self._config(f"file{i}", text, path) for i, (path, text) in enumerate(args.uploads)]
+        registry = docker.Service(
+            f"{name}-registry",
+            name=f"{args.prefix}-registry",
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=args.replicas)),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=args.registry_image,
+                    secrets=registry_secrets,
+                    configs=registry_configs or None,
+                    env=dict(e.split("=", 1) for e in args.envs) or None,
+                    healthcheck=_healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"]),
+                    # Matches http.draintimeout: requests in flight finish before the task stops.
+                    stop_grace_period="30s",
+                    labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=ROLE_LABEL, value="registry")],
+                ),
+                networks_advanceds=[
+                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=network.id, aliases=[REGISTRY_ALIAS])
+                ],
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s"),
+                placement=docker.ServiceTaskSpecPlacementArgs(prefs=["spread=node.id"]),
+            ),
+            # One replica at a time; the new task runs (and passes its healthcheck) before the
+            # old one stops, so the replica count never drops; a failing update rolls back.
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, order="start-first", failure_action="rollback", monitor="10s", delay="2s"
+            ),
+            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="start-first", monitor="10s"),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(mode="dnsrr"),
+            labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="registry")],
+            opts=child,
+        )
+
+        redis_service = None
+        if args.own_redis_password is not None:
+            redis_conf = pulumi.Output.from_input(args.own_redis_password).apply(
+                lambda p: render_redis_conf(password=p, max_memory_mib=args.redis_max_memory_mib)
+            )
+            redis_service = docker.Service(
+                f"{name}-redis",
+                name=f"{args.prefix}-redis",
+                mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+                task_spec=docker.ServiceTaskSpecArgs(
+                    container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                        image=args.redis_image,
+                        commands=["redis-server", REDIS_CONF_PATH],
+                        secrets=[self._secret("redis-config", redis_conf, REDIS_CONF_PATH, 0o444)],
+                        healthcheck=_healthcheck(["CMD", "redis-cli", "ping"]),
+                    ),
+                    networks_advanceds=[
+                        docker.ServiceTaskSpecNetworksAdvancedArgs(id=network.id, aliases=[REDIS_ALIAS])
+                    ],
+                    restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s"),
+                ),
+                endpoint_spec=docker.ServiceEndpointSpecArgs(mode="dnsrr"),
+                labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="redis")],
+                opts=child,
+            )
+
+        conf = render_nginx_conf(
+            NginxOptions(upstream=f"{REGISTRY_ALIAS}:{PORT}", server_names=tuple(args.server_names))
+        )
+        proxy = docker.Service(
+            f"{name}-proxy",
+            name=f"{args.prefix}-proxy",
+            mode=docker.ServiceModeArgs(global_=True),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=args.nginx_image,
+                    configs=[self._config("nginx-conf", conf, CONF_PATH)],
+                    secrets=[
+                        self._secret("tls-cert", args.cert_pem, CERT_PATH, 0o444),
+                        self._secret("tls-key", args.private_key_pem, KEY_PATH, 0o400),
+                        self._secret("htpasswd", args.htpasswd, HTPASSWD_PATH, 0o444),
+                    ],
+                    healthcheck=_healthcheck(
+                        ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"]
+                    ),
+                    # nginx finishes requests in flight on SIGQUIT.
+                    stop_signal="SIGQUIT",
+                    stop_grace_period="30s",
+                ),
+                networks_advanceds=networks,
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s"),
+            ),
+            # The host port is the node's: the old task must free it before the new one binds it.
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, order="stop-first", failure_action="rollback", monitor="10s"
+            ),
+            # No routing mesh: each node's own nginx answers on its own address.
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                mode="dnsrr",
+                ports=[
+                    docker.ServiceEndpointSpecPortArgs(
+                        target_port=CONTAINER_HTTPS_PORT, published_port=args.https_port,
+                        publish_mode="host", protocol="tcp",
+                    )
+                ],
+            ),
+            labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="proxy")],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[registry]),
+        )
+        self.network_name = network.name
+        self.registry_service_name = registry.name
+        self.proxy_service_name = proxy.name
+        self.redis_service_name = redis_service.name if redis_service else pulumi.Output.from_input(None)
+        self.nginx_conf = pulumi.Output.from_input(conf)
+        self.register_outputs(
+            {
+                "network_name": self.network_name,
+                "registry_service_name": self.registry_service_name,
+                "proxy_service_name": self.proxy_service_name,
+                "redis_service_name": self.redis_service_name,
+                "nginx_conf": self.nginx_conf,
+            }
+        )
+
+    def _secret(self, role: str, content: pulumi.Input[str], path: str, mode: int):
+        text = pulumi.Output.secret(content)
+        secret = docker.Secret(
+            f"{self._name}-{role}",
+            name=text.apply(lambda t: content_name(self._prefix, role, t)),
+            data=text.apply(lambda t: base64.b64encode(t.encode()).decode()),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return docker.ServiceTaskSpecContainerSpecSecretArgs(
+            secret_id=secret.id, secret_name=secret.name, file_name=path, file_mode=mode, file_uid="0", file_gid="0"
+        )
+
+    def _config(self, role: str, content: str, path: str):
+        config = docker.ServiceConfig(
+            f"{self._name}-{role}",
+            name=content_name(self._prefix, role, content),
+            data=base64.b64encode(content.encode()).decode(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return docker.ServiceTaskSpecContainerSpecConfigArgs(
+            config_id=config.id, config_name=config.name, file_name=path, file_mode=0o444
+        )
