@@ -43,6 +43,12 @@ from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_
 REGISTRY_ALIAS = "registry"
 REDIS_ALIAS = "redis"
 ROLE_LABEL = "org.private-registry.role"
+NGINX_SYSCTLS = {
+    "net.ipv4.tcp_keepalive_time": "10",
+    "net.ipv4.tcp_keepalive_intvl": "3",
+    "net.ipv4.tcp_keepalive_probes": "3",
+    "net.ipv4.tcp_retries2": "6",
+}
 
 
 def _healthcheck(tests: list[str]) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
@@ -164,7 +170,9 @@ class SwarmRegistry(pulumi.ComponentResource):
             )
 
         conf = render_nginx_conf(
-            NginxOptions(upstream=f"{REGISTRY_ALIAS}:{PORT}", server_names=tuple(args.server_names))
+            NginxOptions(
+                upstream=f"{REGISTRY_ALIAS}:{PORT}", server_names=tuple(args.server_names), upstream_keepalive=True
+            )
         )
         proxy = docker.Service(
             f"{name}-proxy",
@@ -184,6 +192,10 @@ class SwarmRegistry(pulumi.ComponentResource):
                     ),
                     # nginx finishes requests in flight on SIGQUIT.
                     stop_signal="SIGQUIT",
+                    # A replica on another node can vanish without a reset (its task killed, its
+                    # node gone): find out within ~20 s, reading (keepalive probes) or writing
+                    # (retransmissions), so the client's retry goes to a live replica.
+                    sysctl=NGINX_SYSCTLS,
                     stop_grace_period="30s",
                 ),
                 networks_advanceds=networks,

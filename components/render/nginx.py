@@ -57,6 +57,10 @@ class NginxOptions:
     proxy_buffers: str = "64 64k"
     proxy_buffer_size: str = "64k"
     read_timeout_seconds: int = 900
+    # TCP keepalive on connections to the registry (SO_KEEPALIVE; timing from the kernel's
+    # net.ipv4.tcp_keepalive_* in nginx's network namespace): a registry that vanished without
+    # closing its connections (a task killed on another node) is noticed instead of waited for.
+    upstream_keepalive: bool = False
 
 
 def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
@@ -155,7 +159,7 @@ http {{
             proxy_connect_timeout {o.connect_timeout_seconds}s;
             proxy_next_upstream error timeout http_502 http_503;
             proxy_read_timeout {o.read_timeout_seconds};
-            proxy_send_timeout {o.read_timeout_seconds};
+            proxy_send_timeout {o.read_timeout_seconds};{chr(10) + "            proxy_socket_keepalive on;" if o.upstream_keepalive else ""}
         }}
 
         location / {{

@@ -16,6 +16,7 @@ import uuid
 import pytest
 import requests
 
+from components.migration import verify_registry
 from tests.support import oci
 from tests.support.deploy import STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
@@ -112,3 +113,125 @@ def test_push_through_one_node_pull_through_the_other(stack):
         assert api.resolve("team/ab", "ab") == digest
     assert stack.user("b").pull("team/ab", "ab", check=False).returncode == 0
     assert any(k.endswith("/data") for k in stack.store.keys("docker/registry/v2/blobs/"))
+
+
+def _registry_tasks_by_node(stack) -> list[tuple]:
+    """(node, container id) of every running registry task."""
+    return [task_container(stack.swarm.nodes, t) for t in stack.deployment.running_tasks("registry")]
+
+
+def _in_threads(count: int, fn) -> list:
+    results: list = [None] * count
+
+    def work(index: int) -> None:
+        results[index] = fn(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+@pytest.mark.parametrize("during", ["pull", "push"])
+def test_replica_killed_mid_transfer(stack, during):
+    """A registry task is SIGKILLed while 4 pulls (or 4 pushes) of a 3 x 8 MiB image run through
+    both nodes: the clients all finish (skopeo with 3 retries of network errors; a transfer cut
+    short, by a 502 or an early EOF, is made again, at most 3 times in all, as docker push and
+    pull retry a layer), Swarm starts a
+    replacement task, the killed replica had been serving blob requests, and every tag in the
+    registry (earlier ones included) verifies digest by digest: nothing half-stored."""
+    tag = f"big-{during}"
+    oci.write_image(stack.layout, tag, [8 << 20, 8 << 20, 8 << 20], seed=tag)
+    if during == "pull":
+        stack.user("a").push(stack.layout, tag, "team/big")
+        transfer = lambda i: stack.user("ab"[i % 2]).pull("team/big", tag, check=False, retries=3, attempts=3)  # noqa: E731
+    else:
+        transfer = lambda i: stack.user("ab"[i % 2]).push(  # noqa: E731
+            stack.layout, tag, f"team/push{i}", check=False, retries=3, attempts=3)
+    node, victim = _registry_tasks_by_node(stack)[0]
+    container = node.client().containers.get(victim)
+    started = time.time()
+    threads, results = _in_threads(4, transfer)
+    time.sleep(1.5)
+    container.kill()
+    for thread in threads:
+        thread.join(timeout=300)
+    failed = [r.stderr for r in results if r is None or r.returncode != 0]
+    assert not failed, failed
+    print(f"kill mid-{during}: attempts per client {[r.attempts_used for r in results]}")
+    logs = container.logs(since=int(started) - 1).decode(errors="replace")
+    assert "/blobs/" in logs, "the killed replica served no blob request: the kill proved nothing"
+    stack.wait_converged()
+    with stack.user("b").client() as api:
+        report = verify_registry(api)
+    assert report.tags >= (6 if during == "push" else 2)
+
+
+def _pull_loop(stack, stop: threading.Event, outcomes: list) -> None:
+    i = 0
+    while not stop.is_set():
+        result = stack.user("ab"[i % 2]).pull("team/ab", "ab", check=False)
+        outcomes.append((result.returncode, result.stderr[-300:]))
+        i += 1
+
+
+def _update_done(deployment, suffix: str) -> bool:
+    status = deployment.client.api.inspect_service(deployment.service_name(suffix)).get("UpdateStatus") or {}
+    return status.get("State") == "completed"
+
+
+def test_rolling_update_of_the_registry_image_zero_failed_pulls(stack):
+    """The program run again with another registry image updates the service in place: Swarm
+    replaces one replica at a time, the new task started before the old one stops, while pulls
+    run back to back through both nodes without retries. Not one pull fails; afterwards every
+    replica runs the new image."""
+    new = run_program({**stack.config, "images": {"registry": ROLLED_IMAGE}}, secret_keys=["users", "storage"],
+                      state=stack.state)
+    stop, outcomes = threading.Event(), []
+    workers = [threading.Thread(target=_pull_loop, args=(stack, stop, outcomes)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1)
+        stack.deployment.update(new)
+        wait_for(lambda: _update_done(stack.deployment, "registry"), timeout=180, what="registry update")
+        time.sleep(2)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+    failures = [o for o in outcomes if o[0] != 0]
+    assert len(outcomes) >= 4 and not failures, (len(outcomes), failures[:3])
+    tasks = stack.deployment.running_tasks("registry")
+    assert len(tasks) == REPLICAS
+    assert {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {ROLLED_STANDIN}
+
+
+def test_node_drained_pulls_keep_working(stack):
+    """Node B drained (its registry replica and nginx leave it): pulls through node A never fail
+    while Swarm moves the replica, and both replicas then run on A; B made active again gets
+    its nginx back."""
+    ids = {name: node_id for node_id, name in stack.swarm.node_ids().items()}
+    manager = stack.swarm.manager
+    stop, outcomes = threading.Event(), []
+
+    def loop():
+        while not stop.is_set():
+            result = stack.user("a").pull("team/ab", "ab", check=False)
+            outcomes.append((result.returncode, result.stderr[-300:]))
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        time.sleep(1)
+        manager.cli("node", "update", "--availability", "drain", ids["b"])
+        wait_for(lambda: {t["NodeID"] for t in stack.deployment.running_tasks("registry")} == {ids["a"]}
+                 and len(stack.deployment.running_tasks("registry")) == REPLICAS, timeout=120, what="drain")
+        time.sleep(2)
+    finally:
+        stop.set()
+        worker.join(timeout=120)
+        manager.cli("node", "update", "--availability", "active", ids["b"])
+    failures = [o for o in outcomes if o[0] != 0]
+    assert len(outcomes) >= 2 and not failures, (len(outcomes), failures[:3])
+    stack.wait_converged()

@@ -33,26 +33,41 @@ class RegistryUser:
         return subprocess.run(["skopeo", *args], capture_output=True, timeout=timeout, check=check, text=True)
 
     def push(self, layout: Path, tag: str, repository: str, *, multi: bool = False, check: bool = True,
-             retries: int = 0) -> subprocess.CompletedProcess:
+             retries: int = 0, attempts: int = 1) -> subprocess.CompletedProcess:
+        """skopeo copy to the registry; ``retries``: skopeo's own (network errors), ``attempts``:
+        the whole push again after a failure, as docker push retries a failed layer upload.
+        The result carries ``attempts_used``."""
         extra = ["--all"] if multi else []
         retry = ["--retry-times", str(retries)] if retries else []
-        return self.skopeo(
-            "copy", "-q", *extra, *retry, "--dest-cert-dir", str(self.cert_dir),
-            "--dest-creds", f"{self.username}:{self.password}",
-            f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}:{tag}", check=check,
-        )
+        for attempt in range(1, attempts + 1):
+            result = self.skopeo(
+                "copy", "-q", *extra, *retry, "--dest-cert-dir", str(self.cert_dir),
+                "--dest-creds", f"{self.username}:{self.password}",
+                f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}:{tag}", check=check and attempt == attempts,
+            )
+            result.attempts_used = attempt
+            if result.returncode == 0:
+                break
+        return result
 
     def pull(self, repository: str, tag: str, *, check: bool = True, multi: bool = False,
-             retries: int = 0) -> subprocess.CompletedProcess:
-        """A real pull into a fresh OCI layout (skopeo verifies every digest), removed afterwards."""
-        target = self.work / f"pull-{uuid.uuid4().hex[:8]}"
+             retries: int = 0, attempts: int = 1) -> subprocess.CompletedProcess:
+        """A real pull into a fresh OCI layout (skopeo verifies every digest), removed afterwards;
+        ``retries``/``attempts`` as for :meth:`push` (docker pull retries a failed layer too)."""
         extra = ["--all"] if multi else []
         retry = ["--retry-times", str(retries)] if retries else []
-        try:
-            return self.skopeo(
-                "copy", "-q", *extra, *retry, "--src-cert-dir", str(self.cert_dir),
-                "--src-creds", f"{self.username}:{self.password}",
-                f"docker://{self.host}/{repository}:{tag}", f"oci:{target}:{tag}", check=check,
-            )
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
+        for attempt in range(1, attempts + 1):
+            target = self.work / f"pull-{uuid.uuid4().hex[:8]}"
+            try:
+                result = self.skopeo(
+                    "copy", "-q", *extra, *retry, "--src-cert-dir", str(self.cert_dir),
+                    "--src-creds", f"{self.username}:{self.password}",
+                    f"docker://{self.host}/{repository}:{tag}", f"oci:{target}:{tag}",
+                    check=check and attempt == attempts,
+                )
+            finally:
+                shutil.rmtree(target, ignore_errors=True)
+            result.attempts_used = attempt
+            if result.returncode == 0:
+                break
+        return result

@@ -71,6 +71,8 @@ class SwarmDeployment:
             container["Env"] = [f"{k}={v}" for k, v in c["env"].items()]
         if c.get("stopGracePeriod"):
             container["StopGracePeriod"] = _nanoseconds(c["stopGracePeriod"])
+        if c.get("sysctl"):
+            container["Sysctls"] = dict(c["sysctl"])
         if c.get("stopSignal"):
             container["StopSignal"] = c["stopSignal"]
         if c.get("healthcheck"):
