@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
 from components.settings import Settings
 from components.settings_scale import redis_enabled
-from components.swarm import SwarmRegistry, SwarmRegistryArgs
+from components.swarm import SwarmRegistry, SwarmRegistryArgs, swarm_garbage_collection
 from components.users import Htpasswd, HtpasswdArgs
 
 
@@ -117,6 +118,11 @@ class PrivateRegistry(pulumi.ComponentResource):
                     envs=wiring.envs,
                     own_redis_password=own_redis_password.result if own_redis_password else None,
                     redis_max_memory_mib=s.redis.max_memory_mib,
+                    redis_password=(
+                        own_redis_password.result if own_redis_password
+                        else pulumi.Output.secret(s.redis.password.get_secret_value())
+                        if use_redis and s.redis.password else None
+                    ),
                 ),
                 opts=on_docker,
             )
@@ -176,12 +182,17 @@ class PrivateRegistry(pulumi.ComponentResource):
 
         first_user = s.user_names[0]
         maintenance = None
+        swarm_gc = None
         if s.maintenance.deletions or s.maintenance.retention:
             # Runs where `pulumi up` runs, against the registry through the proxy, as the first user.
+            # In Swarm mode, garbage collection is SwarmGarbageCollection (across the replicas).
             maintenance = Maintenance(
                 f"{name}-maintenance",
                 MaintenanceArgs(
-                    settings=s.maintenance,
+                    settings=(
+                        dataclasses.replace(s.maintenance, gc=dataclasses.replace(s.maintenance.gc, enabled=False))
+                        if s.swarm.enabled else s.maintenance
+                    ),
                     registry_url=f"https://{s.address}",
                     ca_pem=ca.cert_pem,
                     username=first_user,
@@ -191,6 +202,13 @@ class PrivateRegistry(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[front]),
             )
+            if s.swarm.enabled and s.maintenance.gc.enabled:
+                swarm_gc = swarm_garbage_collection(
+                    f"{name}-swarm-gc", s, maintenance, swarm,
+                    registry_url=f"https://{s.address}", ca_pem=ca.cert_pem, username=first_user,
+                    password=pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user])),
+                    use_redis=use_redis, opts=pulumi.ResourceOptions(parent=self, depends_on=[swarm]),
+                )
         self.address = pulumi.Output.from_input(s.address)
         self.ca_certificate_pem = ca.cert_pem
         self.server_certificate_expiry = server_cert.expiry
@@ -214,6 +232,13 @@ class PrivateRegistry(pulumi.ComponentResource):
                 writes_refused_seconds=maintenance.gc_writes_refused_seconds,
             )
             if maintenance and maintenance.gc
+            else pulumi.Output.all(
+                blobs_eligible=swarm_gc.blobsEligible,
+                manifests_eligible=swarm_gc.manifestsEligible,
+                duration_seconds=swarm_gc.durationSeconds,
+                writes_refused_seconds=swarm_gc.writesRefusedSeconds,
+            )
+            if swarm_gc
             else pulumi.Output.from_input(None)
         )
         self.register_outputs(

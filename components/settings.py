@@ -412,7 +412,7 @@ class Settings:
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
             raise ValueError("trust: target names must be unique; rename one of them")
-        check_scale(self.storage, self.redis, self.swarm)
+        check_scale(self.storage, self.redis, self.swarm, self.maintenance.gc.delete_untagged)
         return self
 
     # Derived values: one place, so every component agrees on them.

@@ -209,8 +209,15 @@ def redis_enabled(redis: RedisSettings, swarm: SwarmSettings) -> bool:
     return redis.external or (swarm.enabled and swarm.replicas > 1)
 
 
-def check_scale(storage: StorageSettings, redis: RedisSettings, swarm: SwarmSettings) -> None:
+def check_scale(
+    storage: StorageSettings, redis: RedisSettings, swarm: SwarmSettings, delete_untagged: bool = False
+) -> None:
     """Checks across storage, cache and Swarm settings; raises ValueError naming the setting."""
+    if swarm.enabled and delete_untagged:
+        raise ValueError(
+            "maintenance.gc.deleteUntagged: is not supported in Swarm mode (garbage collection there "
+            "removes what deletions and retention left unreferenced): set it false"
+        )
     if swarm.enabled and storage.driver != "s3":
         raise ValueError(
             "storage.driver: Swarm mode needs storage.driver s3: a filesystem volume lives on one node, "

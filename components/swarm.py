@@ -84,6 +84,8 @@ class SwarmRegistryArgs:
     # Password of the program's own Redis service; None: no Redis service (external or none).
     own_redis_password: Optional[pulumi.Input[str]] = None
     redis_max_memory_mib: int = 256
+    # Password of whichever Redis the cache uses (own or external), for the flush after GC.
+    redis_password: Optional[pulumi.Input[str]] = None
 
 
 class SwarmRegistry(pulumi.ComponentResource):
@@ -94,6 +96,9 @@ class SwarmRegistry(pulumi.ComponentResource):
     proxy_service_name: pulumi.Output[str]
     redis_service_name: pulumi.Output[Optional[str]]
     nginx_conf: pulumi.Output[str]
+    writable_config_secret: pulumi.Output[str]
+    readonly_config_secret: pulumi.Output[str]
+    redis_auth_secret: pulumi.Output[Optional[str]]
 
     def __init__(self, name: str, args: SwarmRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:swarm:SwarmRegistry", name, None, opts)
@@ -110,6 +115,13 @@ class SwarmRegistry(pulumi.ComponentResource):
             lambda v: render_registry_config(http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect)
         )
         registry_secrets = [self._secret("registry-config", registry_config, CONFIG_PATH, 0o444)]
+        # The same config read-only, for garbage collection across replicas (components/swarm_gc.py).
+        readonly_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+            lambda v: render_registry_config(
+                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, readonly=True
+            )
+        )
+        readonly_secret = self._secret("registry-config-readonly", readonly_config, CONFIG_PATH, 0o444)
         registry_configs = [self._config(f"file{i}", text, path) for i, (path, text) in enumerate(args.uploads)]
         registry = docker.Service(
             f"{name}-registry",
@@ -144,6 +156,10 @@ class SwarmRegistry(pulumi.ComponentResource):
         )
 
         redis_service = None
+        redis_auth = None
+        if args.redis_password is not None:
+            # The password alone, for the cache flush after garbage collection.
+            redis_auth = self._secret("redis-auth", args.redis_password, "/run/secrets/redis-auth", 0o400)
         if args.own_redis_password is not None:
             redis_conf = pulumi.Output.from_input(args.own_redis_password).apply(
                 lambda p: render_redis_conf(password=p, max_memory_mib=args.redis_max_memory_mib)
@@ -223,6 +239,9 @@ class SwarmRegistry(pulumi.ComponentResource):
         self.proxy_service_name = proxy.name
         self.redis_service_name = redis_service.name if redis_service else pulumi.Output.from_input(None)
         self.nginx_conf = pulumi.Output.from_input(conf)
+        self.writable_config_secret = registry_secrets[0].secret_name
+        self.readonly_config_secret = readonly_secret.secret_name
+        self.redis_auth_secret = redis_auth.secret_name if redis_auth else pulumi.Output.from_input(None)
         self.register_outputs(
             {
                 "network_name": self.network_name,
@@ -230,6 +249,9 @@ class SwarmRegistry(pulumi.ComponentResource):
                 "proxy_service_name": self.proxy_service_name,
                 "redis_service_name": self.redis_service_name,
                 "nginx_conf": self.nginx_conf,
+                "writable_config_secret": self.writable_config_secret,
+                "readonly_config_secret": self.readonly_config_secret,
+                "redis_auth_secret": self.redis_auth_secret,
             }
         )
 
@@ -255,3 +277,30 @@ class SwarmRegistry(pulumi.ComponentResource):
         return docker.ServiceTaskSpecContainerSpecConfigArgs(
             config_id=config.id, config_name=config.name, file_name=path, file_mode=0o444
         )
+
+
+def swarm_garbage_collection(name, settings, maintenance, swarm: SwarmRegistry, *, registry_url, ca_pem, username,
+                             password, use_redis: bool, opts=None):
+    """The SwarmGarbageCollection of a stack: after every deletion and retention resource of
+    ``maintenance``, collecting again when what they deleted changes."""
+    import json as _json
+
+    from components import grammar
+    from components.swarm_gc import SwarmGarbageCollection
+
+    removers = [*maintenance.deletions, *maintenance.retention]
+    trigger = pulumi.Output.all(*[[r.id, r.deletedDigests, r.deletionRuns] for r in removers]).apply(
+        lambda values: hashlib.sha256(_json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    )
+    redis = settings.redis
+    host, port = (grammar.parse_host_port(redis.address) if redis.external else (REDIS_ALIAS, REDIS_PORT))
+    return SwarmGarbageCollection(
+        name, registry_url=registry_url, ca_pem=ca_pem, username=username, password=password,
+        docker_host=settings.docker.host, service_name=swarm.registry_service_name,
+        writable_config_secret=swarm.writable_config_secret, readonly_config_secret=swarm.readonly_config_secret,
+        mode=settings.maintenance.gc.mode, trigger=trigger, network_name=swarm.network_name,
+        redis_auth_secret=swarm.redis_auth_secret if use_redis else None,
+        redis_image=settings.images.redis if use_redis else None,
+        redis_host=host if use_redis else None, redis_port=port, redis_db=redis.db,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=removers)),
+    )

@@ -16,7 +16,9 @@ import uuid
 import pytest
 import requests
 
+from components.maintenance import ImageDeletionProvider
 from components.migration import verify_registry
+from components.swarm_gc import SwarmGarbageCollectionProvider
 from tests.support import oci
 from tests.support.deploy import STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
@@ -134,14 +136,14 @@ def _in_threads(count: int, fn) -> list:
 
 @pytest.mark.parametrize("during", ["pull", "push"])
 def test_replica_killed_mid_transfer(stack, during):
-    """A registry task is SIGKILLed while 4 pulls (or 4 pushes) of a 3 x 8 MiB image run through
+    """A registry task is SIGKILLed while 4 pulls (or 4 pushes) of a 3 x 6 MiB image run through
     both nodes: the clients all finish (skopeo with 3 retries of network errors; a transfer cut
     short, by a 502 or an early EOF, is made again, at most 3 times in all, as docker push and
     pull retry a layer), Swarm starts a
     replacement task, the killed replica had been serving blob requests, and every tag in the
     registry (earlier ones included) verifies digest by digest: nothing half-stored."""
     tag = f"big-{during}"
-    oci.write_image(stack.layout, tag, [8 << 20, 8 << 20, 8 << 20], seed=tag)
+    oci.write_image(stack.layout, tag, [6 << 20, 6 << 20, 6 << 20], seed=tag)
     if during == "pull":
         stack.user("a").push(stack.layout, tag, "team/big")
         transfer = lambda i: stack.user("ab"[i % 2]).pull("team/big", tag, check=False, retries=3, attempts=3)  # noqa: E731
@@ -235,3 +237,77 @@ def test_node_drained_pulls_keep_working(stack):
     failures = [o for o in outcomes if o[0] != 0]
     assert len(outcomes) >= 2 and not failures, (len(outcomes), failures[:3])
     stack.wait_converged()
+
+
+def test_gc_across_replicas_readonly_zero_failed_pulls(stack):
+    """Deletion through the load-balanced address, then the program's SwarmGarbageCollection in
+    readonly mode: every replica is rolled onto the read-only config, the collection runs as a
+    Swarm job, the shared Redis cache is flushed, the replicas are rolled back. Pulls of a kept
+    image and of a multi-arch index run back to back through both nodes the whole time without
+    one failure; the deleted image's own blobs leave the bucket; everything kept verifies digest
+    by digest; pushes are accepted again and the service is back on its writable config."""
+    layout = stack.layout
+    shared = oci.random_bytes(128 * 1024, seed="gc-shared")
+    old = oci.write_image(layout, "old", [shared, oci.random_bytes(512 * 1024, seed="gc-old")], seed="gc-old")
+    oci.write_image(layout, "keep", [shared, 96 * 1024], seed="gc-keep")
+    oci.write_index(layout, "multi", [("amd64", [shared, 48 * 1024]), ("arm64", [64 * 1024])], seed="gc-multi")
+    for tag in ("old", "keep", "multi"):
+        stack.user("a").push(layout, tag, "team/gc", multi=tag == "multi")
+    with stack.user("a").client() as api:
+        old_manifest = api.manifest("team/gc", "old")
+    old_layer = old_manifest.document["layers"][1]["digest"].split(":")[1]
+    old_key = f"docker/registry/v2/blobs/sha256/{old_layer[:2]}/{old_layer}/data"
+    assert old_key in stack.store.keys("docker/registry/v2/blobs/")
+
+    run = run_program({**stack.config, "maintenance": {"deletions": [{"repository": "team/gc", "tags": ["old"]}]}},
+                      secret_keys=["users", "storage"], state=stack.state)
+    url_b = f"https://{stack.user('b').host}"
+    deletion = run.monitor.one("pulumi-python:dynamic/registry:ImageDeletion").plain_inputs
+    provider = ImageDeletionProvider()
+    checked = provider.check({}, {**deletion, "registryUrl": url_b})
+    assert checked.failures == []
+    created = provider.create(checked.inputs)
+    assert created.outs["deletedTags"] == ["old"] and created.outs["deletedDigests"] == [old]
+
+    gc = run.monitor.one("pulumi-python:dynamic/registry:SwarmGarbageCollection").plain_inputs
+    assert gc["mode"] == "readonly" and gc["redisHost"] == "redis" and gc["redisAuthSecret"]
+    # The images the program pins are swapped for stand-ins, as for the services.
+    props = {**gc, "registryUrl": f"https://{stack.user('a').host}", "trigger": "after-deletion",
+             "redisImage": stack.deployment.standins[gc["redisImage"]]}
+    stop, outcomes = threading.Event(), []
+
+    def loop(i: int) -> None:
+        while not stop.is_set():
+            tag = ("keep", "multi")[i % 2]
+            result = stack.user("ab"[i % 2]).pull("team/gc", tag, check=False, multi=tag == "multi")
+            outcomes.append((result.returncode, tag, result.stderr[-300:]))
+            i += 1
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        report = SwarmGarbageCollectionProvider().create(props).outs
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+    failures = [o for o in outcomes if o[0] != 0]
+    assert len(outcomes) >= 4 and not failures, (len(outcomes), failures[:3])
+    figures = {k: report[k] for k in ("blobsEligible", "manifestsEligible", "durationSeconds", "writesRefusedSeconds")}
+    print(f"swarm GC (readonly, {REPLICAS} replicas): {len(outcomes)} pulls, 0 failed; {figures}")
+    assert report["blobsEligible"] >= 2 and report["writesRefusedSeconds"] > 0
+    assert old_key not in stack.store.keys("docker/registry/v2/blobs/")
+    spec = stack.deployment.client.api.inspect_service(stack.deployment.service_name("registry"))["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == gc["writableConfigSecret"]
+    with stack.user("b").client() as api:
+        assert not api.writes_refused("team/after-gc")
+        # SeaweedFS removes the emptied tag folder a moment later; until then S3 lists it.
+        wait_for(lambda: "old" not in api.tags("team/gc"), timeout=60, what="the deleted tag's folder to go")
+        verified = verify_registry(api)
+    assert verified.tags >= 3
+    fresh = oci.write_image(layout, "after", [shared, 32 * 1024], seed="gc-after")
+    stack.user("b").push(layout, "after", "team/gc")
+    with stack.user("a").client() as api:
+        assert api.resolve("team/gc", "after") == fresh
+    assert stack.user("a").pull("team/gc", "after", check=False).returncode == 0

@@ -185,7 +185,7 @@ class SwarmDeployment:
                 pass
         # Tasks leave their secrets and networks only once their containers are gone.
         deadline = time.monotonic() + 60
-        while self.client.containers.list(all=True, filters={"label": "com.docker.swarm.service.id"}) \
+        while self.client.api.containers(all=True, filters={"label": "com.docker.swarm.service.id"}) \
                 and time.monotonic() < deadline:
             time.sleep(0.5)
         for kind, remove in (("secret", self.client.api.remove_secret), ("config", self.client.api.remove_config),
