@@ -140,7 +140,7 @@ class PrivateRegistry(pulumi.ComponentResource):
         # The password reaches docker on stdin, never on a command line or in shell history.
         self.login_command = pulumi.Output.from_input(
             f"pulumi stack output passwords --show-secrets | jq -r {shlex.quote(f'.[{json.dumps(first_user)}]')} | "
-            f"docker login {s.address} --username {shlex.quote(first_user)} --password-stdin"
+            f"docker login {shlex.quote(s.address)} --username {shlex.quote(first_user)} --password-stdin"
         )
         self.volume_name = registry.volume_name
         empty = pulumi.Output.from_input([])
