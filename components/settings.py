@@ -15,7 +15,7 @@ import math
 import re
 import time
 from dataclasses import field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 import pulumi
@@ -71,7 +71,7 @@ HOURS_MAX = 876_000
 _CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 RSA_BITS_MIN = 2048
 _PEM_CERTIFICATE = re.compile(
-    r"\s*-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\s*"
+    r"[ \t\r\n]*-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----[ \t\r\n]*"
 )
 
 
@@ -171,7 +171,7 @@ def _check_own_ca(cert_pem: str, key_pem: str, now: float, validity_hours: int) 
             f"caCertificatePem: is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to "
             f"{cert.not_valid_after_utc:%Y-%m-%d}): bring a current CA"
         )
-    if cert.not_valid_after_utc < start + timedelta(hours=validity_hours):
+    if (cert.not_valid_after_utc - start).total_seconds() < validity_hours * 3600:
         raise ValueError(
             f"caCertificatePem: expires {cert.not_valid_after_utc:%Y-%m-%d}, before a server certificate "
             f"issued now ({validity_hours} h, certificate.validityHours) would: bring a CA that lives longer "
@@ -289,9 +289,13 @@ class DockerSettings:
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if not grammar.is_docker_host(value):
+        hostname = value.split("://", 1)[-1].rsplit("@", 1)[-1].split(":", 1)[0]
+        if not grammar.is_docker_host(value) or (
+            not value.startswith("unix:") and (len(hostname) > 253 or any(len(label) > 63 for label in hostname.split(".")))
+        ):
             raise ValueError(
-                "must be 'unix:///var/run/docker.sock', 'tcp://HOST:PORT' or 'ssh://USER@HOST' (port 1-65535)"
+                "must be 'unix:///var/run/docker.sock', 'tcp://HOST:PORT' or 'ssh://USER@HOST' (port 1-65535, "
+                "DNS labels of at most 63 characters)"
             )
         return value
 
@@ -595,8 +599,8 @@ class Settings:
             problems.append(
                 "registryHostPort: equals httpsPort: both would bind the same host port; pick another, or unset it"
             )
-        start = datetime.fromtimestamp(self.now, timezone.utc)
-        if start + timedelta(hours=self.certificate.ca_validity_hours) > _LAST_DATE:
+        hours_left = (_LAST_DATE - datetime.fromtimestamp(self.now, timezone.utc)).total_seconds() / 3600
+        if self.certificate.ca_validity_hours > hours_left:
             problems.append("certificate.caValidityHours: would end after the year 9999 (X.509's last date): use fewer hours")
         if (self.ca_certificate_pem is None) != (self.ca_private_key_pem is None):
             problems.append(
