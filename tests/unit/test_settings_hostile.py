@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -95,6 +96,11 @@ def test_the_base_config_is_valid():
 CORPUS = corpus()
 # Measured by test_hostile_corpus_is_refused_or_read_as_its_kind; README's "Bad input refused" row.
 EXPECTED_TOTALS = {"cases": 2808, "refused": 2531, "accepted": 277}
+EXPECTED_ACCEPTED = {
+    "users.alice": 48, "certificate.organization": 70, "docker.sshOpts[0]": 75,
+    "maintenance.retention[0].keepPatterns[0]": 67, "maintenance.retention[0].repositories": 3,
+    "users": 3, "defaultUser": 3, "caCertificatePem": 8,
+}
 # The free-text settings (and the three that take '@' or surrounding white space): their accepted
 # hostile values are run through every sink in tests/integration/test_hostile_settings.py.
 FREE_TEXT = {"users.alice", "certificate.organization", "docker.sshOpts[0]", "maintenance.retention[0].keepPatterns[0]",
@@ -117,6 +123,11 @@ def test_hostile_corpus_is_refused_or_read_as_its_kind():
     assert totals == EXPECTED_TOTALS
     # Only free-text settings take hostile characters at all; every grammar-bound one refuses them.
     assert set(accepted_by_path) == FREE_TEXT, accepted_by_path
+    assert dict(accepted_by_path) == EXPECTED_ACCEPTED
+    # The README quotes these figures.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"of **{totals['cases']:,} hostile values, {totals['refused']:,} refused**" in readme
+    assert f"the **{totals['accepted']:,} accepted** are free text" in readme
 
 
 hostile_text = st.one_of(
@@ -309,3 +320,31 @@ def test_well_formed_but_wrong_values_are_refused_with_the_fix(name):
     message = str(caught.value)
     assert f"private-registry:{path}" in message and fix in message, message
     assert "PRIVATE KEY" not in message and KEY_BODY[:40] not in message
+
+
+# --- any shape of value in any key: a settings error, never a traceback ------------------------
+
+TOP_KEYS = ["hosts", "ips", "httpsPort", "bindAddress", "users", "defaultUser", "minPasswordLength",
+            "generatedPasswordLength", "bcryptRounds", "certificate", "caCertificatePem", "caPrivateKeyPem", "images",
+            "volume", "docker", "namePrefix", "registryHostPort", "trust", "maintenance"]
+NESTED_PATHS = ["certificate.organization", "certificate.keyAlgorithm", "trust[0].kinds", "trust[1].host",
+                "trust[1].port", "maintenance.deletions[0].tags", "maintenance.retention[0].keepPatterns",
+                "maintenance.retention[0].keepYoungerThan", "maintenance.gc", "docker.sshOpts", "users.alice"]
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+              st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+@hypothesis_settings(max_examples=400, derandomize=True, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(TOP_KEYS + NESTED_PATHS), value=json_values)
+def test_any_shape_in_any_setting_is_a_settings_error_or_valid(path, value):
+    """null, true/false, huge integers, NaN, infinities, text, lists and maps of those, in any
+    top-level or nested setting: parse_settings returns valid settings or raises SettingsError."""
+    try:
+        parse_settings(_put(base_config(), path, value), stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    except SettingsError as exc:
+        assert all(line.isprintable() for line in str(exc).split("\n")), repr(str(exc))
