@@ -151,9 +151,12 @@ def _check_own_ca(cert_pem: str, key_pem: str, now: float, validity_hours: int) 
         )
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
-        cert.extensions  # noqa: B018 (parses them: a malformed extension fails here)
-    except ValueError:
-        raise ValueError("caCertificatePem: is not a valid PEM certificate") from None
+        # Parse what the checks below read: a malformed extension or an unknown key type fails here.
+        cert.extensions  # noqa: B018
+        cert.public_key()
+        cert.not_valid_before_utc, cert.not_valid_after_utc  # noqa: B018
+    except Exception:  # noqa: BLE001 (the parser raises ValueError, UnsupportedAlgorithm, ...)
+        raise ValueError("caCertificatePem: is not a valid PEM certificate with a supported key") from None
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

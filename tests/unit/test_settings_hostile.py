@@ -329,7 +329,10 @@ TOP_KEYS = ["hosts", "ips", "httpsPort", "bindAddress", "users", "defaultUser", 
             "volume", "docker", "namePrefix", "registryHostPort", "trust", "maintenance"]
 NESTED_PATHS = ["certificate.organization", "certificate.keyAlgorithm", "trust[0].kinds", "trust[1].host",
                 "trust[1].port", "maintenance.deletions[0].tags", "maintenance.retention[0].keepPatterns",
-                "maintenance.retention[0].keepYoungerThan", "maintenance.gc", "docker.sshOpts", "users.alice"]
+                "maintenance.retention[0].keepYoungerThan", "maintenance.gc", "docker.sshOpts", "users.alice",
+                "trust[1].privateKey", "trust[1].user", "trust[0]", "maintenance.deletions[0].digests",
+                "maintenance.retention[0].keepLast", "maintenance.deletions", "maintenance.retention", "volume.name",
+                "images.nginx", "docker.host", "certificate.validityHours"]
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
               st.text(max_size=20)),
@@ -348,3 +351,26 @@ def test_any_shape_in_any_setting_is_a_settings_error_or_valid(path, value):
         parse_settings(_put(base_config(), path, value), stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
     except SettingsError as exc:
         assert all(line.isprintable() for line in str(exc).split("\n")), repr(str(exc))
+
+
+@hypothesis_settings(max_examples=150, derandomize=True, deadline=None,
+                     suppress_health_check=[HealthCheck.too_slow])
+@given(position=st.integers(0, 10_000), replacement=st.sampled_from(list("AZaz09+/=\n-")), count=st.integers(1, 3))
+def test_a_damaged_brought_ca_is_a_settings_error_or_the_same_ca(position, replacement, count):
+    """The brought CA's PEM with characters of its base64 body replaced: refused naming
+    caCertificatePem, or (where the damage leaves a parsable certificate) still only a
+    certificate; never a traceback, never the key in the message."""
+    lines = CA_CERT.splitlines()
+    body = "".join(lines[1:-1])
+    at = position % len(body)
+    damaged = body[:at] + replacement * count + body[at + count:]
+    pem = "\n".join([lines[0], *[damaged[i:i + 64] for i in range(0, len(damaged), 64)], lines[-1]]) + "\n"
+    config = {**base_config(), "caCertificatePem": pem}
+    try:
+        settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    except SettingsError as exc:
+        assert "private-registry:caCertificatePem" in str(exc)
+        assert KEY_BODY[:40] not in str(exc)
+        return
+    x509.load_pem_x509_certificate(settings.ca_certificate_pem.encode())
+    assert "PRIVATE KEY" not in settings.ca_certificate_pem
