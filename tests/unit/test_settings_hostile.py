@@ -374,3 +374,26 @@ def test_a_damaged_brought_ca_is_a_settings_error_or_the_same_ca(position, repla
         return
     x509.load_pem_x509_certificate(settings.ca_certificate_pem.encode())
     assert "PRIVATE KEY" not in settings.ca_certificate_pem
+
+
+def test_corpus_through_pulumi_config_strings_gives_the_same_outcome():
+    """The same hostile values as Pulumi hands them over (every value a string, objects and
+    lists as JSON) are refused or accepted exactly as when parsed directly."""
+    from components.settings import load_settings
+
+    checked = Counter()
+    for case in CORPUS[::7]:  # a seventh of the corpus: every setting, fragment and placement mixes
+        config = case.config()
+        use_mocks(config=config, secret_keys=SECRET_KEYS)
+        try:
+            via_pulumi = load_settings(now=NOW)
+        except SettingsError:
+            via_pulumi = None
+        try:
+            direct = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+        except SettingsError:
+            direct = None
+        assert (via_pulumi is None) == (direct is None), case
+        assert via_pulumi is None or via_pulumi == direct, case
+        checked[direct is None] += 1
+    assert checked[True] > 300 and checked[False] > 30, checked
