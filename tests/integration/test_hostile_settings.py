@@ -324,3 +324,36 @@ def test_random_spoiled_stacks_are_refused_naming_the_setting(baseline, key, raw
     with pytest.raises(SettingsError) as caught:
         parse_settings(local_config(**raw), stack="dev", secret_keys=set(SECRET_KEYS))
     assert f"private-registry:{key}" in str(caught.value), str(caught.value)
+
+
+# --- controls: the checks see an injection, and the sinks that escape do so on their own ---------
+
+
+def test_the_nginx_check_sees_a_name_that_injects_a_location(baseline):
+    """Control for the nginx checks: a server_name line carrying '; location ... #' (what a
+    name would do if it slipped past validation) changes the tokens and the locations seen."""
+    (names,) = [n for n in server_names(baseline.conf) if n == BASELINE_NAMES]
+    injected = baseline.conf.replace(
+        "server_name " + " ".join(names) + ";",
+        "server_name a.example; location ~ /v2/_catalog { return 200; } #;",
+    )
+    assert injected != baseline.conf
+    assert server_names(injected) != baseline.expected_server_names(["a.example"]) or \
+        locations(injected) != locations(baseline.conf)
+    assert "~ /v2/_catalog" in locations(injected)
+
+
+def test_login_command_quotes_even_an_address_that_skipped_validation(monkeypatch, tmp_path):
+    """With host-name validation switched off, a name holding `$(...)` and ';' still reaches
+    `docker login` as one argument and runs nothing: loginCommand quotes it itself."""
+    import components.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_check_dns_name", lambda name: name)
+    host = f"e;$(touch {CANARY})"
+    config = {"hosts": [host], "ips": ["10.0.0.5"], "users": {"alice": PASSWORD}}
+    settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS))
+    assert settings.address == host
+    _clean_canary()
+    run = run_program(config, secret_keys=SECRET_KEYS)
+    check_login_command(run, settings, tmp_path)
+    assert not CANARY.exists()
