@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 # A command a hostile value tries to run; the file it would create must never appear.
-CANARY = Path(f"/tmp/private-registry-hostile-canary-{os.getpid()}")
+# Fixed length (the PID zero-padded), so which values fit a length limit never depends on the PID.
+CANARY = Path(f"/tmp/private-registry-hostile-canary-{os.getpid():07d}")
 PASSWORD = "Corr3ct-horse-battery-staple-42"
 DIGEST = "sha256:" + "ab" * 32
 PINNED = f"registry:2.8.3@{DIGEST}"
