@@ -397,3 +397,24 @@ def test_corpus_through_pulumi_config_strings_gives_the_same_outcome():
         assert via_pulumi is None or via_pulumi == direct, case
         checked[direct is None] += 1
     assert checked[True] > 300 and checked[False] > 30, checked
+
+
+@pytest.mark.parametrize("config", [
+    {"ips": ["fe80::1%eth0;location ~ / { proxy_pass http://registry:5000; } #"]},
+    {"hosts": ["registry.example.com\n"]},
+    {"bindAddress": "fe80::1%$(id)"},
+    {"users": {"#alice": PASSWORD}},
+], ids=["zone id injection", "trailing newline", "bindAddress zone id", "comment user"])
+def test_the_program_with_a_hostile_setting_registers_nothing(config):
+    """The whole program with a hostile setting stops with SettingsError before any resource is
+    registered: `pulumi preview` fails before anything is touched."""
+    import runpy
+
+    import pulumi
+
+    from tests.support.program import MAIN
+
+    monitor = use_mocks(config=config, secret_keys=SECRET_KEYS)
+    with pytest.raises(SettingsError):
+        pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__pulumi_main__"))()
+    assert monitor.registered == []
