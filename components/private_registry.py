@@ -101,7 +101,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                 https_port=s.https_port,
                 bind_address=s.bind_address,
                 network_name=registry.network_name,
-                upstream="registry:5000",
+                socket_volume_name=registry.socket_volume_name,
                 cert_pem=server_cert.cert_pem,
                 private_key_pem=server_cert.private_key_pem,
                 htpasswd=users.content,

@@ -1,4 +1,9 @@
-"""The registry side: private network, data volume and the ``registry:2`` container."""
+"""The registry side: private network, data and socket volumes and the ``registry:2`` container.
+
+The registry serves plain HTTP on a Unix socket only, in a volume (a small tmpfs, mode 0710,
+root's) that only the registry and nginx containers mount: no TCP port of the registry is
+reachable by anyone, local users of the Docker host included (components/render/registry_config.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,27 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, render_registry_config
+from components.render.registry_config import (
+    CONFIG_PATH,
+    DATA_DIR,
+    HEALTH_URL,
+    REGISTRY_SOCKET,
+    SOCKET_DIR,
+    SOCKET_GROUP_ID,
+    render_registry_config,
+    serve_command,
+)
 
-NETWORK_ALIAS = "registry"
 RESTART_POLICY = "unless-stopped"
+# The registry runs as root (the official image's user; the data volume is root's).
+REGISTRY_USER = "0:0"
+# tmpfs: nothing on disk, no stale socket survives the host; only root and the socket group
+# may enter the directory, on the host as in the containers.
+SOCKET_VOLUME_DRIVER_OPTS = {
+    "type": "tmpfs",
+    "device": "tmpfs",
+    "o": f"mode=0710,uid=0,gid={SOCKET_GROUP_ID},size=64k",
+}
 
 
 def wget_healthcheck(url: str) -> docker.ContainerHealthcheckArgs:
@@ -32,20 +54,26 @@ class RegistryArgs:
     image: str
     volume_name: str
     keep_volume_on_destroy: bool = True
-    # Publish the registry's plain-HTTP port on the Docker host's loopback (debugging only).
+    # Refused: the registry has no TCP port to publish (see the module docstring).
     host_port: Optional[int] = None
 
 
 class Registry(pulumi.ComponentResource):
-    """Network, volume and registry container; the registry is reachable only on the network."""
+    """Network, volumes and registry container; the registry is reachable only through its socket."""
 
     network_name: pulumi.Output[str]
     volume_name: pulumi.Output[str]
+    socket_volume_name: pulumi.Output[str]
     container_name: pulumi.Output[str]
     container_id: pulumi.Output[str]
     upstream: pulumi.Output[str]
 
     def __init__(self, name: str, args: RegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        if args.host_port:
+            raise ValueError(
+                "registryHostPort: the registry listens only on a Unix socket shared with nginx, so there is "
+                "no plain-HTTP port to publish; unset registryHostPort"
+            )
         super().__init__("registry:registry:Registry", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = docker.Network(f"{name}-network", name=f"{args.prefix}-net", opts=child)
@@ -56,6 +84,13 @@ class Registry(pulumi.ComponentResource):
             name=args.volume_name,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_volume_on_destroy),
         )
+        sockets = docker.Volume(
+            f"{name}-socket",
+            name=f"{args.prefix}-socket",
+            driver="local",
+            driver_opts=SOCKET_VOLUME_DRIVER_OPTS,
+            opts=child,
+        )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         config = pulumi.Output.secret(http_secret.result.apply(lambda secret: render_registry_config(http_secret=secret)))
@@ -64,15 +99,16 @@ class Registry(pulumi.ComponentResource):
             name=f"{args.prefix}-registry",
             image=image.image_id,
             restart=RESTART_POLICY,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[NETWORK_ALIAS])],
-            volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR)],
-            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config)],
-            ports=(
-                [docker.ContainerPortArgs(internal=PORT, external=args.host_port, ip="127.0.0.1")]
-                if args.host_port
-                else None
-            ),
-            healthcheck=wget_healthcheck(f"http://127.0.0.1:{PORT}/"),
+            user=REGISTRY_USER,
+            entrypoints=serve_command(CONFIG_PATH),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            volumes=[
+                docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR),
+                docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=SOCKET_DIR),
+            ],
+            # Holds the HTTP secret: readable by the registry (root) only.
+            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600")],
+            healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).
             stop_timeout=30,
@@ -81,13 +117,15 @@ class Registry(pulumi.ComponentResource):
         )
         self.network_name = network.name
         self.volume_name = volume.name
+        self.socket_volume_name = sockets.name
         self.container_name = container.name
         self.container_id = container.id
-        self.upstream = pulumi.Output.from_input(f"{NETWORK_ALIAS}:{PORT}")
+        self.upstream = pulumi.Output.from_input(f"unix:{REGISTRY_SOCKET}")
         self.register_outputs(
             {
                 "network_name": self.network_name,
                 "volume_name": self.volume_name,
+                "socket_volume_name": self.socket_volume_name,
                 "container_name": self.container_name,
                 "container_id": self.container_id,
                 "upstream": self.upstream,

@@ -69,6 +69,7 @@ def test_every_resource_with_its_type_name_and_parent():
         ("registry:registry:Registry", "registry-registry", "registry"),
         ("docker:index/network:Network", "registry-registry-network", "registry-registry"),
         ("docker:index/volume:Volume", "registry-registry-data", "registry-registry"),
+        ("docker:index/volume:Volume", "registry-registry-socket", "registry-registry"),
         ("docker:index/remoteImage:RemoteImage", "registry-registry-image", "registry-registry"),
         ("random:index/randomPassword:RandomPassword", "registry-registry-http-secret", "registry-registry"),
         (CONTAINER, "registry-registry-container", "registry-registry"),
