@@ -8,8 +8,7 @@ and read the htpasswd file (mode 0640), neither of which any other user can.
 Hostile requests are refused by nginx before anything reaches the registry: request bodies are
 capped everywhere but on blob uploads (manifests: 4 MiB, as distribution 3's own limit), the
 health endpoint takes GET/HEAD without a body, names longer than distribution's 255-character
-limit get 400, unknown ``Host`` names 421, failed logins are slowed and then refused (429) per
-client address, client ``Forwarded``/``X-Forwarded-*`` headers are replaced, and the logs
+limit get 400, unknown ``Host`` names 421, failed logins are slowed per client address, client ``Forwarded``/``X-Forwarded-*`` headers are replaced, and the logs
 escape whatever a client sends.
 """
 
@@ -76,11 +75,12 @@ class NginxOptions:
     read_timeout_seconds: int = 900
     # Largest body of any request but a blob upload (manifest PUTs are the big ones).
     max_body_size: str = "4m"
-    # Failed logins (requests that carried credentials and got 401) per client address: this
-    # many per second, the excess delayed up to `failed_auth_burst` deep, then refused with 429.
-    failed_auth_rate_per_second: int = 2
-    failed_auth_burst: int = 10
-    # Connections one client address may hold at once (layers transfer a few in parallel).
+    # Failed logins (requests that carried credentials and got 401) per client address: the
+    # answers come at most this many per second, each one delayed until its turn. Never
+    # refused early: a fast refusal would tell a guesser "wrong" as quickly as a 401 would.
+    failed_auth_rate_per_second: int = 5
+    # Requests one client address may have in progress at once (a layer transfer is one; Docker
+    # moves a few at a time); over it, 429. It also bounds the failed logins waiting their turn.
     max_connections_per_address: int = 256
     # Idle limits between two reads or writes (not whole transfers): a stalled client goes.
     client_header_timeout_seconds: int = 10
@@ -131,26 +131,27 @@ def _proxied(o: NginxOptions, auth: str, max_body: str) -> str:
             proxy_send_timeout {o.read_timeout_seconds};"""
 
 
-def _health_location(o: NginxOptions) -> str:
-    return """location = /healthz {
+def _health_location() -> str:
+    return f"""location = /healthz {{
             access_log off;
             auth_basic off;
-            if ($request_method !~ ^(GET|HEAD)$) {
+            add_header Strict-Transport-Security "{HSTS}" always;
+            if ($request_method !~ ^(GET|HEAD)$) {{
                 return 405;
-            }
-            if ($http_transfer_encoding != "") {
+            }}
+            if ($http_transfer_encoding != "") {{
                 return 400;
-            }
-            if ($http_content_length !~ "^0?$") {
+            }}
+            if ($http_content_length !~ "^0?$") {{
                 return 400;
-            }
+            }}
             client_max_body_size 1k;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header Host "localhost";
             proxy_connect_timeout 1s;
             proxy_pass http://registry/;
-        }"""
+        }}"""
 
 
 def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
@@ -258,7 +259,7 @@ http {{
 
         # Unauthenticated health for load balancers: proxies the registry's root, so it is
         # healthy only when both nginx and the registry are.
-        {_health_location(o)}
+        {_health_location()}
 
         location = /v2 {{
             add_header Strict-Transport-Security "{HSTS}" always;
@@ -282,10 +283,11 @@ http {{
             {_proxied(o, auth, o.max_body_size)}
         }}
 
-        # A failed login: slowed to the rate per client address, refused (429) past the burst;
+        # A failed login: answered no faster than the rate per client address (the queue is as
+        # deep as the requests one address may have in progress, so none is refused early);
         # then nginx's own 401 with the challenge auth_basic set.
         location @failed_auth {{
-            limit_req zone=failed_auth burst={o.failed_auth_burst};
+            limit_req zone=failed_auth burst={o.max_connections_per_address};
             add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;
             add_header Strict-Transport-Security "{HSTS}" always;
             try_files /nonexistent =401;
@@ -300,7 +302,7 @@ http {{
     # Container healthcheck only: bound to the container's loopback, never published.
     server {{
         listen 127.0.0.1:{HEALTH_PORT};
-        {_health_location(o)}
+        {_health_location()}
         location / {{
             return 404;
         }}

@@ -91,7 +91,7 @@ def test_unknown_host_names_get_421_from_the_default_server():
 
 def test_hsts_on_every_tls_location_including_errors():
     """Strict-Transport-Security (at least a year) is added with 'always', so 401s and 404s carry it."""
-    for location in (V2, UPLOADS, LONG_NAME, FAILED_AUTH, ROOT, block(TLS_SERVER, "location = /v2")):
+    for location in (V2, UPLOADS, LONG_NAME, FAILED_AUTH, ROOT, HEALTH, block(TLS_SERVER, "location = /v2")):
         (hsts,) = [d for d in directives(location, "add_header") if d.startswith("Strict-Transport-Security")]
         assert hsts.endswith(" always")
         assert int(re.search(r"max-age=(\d+)", hsts).group(1)) >= 31536000
@@ -127,16 +127,17 @@ def test_every_v2_path_needs_basic_auth_against_the_htpasswd_file():
 
 def test_failed_logins_are_rate_limited_per_client_address_after_the_check():
     """Every 401 goes to @failed_auth, limited per client address (requests without credentials,
-    the challenge every client starts with, have an empty key and are not counted): delayed to
-    the rate, 429 past the burst, else nginx's own 401 after the limit (try_files runs after
+    the challenge every client starts with, have an empty key and are not counted): each answer
+    delayed to the rate, the queue as deep as the requests an address may have in progress (so
+    no early 429 tells a guesser "wrong" faster), then nginx's own 401 (try_files runs after
     limit_req; 'return' would run before it)."""
     http = block(CONF, "http")
     assert directives(TLS_SERVER, "error_page") == ["401 @failed_auth"]
     mapping = block(http, "map $http_authorization $failed_auth_key")
     assert directives(mapping, "''") == ["''"] and directives(mapping, "default") == ["$binary_remote_addr"]
-    assert directives(http, "limit_req_zone") == ["$failed_auth_key zone=failed_auth:10m rate=2r/s"]
+    assert directives(http, "limit_req_zone") == ["$failed_auth_key zone=failed_auth:10m rate=5r/s"]
     assert directives(http, "limit_req_status") == ["429"]
-    assert directives(FAILED_AUTH, "limit_req") == ["zone=failed_auth burst=10"]
+    assert directives(FAILED_AUTH, "limit_req") == ["zone=failed_auth burst=256"]
     assert directives(FAILED_AUTH, "try_files") == ["/nonexistent =401"]
     assert "return" not in FAILED_AUTH
 
