@@ -29,8 +29,13 @@ CONF_PATH = "/etc/nginx/nginx.conf"
 WORKER_USER = "nobody"
 WORKER_GROUP = "root"
 REALM = "Registry realm"
-# Distribution's limit on a repository name's length.
+# Distribution's limit on a repository name's length. Registry 2.8 with the inmemory descriptor
+# cache applies it to the name as Docker normalises it ("docker.io/library/" before a name of
+# one component, "docker.io/" before one whose first component is not a host name) and
+# answers 500 past it; nginx answers 400 instead, at exactly those lengths.
 MAX_NAME_LENGTH = 255
+_SINGLE_PREFIX = len("docker.io/library/")
+_DOMAIN_PREFIX = len("docker.io/")
 
 # Mozilla "intermediate" policy: TLS 1.2 with forward-secret AEAD suites only; TLS 1.3 suites
 # are fixed by OpenSSL and all strong.
@@ -166,7 +171,12 @@ def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
         [f"        server {u} max_fails=0;" for u in o.upstreams]
         + [f"        server {u} max_fails=0 backup;" for u in o.backup_upstreams]
     )
-    name_too_long = f"(?:(?!/{_API_PATH_KIND}/).){{{MAX_NAME_LENGTH + 1},}}"
+    name_char = f"(?:(?!/{_API_PATH_KIND}/).)"
+    name_too_long = (
+        f"(?:{name_char}{{{MAX_NAME_LENGTH + 1},}}"
+        f"|[^/]{{{MAX_NAME_LENGTH - _SINGLE_PREFIX + 1},}}"
+        f"|(?=[^/.:]+/)(?!localhost/){name_char}{{{MAX_NAME_LENGTH - _DOMAIN_PREFIX + 1},}})"
+    )
     return f"""# Rendered by the private-registry Pulumi program; edits are overwritten.
 user {WORKER_USER} {WORKER_GROUP};
 worker_processes {o.worker_processes};
@@ -266,12 +276,12 @@ http {{
             return 301 https://$host{_host_suffix(o.public_port)}/v2/;
         }}
 
-        # Longer than distribution allows: refused here, as the registry itself would.
+        # Longer than the registry can serve (see MAX_NAME_LENGTH): 400 here, not its 500.
         location ~ "^/v2/{name_too_long}/{_API_PATH_KIND}/" {{
             add_header Docker-Distribution-Api-Version $docker_distribution_api_version always;
             add_header Strict-Transport-Security "{HSTS}" always;
             default_type application/json;
-            return 400 '{{"errors":[{{"code":"NAME_INVALID","message":"repository name longer than {MAX_NAME_LENGTH} characters"}}]}}';
+            return 400 '{{"errors":[{{"code":"NAME_INVALID","message":"repository name too long"}}]}}';
         }}
 
         # Layers can be gigabytes: no size limit on blob uploads only.

@@ -74,7 +74,8 @@ class Stack:
 
     def request(self, method: str, path: str, headers=(), body: bytes = b"", *, auth: bool = False,
                 via: int | None = None) -> fuzz.Response:
-        all_headers = [("Host", self.address), ("Connection", "close"), *headers]
+        named = {name.lower() for name, _ in headers}
+        all_headers = [*([("Host", self.address)] if "host" not in named else []), ("Connection", "close"), *headers]
         if auth:
             all_headers.append(("Authorization", fuzz.basic(USER, PASSWORD)))
         if body:
@@ -85,7 +86,8 @@ class Stack:
         return self.docker.api.logs(container, since=int(since), stdout=True, stderr=True).decode(errors="replace")
 
     def size_rw(self, container: str) -> int:
-        return int(self.docker.api.inspect_container(container, size=True).get("SizeRw") or 0)
+        url = self.docker.api._url("/containers/{0}/json", container)  # noqa: SLF001 - the SDK has no size flag
+        return int(self.docker.api._result(self.docker.api._get(url, params={"size": 1}), True).get("SizeRw") or 0)  # noqa: SLF001
 
     def skopeo(self, *args: str) -> float:
         start = time.monotonic()
@@ -232,10 +234,12 @@ def _listening_tcp(container: str) -> list[str]:
 
 
 def test_the_registry_has_no_tcp_listener_anyone_else_can_reach(stack):
-    """The registry container's only TCP listener is its health/debug one on 127.0.0.1:5001;
-    from another container on its network, its address refuses port 5000 (the old plain-HTTP
-    API that served the catalog to anyone)."""
-    assert _listening_tcp(stack.registry) == ["0100007F:1389"]
+    """The registry container's only TCP listener is its health/debug one on 127.0.0.1:5001
+    (besides Docker's own DNS resolver on 127.0.0.11); from another container on its network,
+    its address refuses port 5000 (the old plain-HTTP API that served the catalog to anyone)."""
+    listeners = _listening_tcp(stack.registry)
+    assert "0100007F:1389" in listeners
+    assert [a for a in listeners if a != "0100007F:1389" and not a.startswith("0B00007F:")] == []
     registry_ip = container_address(stack.docker, stack.registry, stack.network)
     with inside(stack.clients.pids[SPARE]):
         for port in (5000, 5001):
@@ -264,8 +268,9 @@ def test_the_socket_is_reachable_by_root_only_on_the_host(stack):
 # --- 3. password guessing --------------------------------------------------------------------
 
 
-def _flood(stack: Stack, stop: threading.Event, results: list) -> None:
-    """One connection of the attacker: wrong-password GETs back to back, keep-alive, answers awaited."""
+def _flood(stack: Stack, active: threading.Event, stop: threading.Event, results: list) -> None:
+    """One connection of the attacker: while ``active``, wrong-password GETs back to back,
+    keep-alive, each answer awaited (as password-guessing tools do)."""
     wrong = fuzz.basic(USER, "not-the-password-0")
     request = fuzz.request_bytes("GET", "/v2/_catalog", [("Host", stack.address), ("Authorization", wrong)])
     with inside(stack.clients.pids[ATTACKER]):
@@ -275,6 +280,9 @@ def _flood(stack: Stack, stop: threading.Event, results: list) -> None:
                     with stack.context().wrap_socket(plain, server_hostname="localhost") as tls:
                         reader = tls.makefile("rb")
                         while not stop.is_set():
+                            if not active.is_set():
+                                time.sleep(0.05)
+                                continue
                             tls.sendall(request)
                             status = int(reader.readline().split()[1])
                             length = 0
@@ -289,39 +297,48 @@ def _flood(stack: Stack, stop: threading.Event, results: list) -> None:
 
 
 def test_a_wrong_password_flood_is_slowed_while_other_clients_keep_their_rate(stack, tmp_path):
-    """Baseline: push + pull of a 3 MiB image, three times. Then one address floods wrong
-    passwords on 16 keep-alive connections while the same push + pull runs three times again
-    from another address: the flood's answers come at the failed-login rate (5/s, never a
-    200), the bystander keeps at least 0.8x its rate, and a third address's first wrong
-    password is answered at once (the limit is per address)."""
-    baseline = [stack.push_pull(f"base-{i}", tmp_path / f"base-{i}") for i in range(ROUNDS)]
-    stop, results = threading.Event(), []
-    threads = [threading.Thread(target=_flood, args=(stack, stop, results), daemon=True)
+    """One address floods wrong passwords on 16 keep-alive connections, in rounds alternating
+    with quiet ones; in every round a push + pull of a 3 MiB image runs from another address.
+    The flood's answers come at the failed-login rate (5/s per address, never a 200), the
+    bystander keeps at least 0.8x its quiet rate, and a third address's first wrong password
+    is answered at once (the limit is per address)."""
+    stack.push_pull("warm-up", tmp_path / "warm-up")
+    active, stop, results = threading.Event(), threading.Event(), []
+    threads = [threading.Thread(target=_flood, args=(stack, active, stop, results), daemon=True)
                for _ in range(FLOOD_CONNECTIONS)]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
+    quiet, flooded, flood_seconds, others = [], [], 0.0, []
     try:
-        time.sleep(2)
-        during = [stack.push_pull(f"flood-{i}", tmp_path / f"flood-{i}") for i in range(ROUNDS)]
-        first = time.monotonic()
-        other = stack.request("GET", "/v2/_catalog", [("Authorization", fuzz.basic(USER, "wrong-too"))], via=SPARE)
-        other_seconds = time.monotonic() - first
+        for i in range(ROUNDS):
+            quiet.append(stack.push_pull(f"quiet-{i}", tmp_path / f"quiet-{i}"))
+            active.set()
+            started = time.monotonic()
+            time.sleep(1)
+            flooded.append(stack.push_pull(f"flood-{i}", tmp_path / f"flood-{i}"))
+            first = time.monotonic()
+            wrong = [("Authorization", fuzz.basic(USER, "wrong-too"))]
+            others.append((stack.request("GET", "/v2/_catalog", wrong, via=SPARE).status, time.monotonic() - first))
+            active.clear()
+            flood_seconds += time.monotonic() - started
+            # The attacker's queued guesses drain (16 at 5/s) before the next quiet round.
+            time.sleep(FLOOD_CONNECTIONS / 5 + 1)
     finally:
         stop.set()
+        active.set()
         for thread in threads:
             thread.join(timeout=90)
-    elapsed = time.monotonic() - started
     statuses = {status for _, status in results}
-    ratio = statistics.median(baseline) / statistics.median(during)
-    rate = len(results) / elapsed
-    print(f"\nflood: {len(results)} wrong-password answers in {elapsed:.1f}s ({rate:.1f}/s, statuses {statuses}); "
-          f"bystander push+pull {statistics.median(baseline):.2f}s before, {statistics.median(during):.2f}s during "
-          f"({ratio:.2f}x); another address's first wrong password answered in {other_seconds:.2f}s")
+    ratio = statistics.median(quiet) / statistics.median(flooded)
+    rate = len(results) / (flood_seconds + ROUNDS * (FLOOD_CONNECTIONS / 5 + 1))
+    print(f"\nflood: {len(results)} wrong-password answers ({rate:.1f}/s over the flood rounds and their drain, "
+          f"statuses {statuses}); bystander push+pull {statistics.median(quiet):.2f}s quiet, "
+          f"{statistics.median(flooded):.2f}s flooded ({ratio:.2f}x); another address's first wrong password "
+          f"answered in {max(seconds for _, seconds in others):.2f}s at most")
     assert statuses <= {401} and results
-    assert rate <= 5 * 1.2 + FLOOD_CONNECTIONS / elapsed
+    assert rate <= 5 * 1.2
     assert ratio >= 0.8
-    assert other.status == 401 and other_seconds < 1.0
+    assert all(status == 401 and seconds < 1.0 for status, seconds in others), others
 
 
 # --- 4. headers the registry must not believe ------------------------------------------------
@@ -358,7 +375,7 @@ def test_a_newline_in_a_user_name_cannot_forge_a_log_line(stack):
     """A failed login as "x<newline>FORGED ..." leaves no line starting with FORGED in nginx's
     output; its access-log line is JSON with the user name escaped, as every line is."""
     since = time.time() - 1
-    user = "x\nFORGED 2026/01/01 00:00:00 [emerg] 1#1: injected"
+    user = "x\nFORGED 2026/01/01 [emerg] 1#1 injected"
     raw = fuzz.request_bytes("GET", "/v2/_catalog", [("Host", stack.address), ("Connection", "close"),
                                                       ("Authorization", fuzz.basic(user, "pw"))])
     assert stack.send(raw, via=SPARE)[0].status == 401
@@ -376,14 +393,16 @@ def test_a_newline_in_a_user_name_cannot_forge_a_log_line(stack):
 def test_an_oversized_manifest_gets_413_and_long_names_400(stack):
     """A 20 MiB manifest PUT is refused with 413 (not the registry's mid-stream reset, 502); a
     7,700-character repository name gets 400 NAME_INVALID from nginx, with or without
-    credentials, while 255 characters still reach the registry (404: unknown, not invalid)."""
+    credentials, and so do the lengths the registry answers 500 to (238 characters in one
+    component, 246 in two); one character less still reaches the registry (404: unknown)."""
     manifest = b"{" + b" " * (20 * MiB) + b"}"
     headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")]
     assert stack.request("PUT", "/v2/big/app/manifests/v1", headers, manifest, auth=True).status == 413
     for auth in (True, False):
         answer = stack.request("GET", f"/v2/{'a' * 7700}/tags/list", auth=auth)
         assert answer.status == 400 and b"NAME_INVALID" in answer.body
-    assert stack.request("GET", f"/v2/{'a' * 255}/tags/list", auth=True).status == 404
+    for name, status in (("a" * 238, 400), ("a" * 237, 404), ("ab/" + "a" * 243, 400), ("ab/" + "a" * 242, 404)):
+        assert stack.request("GET", f"/v2/{name}/tags/list", auth=True).status == status, len(name)
 
 
 def _stat(container: str, path: str) -> str:
