@@ -516,7 +516,7 @@ def judge(probe: Probe, responses: list[Response], target: Target) -> list[str]:
     first = responses[0]
     if first.status == 0:
         # HTTP/0.9 has no status line; nginx's error page says what it was.
-        if not re.search(rb"<title>(400|401|404|405) ", first.body):
+        if not re.search(rb"<title>(400|401|404|405|421) ", first.body):
             problems.append(f"HTTP/0.9 answer is not an error page: {first.body[:80]!r}")
         return problems
     if probe.must_be_401 and first.status != 401:
