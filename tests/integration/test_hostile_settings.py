@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -53,7 +54,9 @@ def _proxy_uploads(run) -> dict[str, str]:
 
 
 def _normalized(conf: str) -> list:
-    """The directives with server_name's words left out: what the names must not change."""
+    """The directives with server_name's words and the published port (``$host:PORT``, the Host
+    the registry sees) left out: what the names must not change."""
+    conf = re.sub(r"\$host:\d+", "$host", conf)
     return [(blocks, words[:1] if words[:1] == ("server_name",) else words) for blocks, words in nginx_directives(conf)]
 
 
