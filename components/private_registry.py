@@ -88,7 +88,6 @@ class PrivateRegistry(pulumi.ComponentResource):
                 image=s.images.registry,
                 volume_name=s.volume_name,
                 keep_volume_on_destroy=s.volume.keep_on_destroy,
-                host_port=s.registry_host_port,
             ),
             opts=on_docker,
         )

@@ -54,8 +54,6 @@ class RegistryArgs:
     image: str
     volume_name: str
     keep_volume_on_destroy: bool = True
-    # Refused: the registry has no TCP port to publish (see the module docstring).
-    host_port: Optional[int] = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -69,11 +67,6 @@ class Registry(pulumi.ComponentResource):
     upstream: pulumi.Output[str]
 
     def __init__(self, name: str, args: RegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        if args.host_port:
-            raise ValueError(
-                "registryHostPort: the registry listens only on a Unix socket shared with nginx, so there is "
-                "no plain-HTTP port to publish; unset registryHostPort"
-            )
         super().__init__("registry:registry:Registry", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         network = docker.Network(f"{name}-network", name=f"{args.prefix}-net", opts=child)

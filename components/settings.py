@@ -515,9 +515,10 @@ class Settings:
                 f"users: password of {', '.join(repr(n) for n in short)} is shorter than minPasswordLength "
                 f"({self.min_password_length}): use a longer one, or lower minPasswordLength knowingly"
             )
-        if self.registry_host_port is not None and self.registry_host_port == self.https_port:
+        if self.registry_host_port is not None:
             problems.append(
-                "registryHostPort: equals httpsPort: both would bind the same host port; pick another, or unset it"
+                "registryHostPort: the registry listens only on a Unix socket shared with nginx, so there is "
+                "no plain-HTTP port to publish: unset registryHostPort"
             )
         hours_left = (_LAST_DATE - datetime.fromtimestamp(self.now, timezone.utc)).total_seconds() / 3600
         if self.certificate.ca_validity_hours > hours_left:
@@ -586,7 +587,7 @@ _SECRET_KEYS = {
 }
 _FIX = {
     "httpsPort": "use a TCP port between 1 and 65535, e.g. 443",
-    "registryHostPort": "use a TCP port between 1 and 65535, or leave it unset",
+    "registryHostPort": "leave it unset (the registry has no plain-HTTP port)",
     "bcryptRounds": "use a bcrypt cost between 4 and 17 (default 5)",
     "minPasswordLength": "use a whole number between 1 and 72 (default 16)",
     "generatedPasswordLength": "use a whole number between 16 and 72 (default 32)",

@@ -64,10 +64,12 @@ def test_socket_volume_is_a_small_tmpfs_only_root_may_enter():
     assert "mode=0710,uid=0,gid=0," in SOCKET_VOLUME_DRIVER_OPTS["o"]
 
 
-def test_a_registry_host_port_is_refused():
-    """There is no plain-HTTP port to publish: registryHostPort is refused, naming the setting."""
-    with pytest.raises(Exception, match="registryHostPort"):
-        build(host_port=5999)
+def test_a_registry_host_port_is_refused_at_preview():
+    """There is no plain-HTTP port to publish: registryHostPort is refused by settings, naming it."""
+    from components.settings import SettingsError, parse_settings
+
+    with pytest.raises(SettingsError, match="registryHostPort: the registry listens only on a Unix socket"):
+        parse_settings({"registryHostPort": 5999}, stack="dev")
 
 
 def test_volume_is_retained_on_destroy_by_default_and_not_when_asked():

@@ -179,7 +179,8 @@ def test_every_problem_is_reported_at_once():
 
 
 VALID_EDGES = {
-    "ports 1 and 65535": {"httpsPort": 1, "registryHostPort": 65535},
+    "ports 1 and 65535": {"httpsPort": 1, "bindAddress": "127.0.0.1"},
+    "port 65535": {"httpsPort": 65535},
     "password of exactly 72 bytes": {"users": {"alice": "p@ss:" + "w" * 67}},
     "password of exactly minPasswordLength": {"users": {"alice": "x" * 16}},
     "lower minPasswordLength": {"users": {"alice": "abc"}, "minPasswordLength": 3},

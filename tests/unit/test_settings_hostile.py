@@ -263,8 +263,8 @@ def _semantic_cases() -> dict[str, tuple[dict, str, str]]:
                               "merge their kinds"),
         "privateKey on a local target": ({"trust": [{"name": "a", "privateKey": "k"}]}, "trust[0].privateKey",
                                          "would be ignored"),
-        "registryHostPort equal to httpsPort": ({"httpsPort": 5443, "registryHostPort": 5443}, "registryHostPort",
-                                                "pick another"),
+        "registryHostPort set": ({"httpsPort": 5443, "registryHostPort": 5999}, "registryHostPort",
+                                 "unset registryHostPort"),
         "unpinned image": ({"images": {"nginx": "nginx:latest"}}, "images.nginx", "append '@sha256:<digest>'"),
         "tcp port 99999": ({"docker": {"host": "tcp://h:99999"}}, "docker.host", "port 1-65535"),
         "sshOpts with garbage collection": (
