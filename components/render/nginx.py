@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.grammar import is_dns_name, parse_ip
 from components.render.registry_config import REGISTRY_SOCKET, STANDBY_SOCKET
 
 CONTAINER_HTTPS_PORT = 443
@@ -160,8 +161,15 @@ def _health_location() -> str:
 
 
 def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
-    """The whole ``nginx.conf``."""
+    """The whole ``nginx.conf``.
+
+    Raises ValueError for a server name that is not a DNS name or an IP address of the grammar:
+    only validated tokens reach a directive, whatever the caller checked before.
+    """
     o = options
+    for name in o.server_names:
+        if not is_dns_name(name) and parse_ip(name) != name:
+            raise ValueError(f"server name {name!r} is not a DNS name or an IP address")
     auth = (
         f'auth_basic "{REALM}";\n            auth_basic_user_file {HTPASSWD_PATH};'
         if o.auth

@@ -271,3 +271,10 @@ def test_container_health_listener_is_loopback_only():
 def test_rendering_is_deterministic(options):
     """Same options, same text: the proxy container is not replaced on an unchanged stack."""
     assert render_nginx_conf(options) == render_nginx_conf(options)
+
+
+@pytest.mark.parametrize("name", ["a;location / { return 200; }", "fe80::1%eth0", "host\n", "x y", "", "ex$ample.com"])
+def test_server_names_outside_the_grammar_are_refused_by_the_renderer(name):
+    """The renderer itself refuses a server name that is not a DNS name or an IP, so no hostile token reaches nginx."""
+    with pytest.raises(ValueError, match="server name"):
+        render_nginx_conf(NginxOptions(server_names=("localhost", name)))
