@@ -2,14 +2,17 @@
 runners, medians, and the record of machine, versions and settings written with each result.
 
 One :class:`BenchStack` is the program's own stack (``run_program`` under the engine-like mocks,
-then created on the real engine by ``Deployment``, stand-in images for the pinned ones), with
-the registry's plain-HTTP port published (``registryHostPort``), plus containers on the same
-network that the benchmarks compare against:
+then created on the real engine by ``Deployment``, stand-in images for the pinned ones), plus
+containers on the same network that the benchmarks compare against:
 
-* ``ours``     the program's nginx, exactly as rendered;
-* ``direct``   the same registry container, plain HTTP, no proxy;
+* ``ours``     the program's nginx, exactly as rendered, to the registry on its Unix socket;
+* ``ours-tcp`` the same nginx.conf with the registry reached over TCP instead (the ``tcp``
+               registry below): the hop the socket removes;
+* ``direct``   plain HTTP, no proxy, to the ``tcp`` registry: a second registry container on
+               the program's data volume serving TCP (published on loopback), since the
+               program's own registry has no TCP port;
 * ``tutorial`` nginx with the tutorial's ``registry.conf`` (bench/tutorial/) in front of the
-               same registry;
+               ``tcp`` registry (network alias ``registry``, as the tutorial names it);
 * ``native``   a second registry container serving TLS and htpasswd itself (no proxy), with
                the program's certificate and htpasswd file and its own volume;
 * ``authoff``  the program's nginx.conf rendered with ``NginxOptions(auth=False)``, in front
@@ -56,7 +59,7 @@ from components.render.nginx import (  # noqa: E402
     NginxOptions,
     render_nginx_conf,
 )
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config  # noqa: E402
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, SOCKET_DIR, registry_config  # noqa: E402
 from components.settings import DEFAULT_BCRYPT_ROUNDS  # noqa: E402
 from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, upload_content, wait_https  # noqa: E402
 from tests.support.program import run_program  # noqa: E402
@@ -67,6 +70,7 @@ TUTORIAL_DIR = BENCH_DIR / "tutorial"
 LABEL = {"private-registry.bench": "1"}
 USER = "bench"
 MiB = 1 << 20
+PORT = 5000  # the comparison registries' TCP port
 
 
 # ---- numbers ----------------------------------------------------------------------------------
@@ -249,12 +253,12 @@ class BenchStack:
     """The program's stack plus the comparison containers; use as a context manager."""
 
     config_extra: dict = field(default_factory=dict)
-    variants_wanted: tuple[str, ...] = ("ours", "direct", "tutorial", "native", "authoff")
+    variants_wanted: tuple[str, ...] = ("ours", "ours-tcp", "direct", "tutorial", "native", "authoff")
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     def __post_init__(self) -> None:
         self.client = docker.from_env()
-        self.ports = {name: free_port() for name in ("ours", "direct", "tutorial", "native", "authoff")}
+        self.ports = {name: free_port() for name in ("ours", "ours-tcp", "direct", "tutorial", "native", "authoff")}
         self.prefix = f"bench-{self.tag}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         os.chmod(self.workdir, 0o700)
@@ -270,7 +274,6 @@ class BenchStack:
             "bindAddress": "127.0.0.1",
             "namePrefix": self.prefix,
             "volume": {"name": f"{self.prefix}-data", "keepOnDestroy": False},
-            "registryHostPort": self.ports["direct"],
         }
         config.update(self.config_extra)
         return config
@@ -296,6 +299,7 @@ class BenchStack:
         self.proxy_name = proxy_spec.plain_inputs["name"]
         self.registry_name = self.deployment.container("registry-container").plain_inputs["name"]
         self.network = self.run.monitor.by_type("docker:index/network:Network")[0].plain_inputs["name"]
+        self.socket_volume = f"{self.prefix}-socket"
         self.cert_pem = upload_content(proxy_spec, CERT_PATH)
         self.key_pem = upload_content(proxy_spec, KEY_PATH)
         self.htpasswd = upload_content(proxy_spec, HTPASSWD_PATH)
@@ -306,8 +310,11 @@ class BenchStack:
         self.ca_file = str(self.cert_dir / "ca.crt")
         self.variants["ours"] = Variant("ours", f"localhost:{self.ports['ours']}", tls=True, auth=True,
                                         containers={"nginx": self.proxy_name, "registry": self.registry_name})
+        self._start_tcp_registry()
         self.variants["direct"] = Variant("direct", f"127.0.0.1:{self.ports['direct']}", tls=False, auth=False,
-                                          containers={"registry": self.registry_name})
+                                          containers={"registry": self.tcp_registry})
+        if "ours-tcp" in self.variants_wanted:
+            self._start_ours_tcp()
         if "tutorial" in self.variants_wanted:
             self._start_tutorial()
         if "native" in self.variants_wanted:
@@ -322,7 +329,8 @@ class BenchStack:
 
     # ---- comparison containers --------------------------------------------------------------
     def _run_container(self, name: str, image: str, port: int, internal: int, files: dict,
-                       volumes: Optional[dict] = None, stop_signal: Optional[str] = None) -> None:
+                       volumes: Optional[dict] = None, stop_signal: Optional[str] = None,
+                       aliases: Optional[list] = None) -> None:
         api = self.client.api
         created = api.create_container(
             image=image,
@@ -332,13 +340,39 @@ class BenchStack:
                 port_bindings={internal: ("127.0.0.1", port)},
                 binds=volumes or None,
             ),
-            networking_config=api.create_networking_config({self.network: api.create_endpoint_config()}),
+            networking_config=api.create_networking_config(
+                {self.network: api.create_endpoint_config(aliases=aliases)}),
             labels=LABEL,
             stop_signal=stop_signal,
         )
         self.extra_containers.append(name)
         api.put_archive(created["Id"], "/", _tar(files))
         api.start(created["Id"])
+
+    def _start_tcp_registry(self) -> None:
+        """The program's registry config, serving TCP on :5000, on the program's data volume."""
+        import yaml
+
+        config = registry_config(http_secret=uuid.uuid4().hex)
+        config["http"].pop("net")
+        config["http"].pop("debug")
+        config["http"]["addr"] = f":{PORT}"
+        self.tcp_registry = f"{self.prefix}-registry-tcp"
+        self._run_container(self.tcp_registry, STANDIN_REGISTRY, self.ports["direct"], PORT,
+                            {CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o600)},
+                            volumes={f"{self.prefix}-data": {"bind": DATA_DIR, "mode": "rw"}}, aliases=["registry"])
+
+    def _start_ours_tcp(self) -> None:
+        conf = render_nginx_conf(NginxOptions(upstreams=(f"{self.tcp_registry}:{PORT}",), backup_upstreams=(),
+                                              server_names=("localhost", "127.0.0.1"),
+                                              public_port=self.ports["ours-tcp"]))
+        files = {CONF_PATH: (conf, 0o644), CERT_PATH: (self.cert_pem, 0o644), KEY_PATH: (self.key_pem, 0o600),
+                 HTPASSWD_PATH: (self.htpasswd, 0o640)}
+        self._run_container(f"{self.prefix}-ours-tcp", STANDIN_NGINX, self.ports["ours-tcp"], CONTAINER_HTTPS_PORT,
+                            files, stop_signal="SIGQUIT")
+        self.variants["ours-tcp"] = Variant("ours-tcp", f"localhost:{self.ports['ours-tcp']}", tls=True, auth=True,
+                                            containers={"nginx": f"{self.prefix}-ours-tcp",
+                                                        "registry": self.tcp_registry})
 
     def _start_tutorial(self) -> None:
         # The tutorial hashes with `htpasswd -c` (Apache's default, apr1-MD5); same password.
@@ -355,7 +389,7 @@ class BenchStack:
                             stop_signal="SIGQUIT")
         self.variants["tutorial"] = Variant("tutorial", f"localhost:{self.ports['tutorial']}", tls=True, auth=True,
                                             containers={"nginx": f"{self.prefix}-tutorial",
-                                                        "registry": self.registry_name})
+                                                        "registry": self.tcp_registry})
 
     def _start_native(self) -> None:
         config = registry_config(http_secret=uuid.uuid4().hex)
@@ -378,14 +412,16 @@ class BenchStack:
                                           containers={"registry": f"{self.prefix}-native"})
 
     def _start_authoff(self) -> None:
-        conf = render_nginx_conf(NginxOptions(auth=False, server_names=("localhost", "127.0.0.1")))
+        conf = render_nginx_conf(NginxOptions(auth=False, server_names=("localhost", "127.0.0.1"),
+                                              public_port=self.ports["authoff"]))
         files = {
             CONF_PATH: (conf, 0o644),
             CERT_PATH: (self.cert_pem, 0o644),
             KEY_PATH: (self.key_pem, 0o600),
         }
         self._run_container(f"{self.prefix}-authoff", STANDIN_NGINX, self.ports["authoff"], CONTAINER_HTTPS_PORT,
-                            files, stop_signal="SIGQUIT")
+                            files, stop_signal="SIGQUIT",
+                            volumes={self.socket_volume: {"bind": SOCKET_DIR, "mode": "rw"}})
         self.variants["authoff"] = Variant("authoff", f"localhost:{self.ports['authoff']}", tls=True, auth=False,
                                            containers={"nginx": f"{self.prefix}-authoff",
                                                        "registry": self.registry_name})
@@ -455,15 +491,15 @@ class BenchStack:
 
     def set_htpasswd(self, content: str) -> None:
         """Swap the proxy's htpasswd file; nginx reads it on every request, so no reload is needed."""
-        put_files(self.proxy_name, {HTPASSWD_PATH: (content, 0o644)})
+        put_files(self.proxy_name, {HTPASSWD_PATH: (content, 0o640)})
 
     def settings(self) -> dict:
         """The settings a result depends on, for the record."""
         return {
-            "stack": "program defaults; httpsPort/registryHostPort on 127.0.0.1",
+            "stack": "program defaults; httpsPort on 127.0.0.1; a TCP registry on the same volume for direct/ours-tcp",
             "bcrypt cost (program default)": DEFAULT_BCRYPT_ROUNDS,
             "nginx options (ours)": {k: v for k, v in NginxOptions().__dict__.items()
-                                     if k not in ("upstream", "resolver", "server_names")},
+                                     if k not in ("upstreams", "backup_upstreams", "server_names", "public_port")},
             "certificate": "program's ECDSA P-256 server certificate for every TLS variant",
             "tutorial": "bench/tutorial/ (registry.conf from the tutorial, apr1 htpasswd, worker_processes 1)",
             "native": "registry serves TLS + htpasswd itself (program's cert and bcrypt htpasswd)",

@@ -1,7 +1,8 @@
-"""Layer throughput: push and pull of one big random layer through our proxy, directly to the
-registry, through the tutorial's nginx config and to the registry serving TLS itself.
+"""Layer throughput: push and pull of one big random layer through our proxy (to the registry on
+its Unix socket, and the same config over TCP), directly to the registry, through the tutorial's
+nginx config and to the registry serving TLS itself.
 
-    .venv/bin/python bench/throughput.py [--size-mib 512] [--rounds 3]
+    .venv/bin/python bench/throughput.py [--size-mib 512] [--rounds 3] [--variants ours,ours-tcp,direct] [--name N]
 
 Every push is a new random layer (a layer the registry already holds would not be sent again),
 written to an OCI layout before the clock starts; each pull goes to a fresh ``dir:``. Variants
@@ -20,7 +21,7 @@ from common import MiB, BenchStack, fmt_ratio, log, machine, median, rotated, ve
 
 from tests.support.oci import write_image
 
-VARIANTS = ["ours", "direct", "tutorial", "native"]
+VARIANTS = ["ours", "ours-tcp", "direct", "tutorial", "native"]
 
 
 def measure(size_mib: int, rounds: int, variants: list[str] = VARIANTS) -> dict:
@@ -68,6 +69,16 @@ def measure(size_mib: int, rounds: int, variants: list[str] = VARIANTS) -> dict:
             result["variants"][name][f"{op} CPU vs direct"] = round(
                 direct_cpu / median(m["total"] for m in cpu[name][op]), 3)
     ours = result["variants"]["ours"]
+    if "ours-tcp" in result["variants"]:
+        tcp = result["variants"]["ours-tcp"]
+        # Same round, same nginx.conf: what the socket gains over a TCP hop to the registry.
+        times = {"push": push, "pull": pull}
+        result["socket vs tcp"] = {
+            op: round(median(t / u for t, u in zip(times[op]["ours-tcp"], times[op]["ours"])), 3)
+            for op in ("push", "pull")
+        }
+        log(f"socket vs TCP (same config, same rounds): push {fmt_ratio(result['socket vs tcp']['push'])}, "
+            f"pull {fmt_ratio(result['socket vs tcp']['pull'])}; tcp push {tcp['push vs direct']}x direct")
     result["goal"] = "ours >= 0.9x direct for push and pull"
     result["goal holds"] = ours["push vs direct"] >= 0.9 and ours["pull vs direct"] >= 0.9
     result["settings"] = settings
@@ -79,6 +90,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--name", default="throughput", help="result file name in bench/results/ (without .json)")
     args = parser.parse_args()
     result = {"machine": machine(), "versions": versions()}
     result.update(measure(args.size_mib, args.rounds, args.variants.split(",")))
@@ -88,7 +100,7 @@ def main() -> None:
     for name, figures in result["variants"].items():
         log(f"{name:9s} CPU per layer: push {figures['push CPU seconds']}  pull {figures['pull CPU seconds']}")
     log(f"goal ({result['goal']}): {'holds' if result['goal holds'] else 'does NOT hold'}")
-    write_result("throughput", result)
+    write_result(args.name, result)
 
 
 if __name__ == "__main__":

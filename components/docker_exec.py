@@ -6,28 +6,25 @@ files inside a container are read with ``exec cat`` and written with ``put_archi
 
 The centrepiece is :func:`garbage_collect`, ``registry garbage-collect`` done safely:
 
-* ``readonly`` (default): pulls never stop. A *stand-by* registry container starts beside the
-  registry: same image, volumes, environment and network aliases, and the registry's config
-  with ``storage.maintenance.readonly.enabled: true``. nginx looks the alias up every second
-  (``components/render/nginx.py``), so it soon sends requests to both, and retries a request
-  that cannot connect to one address on the other. The registry is then stopped at a moment
-  it serves no request: from then on the stand-by serves every read and refuses every write
-  with ``405 UNSUPPORTED``. The collection runs in the stand-by. The registry starts again, a
-  fresh process with its own unchanged config (one with the ``inmemory`` blob descriptor
-  cache that stayed up across a collection serves corrupt answers until it restarts), and
-  once nginx sees it the stand-by drains its requests and goes.
+* ``readonly`` (default): pulls never stop. A :class:`StandbyRegistry` starts beside the
+  registry: same image, volumes, environment and user, no network, and the registry's config
+  with ``storage.maintenance.readonly.enabled: true``, listening on the stand-by socket that
+  nginx's ``upstream`` lists as its ``backup`` (components/render/nginx.py). nginx tries the
+  registry's socket first on every request and the stand-by's only when that refuses, so the
+  stand-by serves nothing until the registry is stopped, at a moment it serves no request;
+  from then on the stand-by serves every read and refuses every write with ``405
+  UNSUPPORTED``. The collection runs in the stand-by. The registry starts again, a fresh
+  process with its own unchanged config (one with the ``inmemory`` blob descriptor cache that
+  stayed up across a collection serves corrupt answers until it restarts): nginx's next
+  request goes to it, and the stand-by drains its requests and goes.
 * ``stop``: the tutorial's way. Stop the registry, collect from a one-off container of the
   same image with the same volumes, start it again. Nothing is served meanwhile.
 * ``dry-run``: ``garbage-collect --dry-run`` in the live container; nothing changes.
 
-Whatever fails, the registry is started again. In ``readonly`` mode the stand-by is removed
-once the registry serves; if the registry cannot come back, the stand-by stays and keeps
-serving pulls, and the error says so. A stand-by left by a crashed run is handed back and
-removed before anything else, in every mode.
-
-The price of ``readonly``: a request nginx sends to an address that has just gone (nginx
-keeps a looked-up address up to a second) waits for ``proxy_connect_timeout`` (2 s) before
-it is retried on the other one. That happens around the two switch-overs only.
+Whatever fails, the registry is started again, on one restore path for both modes. In
+``readonly`` mode the stand-by is removed once the registry serves; if the registry cannot come
+back, the stand-by stays and keeps serving pulls, and the error says so. A stand-by left by a
+crashed run is handed back and removed before anything else, in every mode.
 """
 
 from __future__ import annotations
@@ -39,17 +36,22 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import docker
 import docker.errors
 import yaml
 
-CONFIG_PATH = "/etc/docker/registry/config.yml"
-REGISTRY_BIN = "/bin/registry"
+from components.render.registry_config import (
+    CONFIG_PATH,
+    HEALTH_URL,
+    REGISTRY_BIN,
+    REGISTRY_SOCKET,
+    STANDBY_SOCKET,
+    serve_command,
+)
+
 DEFAULT_DATA_DIR = "/var/lib/registry"
-DEFAULT_PORT = 5000
 GC_MODES = ("readonly", "stop", "dry-run")
 _ONE_OFF_CONFIG = "/tmp/gc-config.yml"
 
@@ -59,9 +61,6 @@ STANDBY_CONFIG_PATH = "/etc/private-registry-gc/config.yml"
 ROLE_LABEL = "private-registry.role"
 STANDBY_ROLE = "gc-standby"
 STANDBY_OF_LABEL = "private-registry.gc-standby-of"
-# nginx keeps the alias's addresses for 1 s (resolver valid=1s); after 2 s every worker has
-# looked the name up again since the last change.
-SWITCH_SETTLE_SECONDS = 2.0
 # On SIGTERM the stand-by finishes what it is serving (up to this long) before it exits.
 STANDBY_DRAIN_SECONDS = 30
 # How long to look for a moment the registry serves nothing before stopping it anyway.
@@ -191,50 +190,59 @@ def gc_command(*, dry_run: bool = False, delete_untagged: bool = False, config_p
 
 
 def standby_config(text: str) -> str:
-    """The stand-by's config: the registry's, read-only, and draining its requests on SIGTERM.
+    """The stand-by's config: the registry's, read-only, on the stand-by socket, and draining
+    its requests on SIGTERM.
 
     Without ``http.draintimeout`` registry 2.8 dies at once on SIGTERM, cutting responses in
-    flight; with it, it stops accepting (nginx then retries elsewhere) and finishes them.
+    flight; with it, it stops accepting (nginx then tries the registry's socket alone) and
+    finishes them.
     """
     config = yaml.safe_load(readonly_config(text))
     http = config.get("http") or {}
+    http["net"], http["addr"] = "unix", STANDBY_SOCKET
     http["draintimeout"] = f"{STANDBY_DRAIN_SECONDS}s"
     config["http"] = http
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def registry_port(text: str) -> int:
-    """The TCP port of ``http.addr`` (``:5000`` when unset)."""
-    config = yaml.safe_load(text) or {}
-    addr = str((config.get("http") or {}).get("addr") or f":{DEFAULT_PORT}")
-    port = addr.rsplit(":", 1)[-1]
-    if not port.isdigit():
-        raise ValueError(f"cannot read a TCP port from the registry's http.addr '{addr}'")
-    return int(port)
+def registry_socket(text: str) -> str:
+    """The Unix socket the registry serves on (``http.net: unix``, ``http.addr``)."""
+    http = (yaml.safe_load(text) or {}).get("http") or {}
+    if http.get("net") != "unix" or not str(http.get("addr") or "").startswith("/"):
+        raise ValueError(
+            f"the registry's http.net must be 'unix' with an absolute socket path in http.addr (as "
+            f"components/render/registry_config.py renders it: {REGISTRY_SOCKET}), not "
+            f"net={http.get('net')!r} addr={http.get('addr')!r}"
+        )
+    return str(http["addr"])
 
 
-# /proc/net/tcp states: LISTEN 0A; FIN_WAIT1 04, CLOSING 0B and LAST_ACK 09 still hold data the
-# client has not acknowledged. TIME_WAIT 06 and FIN_WAIT2 05 are finished.
-_UNACKNOWLEDGED = {"04", "0B", "09"}
+# /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path". A listening socket has the
+# __SO_ACCEPTCON flag; a connection the process accepted is SS_CONNECTED (03) with an inode;
+# one still in the accept queue has no inode (it is reset, unanswered, if the process dies).
+_ACCEPTCON = 0x10000
+_CONNECTED = "03"
 
 
-def busy_connections(proc_net_tcp: str, port: int) -> int:
-    """Connections to ``port`` that a process is serving, from ``/proc/net/tcp`` and ``tcp6`` text.
-
-    Busy: accepted by the process (a socket inode; one still in the accept queue has inode 0)
-    and not finished, or closed with data still unacknowledged. One in the accept queue is not
-    busy: if the process dies it is reset before any answer, which nginx retries elsewhere.
-    """
-    suffix = f":{port:04X}"
-    busy = 0
-    for line in proc_net_tcp.splitlines():
+def _unix_sockets(proc_net_unix: str, path: str):
+    for line in proc_net_unix.splitlines():
         fields = line.split()
-        if len(fields) < 10 or not fields[1].endswith(suffix) or fields[3] == "0A":
-            continue
-        state, inode = fields[3], fields[9]
-        if state in _UNACKNOWLEDGED or (inode != "0" and state not in ("05", "06")):
-            busy += 1
-    return busy
+        if len(fields) == 8 and fields[7] == path and re.fullmatch(r"[0-9A-Fa-f]+", fields[3]):
+            yield int(fields[3], 16), fields[5], fields[6]
+
+
+def busy_connections(proc_net_unix: str, path: str) -> int:
+    """Connections on the socket at ``path`` that the process has accepted, from ``/proc/net/unix``."""
+    return sum(
+        1
+        for flags, state, inode in _unix_sockets(proc_net_unix, path)
+        if not flags & _ACCEPTCON and state == _CONNECTED and inode != "0"
+    )
+
+
+def listening(proc_net_unix: str, path: str) -> bool:
+    """A process listens on the socket at ``path`` (a file left by a killed one does not count)."""
+    return any(flags & _ACCEPTCON for flags, _state, _inode in _unix_sockets(proc_net_unix, path))
 
 
 def _tar_one(path: str, text: str, mode: int) -> bytes:
@@ -251,40 +259,15 @@ def _tar_one(path: str, text: str, mode: int) -> bytes:
     return buffer.getvalue()
 
 
-class RegistryContainer:
-    """The registry container on one Docker host, by name."""
+class _Served:
+    """A container running ``registry serve`` on a Unix socket, on one Docker host."""
 
-    # Long: one exec of `garbage-collect` on a big registry can take many minutes.
-    def __init__(self, docker_host: str, container_name: str, *, timeout: int = 1800):
-        self.host = docker_host
-        self.name = container_name
-        self.config_path = CONFIG_PATH
-        self._owns_client = True
-        try:
-            self.client = docker.DockerClient(base_url=docker_host, timeout=timeout)
-            self.container = self.client.containers.get(container_name)
-        except docker.errors.NotFound as exc:
-            raise DockerExecError(docker_host, container_name, "no such container on this Docker host") from exc
-        except docker.errors.DockerException as exc:
-            raise DockerExecError(docker_host, container_name, f"cannot reach the Docker engine: {exc}") from exc
-
-    @classmethod
-    def _sibling(cls, parent: "RegistryContainer", container: Any, config_path: str) -> "RegistryContainer":
-        """Another container on the same engine, through the parent's client (a stand-by)."""
-        sibling = cls.__new__(cls)
-        sibling.host, sibling.name, sibling.config_path = parent.host, container.name, config_path
-        sibling.client, sibling.container, sibling._owns_client = parent.client, container, False
-        return sibling
-
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-
-    def __enter__(self) -> "RegistryContainer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    host: str
+    name: str
+    config_path: str
+    socket: str
+    client: Any
+    container: Any
 
     def _fail(self, reason: str) -> DockerExecError:
         return DockerExecError(self.host, self.name, reason)
@@ -304,30 +287,11 @@ class RegistryContainer:
     def read_file(self, path: str) -> str:
         return self.exec(["cat", path]).stdout
 
-    def volume_bytes(self, path: str = DEFAULT_DATA_DIR) -> int:
-        """Apparent size in bytes of everything under ``path`` (``du -sb``)."""
-        out = self.exec(["du", "-sb", path]).stdout.split()
-        if not out or not out[0].isdigit():
-            raise self._fail(f"du -sb {path} printed no size")
-        return int(out[0])
-
     def status(self) -> tuple[str, str | None]:
         """(state, health) as Docker reports them; health is None without a healthcheck."""
         self.container.reload()
         state = self.container.attrs.get("State", {})
         return state.get("Status", "unknown"), (state.get("Health") or {}).get("Status")
-
-    def stop(self, timeout: int = 10) -> None:
-        try:
-            self.container.stop(timeout=timeout)
-        except docker.errors.APIError as exc:
-            raise self._fail(f"stop failed: {exc.explanation or exc}") from exc
-
-    def start(self) -> None:
-        try:
-            self.container.start()
-        except docker.errors.APIError as exc:
-            raise self._fail(f"start failed: {exc.explanation or exc}") from exc
 
     def wait_healthy(self, timeout: float = 60.0, probe: Callable[[], Any] | None = None) -> float:
         """Wait until the container runs and answers; returns the seconds waited.
@@ -361,13 +325,14 @@ class RegistryContainer:
         raise self._fail(f"not healthy after {timeout:.0f}s ({last})")
 
     def answers(self) -> None:
-        """Raises unless the registry in this container answers ``GET /`` on its own port.
+        """Raises unless this container's registry listens on its socket and reports healthy.
 
-        Asked from inside (busybox ``wget`` to 127.0.0.1), so it is this container that answers,
-        not whichever one the proxy picks.
+        Asked from inside: ``/proc/net/unix`` of the container's own network namespace, and the
+        registry's health on its loopback debug listener.
         """
-        port = registry_port(self.read_file(self.config_path))
-        self.exec(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}/"])
+        if not listening(self.exec(["cat", "/proc/net/unix"]).stdout, self.socket):
+            raise self._fail(f"nothing listens on {self.socket} yet")
+        self.exec(["wget", "-q", "-O", "/dev/null", HEALTH_URL])
 
     def wait_answering(self, timeout: float = 60.0) -> float:
         return self.wait_healthy(timeout, probe=self.answers)
@@ -380,6 +345,127 @@ class RegistryContainer:
         argv = gc_command(dry_run=dry_run, delete_untagged=delete_untagged, config_path=config_path or self.config_path)
         result = self.exec(argv)
         return result.stdout + result.stderr
+
+
+class StandbyRegistry(_Served):
+    """The read-only stand-by of one registry container, serving on the stand-by socket."""
+
+    def __init__(self, registry: "RegistryContainer", container: Any):
+        self.host, self.name, self.client, self.container = registry.host, container.name, registry.client, container
+        self.config_path, self.socket = STANDBY_CONFIG_PATH, STANDBY_SOCKET
+
+    @staticmethod
+    def name_for(registry_name: str) -> str:
+        return f"{registry_name}{STANDBY_SUFFIX}"
+
+    @classmethod
+    def find(cls, registry: "RegistryContainer") -> "StandbyRegistry | None":
+        """The registry's stand-by if one exists (left by a crashed run), else None."""
+        name = cls.name_for(registry.name)
+        try:
+            found = registry.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise registry._fail(f"cannot look for a stand-by: {exc.explanation or exc}") from exc
+        if found.labels.get(ROLE_LABEL) != STANDBY_ROLE or found.labels.get(STANDBY_OF_LABEL) != registry.name:
+            raise registry._fail(
+                f"a container named '{name}' exists but is not this registry's garbage-collection stand-by; "
+                "rename or remove it"
+            )
+        return cls(registry, found)
+
+    @classmethod
+    def start(cls, registry: "RegistryContainer", config_text: str) -> "StandbyRegistry":
+        """Create and start the stand-by: the registry's image, volumes (its socket volume
+        included), environment and user, no network, with ``config_text`` as its config; it is
+        not waited for."""
+        registry.container.reload()
+        attrs = registry.container.attrs
+        for mount in attrs.get("Mounts") or []:
+            if STANDBY_CONFIG_PATH.startswith(mount.get("Destination", "").rstrip("/") + "/"):
+                raise registry._fail(f"{mount['Destination']} is a mount; the stand-by's config cannot go there")
+        name = cls.name_for(registry.name)
+        try:
+            created = registry.client.containers.create(
+                image=attrs["Image"],
+                name=name,
+                entrypoint=serve_command(STANDBY_CONFIG_PATH),
+                environment=attrs.get("Config", {}).get("Env") or [],
+                user=attrs.get("Config", {}).get("User") or "",
+                volumes_from=[registry.container.id],
+                network_mode="none",
+                labels={ROLE_LABEL: STANDBY_ROLE, STANDBY_OF_LABEL: registry.name},
+            )
+        except docker.errors.APIError as exc:
+            raise registry._fail(f"cannot create the stand-by '{name}': {exc.explanation or exc}") from exc
+        standby = cls(registry, created)
+        try:
+            # It holds the registry's HTTP secret: readable by the registry process (root) only.
+            created.put_archive("/", _tar_one(STANDBY_CONFIG_PATH, config_text, 0o600))
+            created.start()
+        except BaseException as exc:
+            standby.discard(timeout=0)
+            if isinstance(exc, docker.errors.APIError):
+                raise registry._fail(f"cannot start the stand-by: {exc.explanation or exc}") from exc
+            raise
+        return standby
+
+    def discard(self, timeout: int = STANDBY_DRAIN_SECONDS + 5) -> None:
+        """Stop (SIGTERM: it drains its requests) and remove the stand-by; gone already is fine."""
+        try:
+            self.container.stop(timeout=timeout)
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot remove: {exc.explanation or exc}") from exc
+
+
+class RegistryContainer(_Served):
+    """The registry container on one Docker host, by name."""
+
+    # Long: one exec of `garbage-collect` on a big registry can take many minutes.
+    def __init__(self, docker_host: str, container_name: str, *, timeout: int = 1800):
+        self.host = docker_host
+        self.name = container_name
+        self.config_path = CONFIG_PATH
+        self.socket = REGISTRY_SOCKET
+        try:
+            self.client = docker.DockerClient(base_url=docker_host, timeout=timeout)
+            self.container = self.client.containers.get(container_name)
+        except docker.errors.NotFound as exc:
+            raise DockerExecError(docker_host, container_name, "no such container on this Docker host") from exc
+        except docker.errors.DockerException as exc:
+            raise DockerExecError(docker_host, container_name, f"cannot reach the Docker engine: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "RegistryContainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def volume_bytes(self, path: str = DEFAULT_DATA_DIR) -> int:
+        """Apparent size in bytes of everything under ``path`` (``du -sb``)."""
+        out = self.exec(["du", "-sb", path]).stdout.split()
+        if not out or not out[0].isdigit():
+            raise self._fail(f"du -sb {path} printed no size")
+        return int(out[0])
+
+    def stop(self, timeout: int = 10) -> None:
+        try:
+            self.container.stop(timeout=timeout)
+        except docker.errors.APIError as exc:
+            raise self._fail(f"stop failed: {exc.explanation or exc}") from exc
+
+    def start(self) -> None:
+        try:
+            self.container.start()
+        except docker.errors.APIError as exc:
+            raise self._fail(f"start failed: {exc.explanation or exc}") from exc
 
     def run_gc_one_off(self, config_text: str) -> str:
         """``registry garbage-collect`` in a throwaway container sharing this one's volumes; its output.
@@ -415,79 +501,15 @@ class RegistryContainer:
             except docker.errors.APIError:
                 pass
 
-    # --- the stand-by for readonly mode ----------------------------------------------------------
-
     @property
     def standby_name(self) -> str:
-        return f"{self.name}{STANDBY_SUFFIX}"
+        return StandbyRegistry.name_for(self.name)
 
-    def find_standby(self) -> "RegistryContainer | None":
-        """This registry's stand-by if one exists (left by a crashed run), else None."""
-        try:
-            found = self.client.containers.get(self.standby_name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise self._fail(f"cannot look for a stand-by: {exc.explanation or exc}") from exc
-        if found.labels.get(ROLE_LABEL) != STANDBY_ROLE or found.labels.get(STANDBY_OF_LABEL) != self.name:
-            raise self._fail(
-                f"a container named '{self.standby_name}' exists but is not this registry's garbage-collection "
-                "stand-by; rename or remove it"
-            )
-        return RegistryContainer._sibling(self, found, STANDBY_CONFIG_PATH)
+    def find_standby(self) -> StandbyRegistry | None:
+        return StandbyRegistry.find(self)
 
-    def start_standby(self, config_text: str) -> "RegistryContainer":
-        """Create and start the stand-by: this container's image, volumes, environment, user and
-        network aliases, with ``config_text`` as its config; it is not waited for.
-        """
-        self.container.reload()
-        attrs = self.container.attrs
-        # Docker lists the container's short id among its aliases; the stand-by gets its own.
-        own = {self.container.id[:12], self.name}
-        networks = {
-            net: [alias for alias in settings.get("Aliases") or [] if alias not in own]
-            for net, settings in sorted((attrs.get("NetworkSettings", {}).get("Networks") or {}).items())
-        }
-        networks = {net: aliases for net, aliases in networks.items() if aliases}
-        if not networks:
-            raise self._fail(
-                "readonly garbage collection needs the registry on a user-defined network under an alias "
-                "that the proxy uses (a stand-by can share an alias, not a container name); add one, or use "
-                "mode 'stop'"
-            )
-        for mount in attrs.get("Mounts") or []:
-            if STANDBY_CONFIG_PATH.startswith(mount.get("Destination", "").rstrip("/") + "/"):
-                raise self._fail(f"{mount['Destination']} is a mount; the stand-by's config cannot go there")
-        (first, first_aliases), *others = networks.items()
-        labels = {ROLE_LABEL: STANDBY_ROLE, STANDBY_OF_LABEL: self.name}
-        try:
-            created = self.client.containers.create(
-                image=attrs["Image"],
-                name=self.standby_name,
-                entrypoint=[REGISTRY_BIN],
-                command=["serve", STANDBY_CONFIG_PATH],
-                environment=attrs.get("Config", {}).get("Env") or [],
-                user=attrs.get("Config", {}).get("User") or "",
-                volumes_from=[self.container.id],
-                network=first,
-                networking_config={first: self.client.api.create_endpoint_config(aliases=first_aliases)},
-                labels=labels,
-            )
-        except docker.errors.APIError as exc:
-            raise self._fail(f"cannot create the stand-by '{self.standby_name}': {exc.explanation or exc}") from exc
-        standby = RegistryContainer._sibling(self, created, STANDBY_CONFIG_PATH)
-        try:
-            # Readable by whatever user the image runs as; it holds what the registry's own holds.
-            created.put_archive("/", _tar_one(STANDBY_CONFIG_PATH, config_text, 0o644))
-            for net, aliases in others:
-                self.client.networks.get(net).connect(created, aliases=aliases)
-            created.start()
-        except BaseException as exc:
-            standby.discard(timeout=0)
-            if isinstance(exc, docker.errors.APIError):
-                raise self._fail(f"cannot start the stand-by: {exc.explanation or exc}") from exc
-            raise
-        return standby
+    def start_standby(self, config_text: str) -> StandbyRegistry:
+        return StandbyRegistry.start(self, config_text)
 
     def _signal(self, signal: str) -> None:
         try:
@@ -498,29 +520,29 @@ class RegistryContainer:
     def stop_when_idle(self, max_wait: float = IDLE_WAIT_SECONDS, timeout: float = 60.0) -> int:
         """Stop the registry at a moment it serves no request; returns how many looks it took.
 
-        ``docker stop`` kills registry 2.8 at once unless its config sets
-        ``http.draintimeout``, cutting the responses it is sending: nginx cannot retry a
-        response it has begun to pass on, so that pull fails (measured: one in ~600 blob
-        GETs across one stop). Instead the registry is frozen (SIGSTOP: it accepts and answers
-        nothing more, while the kernel still queues new connections), its connections are
-        read from ``/proc/net/tcp`` (:func:`busy_connections`), and if none is being served it
-        is killed; the queued ones are reset unanswered, which nginx retries on the stand-by.
-        Otherwise it thaws (SIGCONT) and is looked at again shortly. A kill through the Docker
-        API counts as a manual stop, so the restart policy does not bring it back.
+        ``docker stop`` lets registry 2.8 drain, but nginx sends it new requests until it has
+        stopped listening, and cutting a response already begun fails that pull (nginx cannot
+        retry a response it has begun to pass on). Instead the registry is frozen (SIGSTOP: it
+        accepts and answers nothing more, while the kernel still queues new connections), its
+        accepted connections are read from ``/proc/net/unix`` (:func:`busy_connections`), and
+        if none is being served it is killed; the queued ones are reset unanswered, which nginx
+        retries on the stand-by. Otherwise it thaws (SIGCONT) and is looked at again shortly.
+        A kill through the Docker API counts as a manual stop, so the restart policy does not
+        bring it back.
 
         Docker counts any container it has signalled as manually stopped until its next start
         (a crash would then not restart it), so once frozen the registry is always stopped, to
         be started by the caller, even when a step here fails.
         """
-        port = registry_port(self.read_file(self.config_path))
+        socket = registry_socket(self.read_file(self.config_path))
         deadline = time.monotonic() + max_wait
         looks = 0
         while True:
             looks += 1
             self._signal("SIGSTOP")
             try:
-                text = self.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"], check=False).stdout
-                idle = not busy_connections(text, port)
+                text = self.exec(["cat", "/proc/net/unix"], check=False).stdout
+                idle = not busy_connections(text, socket)
                 self._signal("SIGKILL" if idle else "SIGCONT")
             except BaseException:
                 self._thaw_and_stop()
@@ -549,34 +571,46 @@ class RegistryContainer:
             time.sleep(0.05)
         return True
 
-    def discard(self, timeout: int = STANDBY_DRAIN_SECONDS + 5) -> None:
-        """Stop (SIGTERM: a stand-by drains) and remove this container; gone already is fine."""
-        try:
-            self.container.stop(timeout=timeout)
-            self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise self._fail(f"cannot remove: {exc.explanation or exc}") from exc
 
+def _restore(
+    target: RegistryContainer,
+    standby: StandbyRegistry | None,
+    *,
+    mode: str,
+    failure: BaseException | None,
+    probe: Callable[[], Any] | None,
+    timeout: float,
+    timeline: dict[str, float],
+) -> None:
+    """The one way back, for every mode and outcome: the registry started and answering, the
+    stand-by (if any) gone after it, then ``failure`` (if any) raised, naming the mode.
 
-def _hand_back(target: RegistryContainer, standby: RegistryContainer, *, timeout: float, settle_seconds: float) -> float:
-    """The registry serving again, then the stand-by gone; returns when the registry was back
-    (epoch seconds). If the registry does not come back, the stand-by stays to serve pulls."""
+    If the registry does not come back, a stand-by stays to serve pulls and the error says so.
+    """
     try:
         if target.status()[0] != "running":
             target.start()
         target.wait_answering(timeout)
-    except DockerExecError as exc:
-        raise target._fail(
-            f"the registry did not come back ({exc.reason}); the read-only stand-by '{standby.name}' keeps "
-            "serving pulls until it does; start the registry, and the next collection removes the stand-by"
-        ) from exc
-    back = time.time()
-    # Until nginx has looked the alias up again, the stand-by may be its only known address.
-    time.sleep(settle_seconds)
-    standby.discard()
-    return back
+        timeline["registry_serving"] = time.time()
+        if standby is not None:
+            standby.discard()
+        if probe is not None:
+            target.wait_healthy(timeout, probe)
+    except Exception as restore_exc:
+        reason = getattr(restore_exc, "reason", restore_exc)
+        kept = (
+            f"; the read-only stand-by '{standby.name}' keeps serving pulls until it does; start the registry, "
+            "and the next collection removes the stand-by"
+            if standby is not None and "registry_serving" not in timeline
+            else "; start it by hand"
+        )
+        raise target._fail(f"could not restore the registry after garbage collection, it did not come back "
+                           f"({reason}){kept}") from (failure or restore_exc)
+    timeline["served_again"] = time.time()
+    if failure is not None:
+        if not isinstance(failure, Exception):
+            raise failure
+        raise target._fail(f"garbage collection ({mode}) failed, registry restored: {failure}") from failure
 
 
 def garbage_collect(
@@ -587,26 +621,23 @@ def garbage_collect(
     check_readonly: Callable[[], Any] | None = None,
     prepare: Callable[[], Any] | None = None,
     timeout: float = 120.0,
-    settle_seconds: float = SWITCH_SETTLE_SECONDS,
 ) -> GcReport:
     """Collect garbage in the registry, keeping it consistent; see the module docstring.
 
     ``probe`` tells when the registry serves through the proxy (see
-    :meth:`RegistryContainer.wait_healthy`): in ``stop`` mode after the start, in ``readonly``
-    mode once the stand-by is gone.
+    :meth:`RegistryContainer.wait_healthy`), checked last, once the registry is back.
     ``check_readonly`` runs once only the read-only stand-by serves and before anything is
     deleted; it should raise if writes are still accepted, so a config that did not take
     effect (an environment variable overriding it, say) never lets a collection race a push.
     ``prepare`` runs after the "before" size is measured and while the registry still accepts
     writes (deleting untagged manifests through the API, for instance).
-    ``settle_seconds`` is how long each switch-over waits for nginx to see the change.
     """
     if mode not in GC_MODES:
         raise ValueError(f"garbage collection mode must be one of {', '.join(GC_MODES)}, not '{mode}'")
     started = time.monotonic()
     leftover = target.find_standby()
     if leftover is not None:
-        _hand_back(target, leftover, timeout=timeout, settle_seconds=settle_seconds)
+        _restore(target, leftover, mode=mode, failure=None, probe=None, timeout=timeout, timeline={})
     original = target.read_file(CONFIG_PATH)
     root = storage_root(original)
     bytes_before = target.volume_bytes(root)
@@ -626,14 +657,32 @@ def garbage_collect(
             reads_unavailable_seconds=0.0, timeline=timeline, output=output,
         )
 
-    if mode == "readonly":
-        output, writes_refused, reads_unavailable = _collect_readonly(
-            target, original, probe=probe, check_readonly=check_readonly, timeout=timeout,
-            settle_seconds=settle_seconds, timeline=timeline,
-        )
-    else:
-        output, writes_refused = _collect_stopped(target, original, probe=probe, timeout=timeout, timeline=timeline)
-        reads_unavailable = writes_refused
+    standby = target.start_standby(standby_config(original)) if mode == "readonly" else None
+    output = ""
+    failure: BaseException | None = None
+    refused_from = time.monotonic()
+    try:
+        if standby is not None:
+            standby.wait_answering(timeout)
+            refused_from = time.monotonic()
+            timeline["writes_refused_from"] = time.time()
+            # From here on nginx sends every request to the stand-by: a write there is refused.
+            target.stop_when_idle()
+            timeline["registry_stopped"] = time.time()
+            if check_readonly is not None:
+                check_readonly()
+            timeline["collect_start"] = time.time()
+            output = standby.run_gc(dry_run=False)
+        else:
+            timeline["writes_refused_from"] = time.time()
+            target.stop()
+            timeline["collect_start"] = time.time()
+            output = target.run_gc_one_off(original)
+        timeline["collect_end"] = time.time()
+    except BaseException as exc:  # noqa: BLE001 - restored below, then re-raised
+        failure = exc
+    _restore(target, standby, mode=mode, failure=failure, probe=probe, timeout=timeout, timeline=timeline)
+    writes_refused = time.monotonic() - refused_from if "writes_refused_from" in timeline else 0.0
     counts = parse_gc_output(output)
     return GcReport(
         mode=mode,
@@ -644,93 +693,9 @@ def garbage_collect(
         manifests_eligible=counts.manifests_eligible,
         duration_seconds=time.monotonic() - started,
         writes_refused_seconds=writes_refused,
-        reads_unavailable_seconds=reads_unavailable,
+        # readonly: some registry answered throughout (the stand-by before the registry
+        # stopped, the registry again before the stand-by went); stop: nothing was served.
+        reads_unavailable_seconds=0.0 if standby is not None else writes_refused,
         timeline=timeline,
         output=output,
     )
-
-
-def _collect_readonly(
-    target: RegistryContainer,
-    original: str,
-    *,
-    probe: Callable[[], Any] | None,
-    check_readonly: Callable[[], Any] | None,
-    timeout: float,
-    settle_seconds: float,
-    timeline: dict[str, float],
-) -> tuple[str, float, float]:
-    """The stand-by procedure; returns (output, seconds writes were refused, seconds reads were not served)."""
-    standby = target.start_standby(standby_config(original))
-    output = ""
-    refused_from: float | None = None
-    failure: BaseException | None = None
-    try:
-        standby.wait_answering(timeout)
-        # From here on nginx may send any request to the stand-by: a write there is refused.
-        refused_from = time.monotonic()
-        timeline["writes_refused_from"] = time.time()
-        time.sleep(settle_seconds)
-        target.stop_when_idle()
-        timeline["registry_stopped"] = time.time()
-        if check_readonly is not None:
-            check_readonly()
-        timeline["collect_start"] = time.time()
-        output = standby.run_gc(dry_run=False)
-        timeline["collect_end"] = time.time()
-    except BaseException as exc:  # noqa: BLE001 - handed back below, then re-raised
-        failure = exc
-    try:
-        timeline["registry_serving"] = _hand_back(target, standby, timeout=timeout, settle_seconds=settle_seconds)
-        if probe is not None:
-            target.wait_healthy(timeout, probe)
-    except Exception as restore_exc:
-        reason = getattr(restore_exc, "reason", restore_exc)
-        raise target._fail(f"could not restore the registry after garbage collection: {reason}") from (
-            failure or restore_exc
-        )
-    writes_refused = 0.0 if refused_from is None else time.monotonic() - refused_from
-    timeline["served_again"] = time.time()
-    if failure is not None:
-        if not isinstance(failure, Exception):
-            raise failure
-        raise target._fail(f"garbage collection (readonly) failed, registry restored: {failure}") from failure
-    # Some registry answered under the alias throughout: the stand-by answered before the
-    # registry stopped, and the registry answered again before the stand-by went.
-    return output, writes_refused, 0.0
-
-
-def _collect_stopped(
-    target: RegistryContainer,
-    original: str,
-    *,
-    probe: Callable[[], Any] | None,
-    timeout: float,
-    timeline: dict[str, float],
-) -> tuple[str, float]:
-    """The tutorial's procedure; returns (output, seconds nothing was served)."""
-    refused_from = time.monotonic()
-    timeline["writes_refused_from"] = time.time()
-    output = ""
-    failure: BaseException | None = None
-    try:
-        target.stop()
-        timeline["collect_start"] = time.time()
-        output = target.run_gc_one_off(original)
-        timeline["collect_end"] = time.time()
-    except BaseException as exc:  # noqa: BLE001 - restarted below, then re-raised
-        failure = exc
-    try:
-        target.start()
-        target.wait_healthy(timeout, probe)
-    except Exception as restore_exc:
-        raise target._fail(
-            f"could not restore the registry after garbage collection ({restore_exc}); start it by hand"
-        ) from (failure or restore_exc)
-    down = time.monotonic() - refused_from
-    timeline["served_again"] = time.time()
-    if failure is not None:
-        if not isinstance(failure, Exception):
-            raise failure
-        raise target._fail(f"garbage collection (stop) failed, registry restored: {failure}") from failure
-    return output, down

@@ -243,3 +243,52 @@ def compile_tag_pattern(pattern: str):
         raise PatternError(
             f"is not a regular expression RE2 accepts ({reason}); backreferences and look-around are not supported"
         ) from None
+
+
+# --- Further kinds: SSH logins, repository globs, free text ---------------------------------
+# A login name on a client host (POSIX portable user names, as useradd accepts them).
+SSH_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
+# A retention rule's repository glob: repository characters plus fnmatch's '*' and '?'.
+REPOSITORY_GLOB = r"[a-z0-9._/*?-]{1,255}"
+SSH_USER_RE = re.compile(SSH_USER)
+REPOSITORY_GLOB_RE = re.compile(REPOSITORY_GLOB)
+
+
+def is_ssh_user(value: object) -> bool:
+    """A login name for SSH: a letter or '_', then letters, digits, '_', '.', '-' (32 at most)."""
+    return isinstance(value, str) and SSH_USER_RE.fullmatch(value) is not None
+
+
+def is_repository_glob(value: object) -> bool:
+    """A glob over repository names: lowercase letters, digits, '.', '_', '/', '-', '*', '?'."""
+    return isinstance(value, str) and REPOSITORY_GLOB_RE.fullmatch(value) is not None
+
+
+def has_control_character(value: str) -> bool:
+    """Whether ``value`` holds a C0/C1 control character, DEL, or a line or paragraph separator."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029\u0085" for c in value)
+
+
+def is_registry_address(value: object) -> bool:
+    """host[:port] as clients write it: a DNS name or IPv4 address, or ``[IPv6]``, then an
+    optional port 1-65535."""
+    if not isinstance(value, str):
+        return False
+    host, port = value, None
+    if value.startswith("["):
+        inner, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else None
+        if ":" not in inner or parse_ip(inner) != inner:
+            return False
+    else:
+        if value.count(":") > 1:
+            return False
+        host, _, port_text = value.partition(":")
+        port = port_text if ":" in value else None
+        if not is_dns_name(host) and parse_ip(host) != host:
+            return False
+    if port is None:
+        return True
+    return port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535

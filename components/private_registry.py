@@ -134,8 +134,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                     prefix=s.prefix,
                     image=s.images.registry,
                     volume_name=s.volume_name,
-                    keep_volume_on_destroy=s.volume.keep_on_destroy,
-                    host_port=s.registry_host_port,
+                        keep_volume_on_destroy=s.volume.keep_on_destroy,
                     storage=wiring.storage,
                     redis=wiring.redis,
                     redirect=wiring.redirect,
@@ -165,7 +164,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                     https_port=s.https_port,
                     bind_address=s.bind_address,
                     network_name=registry.network_name,
-                    upstream="registry:5000",
+                    socket_volume_name=registry.socket_volume_name,
                     cert_pem=server_cert.cert_pem,
                     private_key_pem=server_cert.private_key_pem,
                     htpasswd=users.content,
@@ -217,7 +216,7 @@ class PrivateRegistry(pulumi.ComponentResource):
         # The password reaches docker on stdin, never on a command line or in shell history.
         self.login_command = pulumi.Output.from_input(
             f"pulumi stack output passwords --show-secrets | jq -r {shlex.quote(f'.[{json.dumps(first_user)}]')} | "
-            f"docker login {s.address} --username {shlex.quote(first_user)} --password-stdin"
+            f"docker login {shlex.quote(s.address)} --username {shlex.quote(first_user)} --password-stdin"
         )
         self.volume_name = volume_name
         empty = pulumi.Output.from_input([])

@@ -18,6 +18,7 @@ from components.render.nginx import (
     NginxOptions,
     render_nginx_conf,
 )
+from components.render.registry_config import SOCKET_DIR
 from components.registry import RESTART_POLICY, wget_healthcheck
 
 
@@ -29,7 +30,8 @@ class ProxyArgs:
     https_port: int
     bind_address: str
     network_name: pulumi.Input[str]
-    upstream: str
+    # The volume holding the registry's socket (Registry.socket_volume_name).
+    socket_volume_name: pulumi.Input[str]
     cert_pem: pulumi.Input[str]
     private_key_pem: pulumi.Input[str]
     htpasswd: pulumi.Input[str]
@@ -44,7 +46,9 @@ class Proxy(pulumi.ComponentResource):
     def __init__(self, name: str, args: ProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:proxy:Proxy", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        conf = render_nginx_conf(NginxOptions(upstream=args.upstream, server_names=tuple(args.server_names)))
+        conf = render_nginx_conf(
+            NginxOptions(server_names=tuple(args.server_names), public_port=args.https_port)
+        )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         container = docker.Container(
             f"{name}-container",
@@ -59,14 +63,16 @@ class Proxy(pulumi.ComponentResource):
                     internal=CONTAINER_HTTPS_PORT, external=args.https_port, ip=args.bind_address, protocol="tcp"
                 )
             ],
+            volumes=[docker.ContainerVolumeArgs(volume_name=args.socket_volume_name, container_path=SOCKET_DIR)],
             # Uploads are part of the container's identity: a new certificate, user list or
             # config replaces the container, so the proxy always serves what the stack says.
             uploads=[
                 docker.ContainerUploadArgs(file=CONF_PATH, content=conf),
                 docker.ContainerUploadArgs(file=CERT_PATH, content=args.cert_pem),
+                # The master (root) reads the key; workers (nobody, group root) read the
+                # htpasswd file at request time; nobody else reads either.
                 docker.ContainerUploadArgs(file=KEY_PATH, content=args.private_key_pem, permissions="0600"),
-                # Workers (unprivileged) read the htpasswd file at request time.
-                docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0644"),
+                docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0640"),
             ],
             healthcheck=wget_healthcheck(f"http://127.0.0.1:{HEALTH_PORT}/healthz"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),

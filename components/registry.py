@@ -1,4 +1,9 @@
-"""The registry side: private network, data volume and the ``registry:2`` container."""
+"""The registry side: private network, data and socket volumes and the ``registry:2`` container.
+
+The registry serves plain HTTP on a Unix socket only, in a volume (a small tmpfs, mode 0710,
+root's) that only the registry and nginx containers mount: no TCP port of the registry is
+reachable by anyone, local users of the Docker host included (components/render/registry_config.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,27 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, render_registry_config
+from components.render.registry_config import (
+    CONFIG_PATH,
+    DATA_DIR,
+    HEALTH_URL,
+    REGISTRY_SOCKET,
+    SOCKET_DIR,
+    SOCKET_GROUP_ID,
+    render_registry_config,
+    serve_command,
+)
 
-NETWORK_ALIAS = "registry"
 RESTART_POLICY = "unless-stopped"
+# The registry runs as root (the official image's user; the data volume is root's).
+REGISTRY_USER = "0:0"
+# tmpfs: nothing on disk, no stale socket survives the host; only root and the socket group
+# may enter the directory, on the host as in the containers.
+SOCKET_VOLUME_DRIVER_OPTS = {
+    "type": "tmpfs",
+    "device": "tmpfs",
+    "o": f"mode=0710,uid=0,gid={SOCKET_GROUP_ID},size=64k",
+}
 
 
 def wget_healthcheck(url: str) -> docker.ContainerHealthcheckArgs:
@@ -32,8 +54,6 @@ class RegistryArgs:
     image: str
     volume_name: str
     keep_volume_on_destroy: bool = True
-    # Publish the registry's plain-HTTP port on the Docker host's loopback (debugging only).
-    host_port: Optional[int] = None
     # Storage driver entry (e.g. {"s3": {...}}) instead of the volume, and the Redis cache
     # section (see components.render.registry_config); secret values may be inside.
     storage: Optional[pulumi.Input[dict]] = None
@@ -44,10 +64,11 @@ class RegistryArgs:
 
 
 class Registry(pulumi.ComponentResource):
-    """Network, volume and registry container; the registry is reachable only on the network."""
+    """Network, volumes and registry container; the registry is reachable only through its socket."""
 
     network_name: pulumi.Output[str]
     volume_name: pulumi.Output[str]
+    socket_volume_name: pulumi.Output[str]
     container_name: pulumi.Output[str]
     container_id: pulumi.Output[str]
     upstream: pulumi.Output[str]
@@ -63,6 +84,13 @@ class Registry(pulumi.ComponentResource):
             name=args.volume_name,
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_volume_on_destroy),
         )
+        sockets = docker.Volume(
+            f"{name}-socket",
+            name=f"{args.prefix}-socket",
+            driver="local",
+            driver_opts=SOCKET_VOLUME_DRIVER_OPTS,
+            opts=child,
+        )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         config = pulumi.Output.secret(
@@ -77,21 +105,20 @@ class Registry(pulumi.ComponentResource):
             name=f"{args.prefix}-registry",
             image=image.image_id,
             restart=RESTART_POLICY,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=[NETWORK_ALIAS])],
-            # With object storage the volume stays declared (a migration's source) but unmounted.
-            volumes=(
-                [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR)]
-                if args.storage is None
-                else None
-            ),
-            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config), *args.extra_uploads],
+            user=REGISTRY_USER,
+            entrypoints=serve_command(CONFIG_PATH),
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            # With object storage the data volume stays declared (a migration's source) but unmounted.
+            volumes=[
+                *([docker.ContainerVolumeArgs(volume_name=volume.name, container_path=DATA_DIR)]
+                  if args.storage is None else []),
+                docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=SOCKET_DIR),
+            ],
+            # Holds the HTTP secret: readable by the registry (root) only.
+            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600"),
+                     *args.extra_uploads],
             envs=list(args.envs) or None,
-            ports=(
-                [docker.ContainerPortArgs(internal=PORT, external=args.host_port, ip="127.0.0.1")]
-                if args.host_port
-                else None
-            ),
-            healthcheck=wget_healthcheck(f"http://127.0.0.1:{PORT}/"),
+            healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).
             stop_timeout=30,
@@ -100,13 +127,15 @@ class Registry(pulumi.ComponentResource):
         )
         self.network_name = network.name
         self.volume_name = volume.name
+        self.socket_volume_name = sockets.name
         self.container_name = container.name
         self.container_id = container.id
-        self.upstream = pulumi.Output.from_input(f"{NETWORK_ALIAS}:{PORT}")
+        self.upstream = pulumi.Output.from_input(f"unix:{REGISTRY_SOCKET}")
         self.register_outputs(
             {
                 "network_name": self.network_name,
                 "volume_name": self.volume_name,
+                "socket_volume_name": self.socket_volume_name,
                 "container_name": self.container_name,
                 "container_id": self.container_id,
                 "upstream": self.upstream,

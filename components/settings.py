@@ -10,20 +10,32 @@ Unknown keys are refused, so a typo cannot silently fall back to a default.
 
 from __future__ import annotations
 
-import ipaddress
 import json
+import math
 import re
 import time
 from dataclasses import field
+from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 import pulumi
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
+from components import grammar
+from components.own_ca import check_own_ca
 from components.settings_scale import (
     DEFAULT_REDIS_IMAGE,
     FIXES as _SCALE_FIXES,
@@ -49,75 +61,78 @@ DEFAULT_NGINX_IMAGE = (
 # the README's "Why bcrypt cost 5 and 32-character passwords" for what this costs an attacker.
 DEFAULT_BCRYPT_ROUNDS = 5
 
+# Config is read by the camelCase key only (parse_settings validates by alias alone); Python
+# code may still construct the objects by field name.
 _CONFIG = ConfigDict(
-    alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid", frozen=True
 )
 
-_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-# Docker image reference: [registry/]path[:tag][@sha256:<64 hex>] (distribution's grammar, simplified).
-_IMAGE_REF = re.compile(
-    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
-_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([hdw])$")
+# X.509 upper bounds (RFC 5280): commonName and organizationName hold at most 64 characters,
+# and no certificate date lies past 9999-12-31.
+X509_NAME_MAX = 64
+_CA_CN_SUFFIX = " CA"
+_LAST_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+# A hundred years: longer lifetimes or ages are typos, and timedelta arithmetic stays in range.
+HOURS_MAX = 876_000
 
 
 class SettingsError(ValueError):
     """Raised when stack settings are invalid; the message lists every problem and its fix."""
 
 
+def _shown(value: object) -> str:
+    """A configured value as an error message may show it: quoted, control characters escaped."""
+    return repr(value)[:80]
+
+
 def _check_dns_name(name: str) -> str:
-    lowered = name.lower().rstrip(".")
-    if not lowered or len(lowered) > 253 or not all(_DNS_LABEL.match(label) for label in lowered.split(".")):
+    lowered = name.lower()
+    lowered = lowered[:-1] if lowered.endswith(".") else lowered
+    if not name.isascii() or not grammar.is_dns_name(lowered):
+        if grammar.parse_ip(name) is not None:
+            raise ValueError(f"{_shown(name)} is an IP address: list it under 'ips', where it goes into the certificate as one")
         raise ValueError(
-            f"'{name}' is not a valid DNS host name (letters, digits, '-' and '.', labels of 1-63 characters); "
-            "put IP addresses under 'ips' instead"
+            f"{_shown(name)} is not a valid DNS host name (ASCII letters, digits, '-' and '.', labels of 1-63 "
+            "characters, not all digits); put IP addresses under 'ips' instead"
         )
     return lowered
+
+
+def _check_ip(value: str, what: str) -> str:
+    ip = grammar.parse_ip(value)
+    if ip is None:
+        zone = " (a zone id like '%eth0' means nothing to a remote client)" if isinstance(value, str) and "%" in value else ""
+        raise ValueError(f"{_shown(value)} is not an IPv4 or IPv6 address{zone}; {what}")
+    return ip
 
 
 def _parse_duration_hours(value: Any) -> Optional[float]:
     if value is None:
         return None
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like '36h', '30d' or '2w', not true/false")
     if isinstance(value, (int, float)):
         hours = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
+        if not math.isfinite(hours):
+            raise ValueError("must be a finite duration like '30d'")
+    elif isinstance(value, str):
+        parsed = grammar.parse_duration_hours(value)
+        if parsed is None:
             raise ValueError("must be a duration like '36h', '30d' or '2w'")
-        hours = float(match.group(1)) * {"h": 1, "d": 24, "w": 168}[match.group(2)]
+        hours = parsed
+    else:
+        raise ValueError("must be a duration like '36h', '30d' or '2w'")
     if hours <= 0:
         raise ValueError("must be a positive duration like '30d'")
+    if hours > HOURS_MAX:
+        raise ValueError(f"must be at most {HOURS_MAX} hours (100 years), e.g. '30d'")
     return hours
 
 
-def _check_own_ca(cert_pem: str, key_pem: str) -> None:
-    """A brought CA must be a CA certificate whose key is the one given (never echo the key)."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    except ValueError as exc:
-        raise ValueError("caCertificatePem: is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from exc
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        is_ca = constraints.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise ValueError("caCertificatePem: is not a CA certificate (basicConstraints CA:TRUE): it cannot sign")
-    try:
-        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    except (ValueError, TypeError):
-        # The parser's message could quote the key material: keep only a fixed text.
-        raise ValueError("caPrivateKeyPem: is not an unencrypted PEM private key") from None
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.PEM, public) != cert.public_key().public_bytes(
-        serialization.Encoding.PEM, public
-    ):
-        raise ValueError("caPrivateKeyPem: is not the private key of caCertificatePem: give the matching pair")
+def _check_text(value: str, what: str, max_length: int) -> str:
+    if not value or len(value) > max_length or grammar.has_control_character(value) or not value.isprintable():
+        raise ValueError(f"must be 1 to {max_length} printable characters, without control characters ({what})")
+    return value
 
 
 @dataclass(config=_CONFIG)
@@ -125,10 +140,16 @@ class CertificateSettings:
     """Key algorithm and lifetimes of the CA and server certificates."""
 
     key_algorithm: Literal["ECDSA-P256", "ECDSA-P384", "RSA-2048", "RSA-3072", "RSA-4096", "ED25519"] = "ECDSA-P256"
-    validity_hours: int = Field(default=2160, gt=0)
-    ca_validity_hours: int = Field(default=87600, gt=0)
-    renew_before_hours: int = Field(default=720, ge=0)
-    organization: str = "Private Registry"
+    validity_hours: StrictInt = Field(default=2160, gt=0, le=HOURS_MAX)
+    ca_validity_hours: StrictInt = Field(default=87600, gt=0, le=HOURS_MAX)
+    renew_before_hours: StrictInt = Field(default=720, ge=0, le=HOURS_MAX)
+    organization: StrictStr = "Private Registry"
+
+    @field_validator("organization")
+    @classmethod
+    def _organization(cls, value: str) -> str:
+        # The CA's common name is "<organization> CA", and X.509 bounds it to 64 characters.
+        return _check_text(value, "the CA's common name is '<organization> CA', at most 64", X509_NAME_MAX - len(_CA_CN_SUFFIX))
 
     @model_validator(mode="after")
     def _windows_fit(self) -> "CertificateSettings":
@@ -151,17 +172,22 @@ class CertificateSettings:
 
 @dataclass(config=_CONFIG)
 class ImageSettings:
-    """Container images, pinned by tag and digest by default."""
+    """Container images, pinned by digest (every host runs the same bytes)."""
 
-    registry: str = DEFAULT_REGISTRY_IMAGE
-    nginx: str = DEFAULT_NGINX_IMAGE
-    redis: str = DEFAULT_REDIS_IMAGE
+    registry: StrictStr = DEFAULT_REGISTRY_IMAGE
+    nginx: StrictStr = DEFAULT_NGINX_IMAGE
+    redis: StrictStr = DEFAULT_REDIS_IMAGE
 
     @field_validator("registry", "nginx", "redis")
     @classmethod
     def _reference(cls, value: str) -> str:
-        if not _IMAGE_REF.match(value):
+        if not grammar.is_image_reference(value):
             raise ValueError("is not an image reference like 'registry:2.8.3@sha256:<digest>'")
+        if not grammar.is_pinned_image_reference(value):
+            raise ValueError(
+                "is not pinned by digest (a tag can move to other bytes): append '@sha256:<digest>', "
+                "like 'registry:2.8.3@sha256:<digest>'"
+            )
         return value
 
 
@@ -169,14 +195,17 @@ class ImageSettings:
 class VolumeSettings:
     """The data volume that holds every image; it survives container replacement."""
 
-    name: Optional[str] = None
-    keep_on_destroy: bool = True
+    name: Optional[StrictStr] = None
+    keep_on_destroy: StrictBool = True
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _DOCKER_NAME.match(value):
-            raise ValueError("must start with a letter or digit and hold only letters, digits, '_', '.' and '-'")
+        # Docker's volume names need at least two characters.
+        if value is not None and (not grammar.is_docker_name(value) or len(value) < 2):
+            raise ValueError(
+                "must start with a letter or digit and hold only letters, digits, '_', '.' and '-' (2 to 128)"
+            )
         return value
 
 
@@ -184,42 +213,101 @@ class VolumeSettings:
 class DockerSettings:
     """Where the containers run: the local engine or a remote one over SSH."""
 
-    host: str = "unix:///var/run/docker.sock"
-    ssh_opts: tuple[str, ...] = ()
+    host: StrictStr = "unix:///var/run/docker.sock"
+    ssh_opts: tuple[StrictStr, ...] = ()
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if not re.match(r"^(unix:///\S+|tcp://[\w.-]+:\d+|ssh://([\w.-]+@)?[\w.-]+(:\d+)?)$", value):
-            raise ValueError("must be 'unix:///var/run/docker.sock', 'tcp://HOST:PORT' or 'ssh://USER@HOST'")
+        hostname = value.split("://", 1)[-1].rsplit("@", 1)[-1].split(":", 1)[0]
+        if not grammar.is_docker_host(value) or (
+            not value.startswith("unix:") and (len(hostname) > 253 or any(len(label) > 63 for label in hostname.split(".")))
+        ):
+            raise ValueError(
+                "must be 'unix:///var/run/docker.sock', 'tcp://HOST:PORT' or 'ssh://USER@HOST' (port 1-65535, "
+                "DNS labels of at most 63 characters)"
+            )
         return value
+
+    @field_validator("ssh_opts")
+    @classmethod
+    def _ssh_opts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for option in value:
+            _check_text(option, "each one an ssh argument", 1024)
+        return value
+
+    @model_validator(mode="after")
+    def _ssh_opts_need_ssh(self) -> "DockerSettings":
+        if self.ssh_opts and not self.host.startswith("ssh://"):
+            raise ValueError("sshOpts: only apply to an ssh:// docker.host: remove them")
+        return self
+
+
+TrustKind = Literal["docker", "containerd", "podman", "system"]
 
 
 @dataclass(config=_CONFIG)
 class TrustTarget:
     """A client host whose trust stores get the registry's CA."""
 
-    name: str
-    host: str = "local"
-    user: Optional[str] = None
-    port: int = Field(default=22, ge=1, le=65535)
+    name: StrictStr
+    host: StrictStr = "local"
+    user: Optional[StrictStr] = None
+    port: StrictInt = Field(default=22, ge=1, le=65535)
     private_key: Optional[SecretStr] = None
     password: Optional[SecretStr] = None
-    kinds: tuple[Literal["docker", "containerd", "podman", "system"], ...] = ("docker",)
-    sudo: bool = False
+    kinds: tuple[TrustKind, ...] = ("docker",)
+    sudo: StrictBool = False
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _DOCKER_NAME.match(value):
-            raise ValueError("must hold only letters, digits, '_', '.' and '-'")
+        if not grammar.is_docker_name(value):
+            raise ValueError("must hold only letters, digits, '_', '.' and '-', starting with a letter or digit")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if value == "local":
+            return value
+        ip = grammar.parse_ip(value)
+        if ip is not None:
+            return ip
+        lowered = value.lower()
+        if not value.isascii() or not grammar.is_dns_name(lowered):
+            raise ValueError("must be 'local', a DNS host name or an IP address (no zone id)")
+        return lowered
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not grammar.is_ssh_user(value):
+            raise ValueError("must be a login name (a letter or '_', then letters, digits, '_', '.', '-'; at most 32)")
+        return value
+
+    @field_validator("private_key", "password")
+    @classmethod
+    def _credential(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None and "\x00" in value.get_secret_value():
+            raise ValueError("holds a NUL character: give the key or password as it is")
         return value
 
     @model_validator(mode="after")
-    def _remote_needs_user(self) -> "TrustTarget":
+    def _consistent(self) -> "TrustTarget":
         if not self.kinds:
             raise ValueError("kinds: name at least one of docker, containerd, podman, system")
-        if self.host != "local" and not self.user:
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError("kinds: lists a kind twice: name each kind once")
+        if self.is_local:
+            given = [key for key, value in (("user", self.user), ("privateKey", self.private_key),
+                                            ("password", self.password)) if value is not None]
+            if given:
+                raise ValueError(
+                    f"{given[0]}: target '{self.name}' is local: {', '.join(given)} would be ignored; remove "
+                    "them, or set 'host' to the client's address"
+                )
+        elif not self.user:
             raise ValueError(f"user: target '{self.name}' is remote ({self.host}): set 'user' for the SSH login")
         return self
 
@@ -232,34 +320,47 @@ class TrustTarget:
 class DeletionRule:
     """Tags or digests to delete from one repository (config: maintenance.deletions[])."""
 
-    repository: str
-    tags: tuple[str, ...] = ()
-    digests: tuple[str, ...] = ()
-    allow_shared_digest: bool = False
+    repository: StrictStr
+    tags: tuple[StrictStr, ...] = ()
+    digests: tuple[StrictStr, ...] = ()
+    allow_shared_digest: StrictBool = False
 
     @model_validator(mode="after")
     def _valid(self) -> "DeletionRule":
-        if not _REPOSITORY.match(self.repository):
-            raise ValueError(f"repository '{self.repository}' is not a valid repository name (lowercase, e.g. 'team/app')")
+        if not grammar.is_repository(self.repository):
+            raise ValueError(
+                f"repository: {_shown(self.repository)} is not a valid repository name (lowercase path "
+                "components like 'team/app', at most 255 characters)"
+            )
         for tag in self.tags:
-            if not _TAG.match(tag):
-                raise ValueError(f"tag '{tag}' is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
+            if not grammar.is_tag(tag):
+                raise ValueError(f"tags: {_shown(tag)} is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
         for digest in self.digests:
-            if not _DIGEST.match(digest):
-                raise ValueError(f"digest '{digest}' is not of the form sha256:<64 lowercase hex>")
+            if not grammar.is_digest(digest):
+                raise ValueError(f"digests: {_shown(digest)} is not of the form sha256:<64 lowercase hex>")
         if not self.tags and not self.digests:
-            raise ValueError(f"rule for '{self.repository}' names no tags and no digests")
+            raise ValueError(f"rule for {_shown(self.repository)} names no tags and no digests")
         return self
 
 
 @dataclass(config=_CONFIG)
 class RetentionRule:
-    """Keep rules for repositories matching a pattern; every other tag is deleted."""
+    """Keep rules for repositories matching a glob; every other tag is deleted."""
 
-    repositories: str
-    keep_last: Optional[int] = Field(default=None, ge=0)
-    keep_patterns: tuple[str, ...] = ()
+    repositories: StrictStr
+    keep_last: Optional[StrictInt] = Field(default=None, ge=1, le=100_000)
+    keep_patterns: tuple[StrictStr, ...] = ()
     keep_younger_than_hours: Optional[float] = Field(default=None, alias="keepYoungerThan")
+
+    @field_validator("repositories")
+    @classmethod
+    def _glob(cls, value: str) -> str:
+        if not grammar.is_repository_glob(value):
+            raise ValueError(
+                "must be a glob over repository names, like 'team/*' (lowercase letters, digits, '.', '_', '/', "
+                "'-', '*', '?'; 1 to 255 characters)"
+            )
+        return value
 
     @field_validator("keep_younger_than_hours", mode="before")
     @classmethod
@@ -271,16 +372,16 @@ class RetentionRule:
     def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"keepPatterns entry '{pattern}' is not a valid regular expression: {exc}") from exc
+                grammar.compile_tag_pattern(pattern)
+            except grammar.PatternError as exc:
+                raise ValueError(f"keepPatterns entry {_shown(pattern)} is not a valid regular expression: {exc}") from None
         return value
 
     @model_validator(mode="after")
     def _keeps_something(self) -> "RetentionRule":
         if self.keep_last is None and not self.keep_patterns and self.keep_younger_than_hours is None:
             raise ValueError(
-                f"retention rule for '{self.repositories}' keeps nothing: set keepLast, keepPatterns or "
+                f"retention rule for {_shown(self.repositories)} keeps nothing: set keepLast, keepPatterns or "
                 "keepYoungerThan (a rule that deletes every tag is refused)"
             )
         return self
@@ -290,9 +391,9 @@ class RetentionRule:
 class GcSettings:
     """Garbage collection after deletions (config: maintenance.gc)."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     mode: Literal["readonly", "stop", "dry-run"] = "readonly"
-    delete_untagged: bool = False
+    delete_untagged: StrictBool = False
 
 
 @dataclass(config=_CONFIG)
@@ -301,119 +402,174 @@ class MaintenanceSettings:
 
     deletions: tuple[DeletionRule, ...] = ()
     retention: tuple[RetentionRule, ...] = ()
-    retention_dry_run: bool = False
+    retention_dry_run: StrictBool = False
     gc: GcSettings = field(default_factory=GcSettings)
+
+    @property
+    def runs_gc(self) -> bool:
+        """Whether a garbage collection (which connects to the Docker engine itself) is declared."""
+        return bool(self.deletions or self.retention) and self.gc.enabled
 
 
 @dataclass(config=_CONFIG)
 class Settings:
     """Every stack setting, validated. Field names map to camelCase config keys."""
 
-    stack: str
+    stack: StrictStr
     now: float
-    hosts: tuple[str, ...] = ("localhost",)
-    ips: tuple[str, ...] = ("127.0.0.1",)
-    https_port: int = Field(default=443, ge=1, le=65535)
-    bind_address: str = "0.0.0.0"
-    users: dict[str, SecretStr] = field(default_factory=dict)
-    default_user: str = "admin"
-    min_password_length: int = Field(default=16, ge=1, le=72)
-    generated_password_length: int = Field(default=32, ge=16, le=72)
-    bcrypt_rounds: int = Field(default=DEFAULT_BCRYPT_ROUNDS, ge=4, le=17)
+    hosts: tuple[StrictStr, ...] = ("localhost",)
+    ips: tuple[StrictStr, ...] = ("127.0.0.1",)
+    https_port: StrictInt = Field(default=443, ge=1, le=65535)
+    bind_address: StrictStr = "0.0.0.0"
+    users: dict[StrictStr, SecretStr] = field(default_factory=dict)
+    default_user: StrictStr = "admin"
+    min_password_length: StrictInt = Field(default=16, ge=1, le=72)
+    generated_password_length: StrictInt = Field(default=32, ge=16, le=72)
+    bcrypt_rounds: StrictInt = Field(default=DEFAULT_BCRYPT_ROUNDS, ge=4, le=17)
     certificate: CertificateSettings = field(default_factory=CertificateSettings)
-    ca_certificate_pem: Optional[str] = None
+    ca_certificate_pem: Optional[StrictStr] = None
     ca_private_key_pem: Optional[SecretStr] = None
     images: ImageSettings = field(default_factory=ImageSettings)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
-    name_prefix: Optional[str] = None
-    registry_host_port: Optional[int] = Field(default=None, ge=1, le=65535)
+    name_prefix: Optional[StrictStr] = None
+    registry_host_port: Optional[StrictInt] = Field(default=None, ge=1, le=65535)
     trust: tuple[TrustTarget, ...] = ()
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
 
+    @field_validator("now")
+    @classmethod
+    def _now(cls, value: float) -> float:
+        if not math.isfinite(value) or not 0 <= value < _LAST_DATE.timestamp():
+            raise ValueError("the clock is not a time between 1970 and 9999")
+        return value
+
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_dns_name(name) for name in value)
+        names = tuple(_check_dns_name(name) for name in value)
+        if len(set(names)) != len(names):
+            raise ValueError("lists a name twice: list each once")
+        return names
 
     @field_validator("ips")
     @classmethod
     def _ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for ip in value:
-            try:
-                out.append(str(ipaddress.ip_address(ip)))
-            except ValueError as exc:
-                raise ValueError(f"'{ip}' is not an IPv4 or IPv6 address") from exc
-        return tuple(out)
+        ips = tuple(_check_ip(ip, "put names under 'hosts'") for ip in value)
+        if len(set(ips)) != len(ips):
+            raise ValueError("lists an address twice: list each once")
+        return ips
 
     @field_validator("bind_address")
     @classmethod
     def _bind(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError as exc:
-            raise ValueError("must be an IP address of the Docker host, e.g. 0.0.0.0 or 127.0.0.1") from exc
+        return _check_ip(value, "it must be an IP address of the Docker host, e.g. 0.0.0.0 or 127.0.0.1")
 
     @field_validator("users")
     @classmethod
     def _users(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, password in value.items():
-            if not name or ":" in name or any(c.isspace() or ord(c) < 32 for c in name) or len(name) > 255:
+            if not grammar.is_user_name(name):
                 raise ValueError(
-                    f"user name '{name}' is not allowed: no ':', spaces or control characters "
-                    "(htpasswd and HTTP Basic auth split on ':')"
+                    f"user name {_shown(name)} is not allowed: ASCII letters, digits, '_', '.', '@', '+', '-', "
+                    "1 to 64 characters; no ':', spaces, quotes, '#' or control characters "
+                    "(htpasswd and HTTP Basic auth split on ':', and a line starting with '#' is a comment)"
                 )
             secret = password.get_secret_value()
             if not secret:
                 raise ValueError(f"password of user '{name}' is empty: set one with "
                                  f"`pulumi config set --secret --path 'users.{name}' <password>`")
-            if len(secret.encode()) > 72:
+            if len(secret.encode("utf-8", "surrogatepass")) > 72:
                 raise ValueError(f"password of user '{name}' is longer than 72 bytes, which bcrypt would "
                                  "silently truncate: use at most 72 bytes")
-            if "\n" in secret or "\r" in secret:
-                raise ValueError(f"password of user '{name}' contains a line break: remove it")
+            if grammar.has_control_character(secret) or any(0xD800 <= ord(c) <= 0xDFFF for c in secret):
+                raise ValueError(f"password of user '{name}' contains a line break, NUL or other control "
+                                 "character (HTTP Basic auth and `docker login` cannot carry it): remove it")
         return value
 
     @field_validator("default_user")
     @classmethod
     def _default_user(cls, value: str) -> str:
-        if not value or ":" in value or any(c.isspace() for c in value):
-            raise ValueError("must be a user name without ':' or spaces")
+        if not grammar.is_user_name(value):
+            raise ValueError("must be a user name without ':', spaces, quotes, '#' or control characters "
+                             "(ASCII letters, digits, '_', '.', '@', '+', '-')")
         return value
 
     @field_validator("name_prefix")
     @classmethod
     def _prefix(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not _DOCKER_NAME.match(value):
-            raise ValueError("must hold only letters, digits, '_', '.' and '-'")
+        if value is not None and (not grammar.is_docker_name(value) or len(value) > 64):
+            raise ValueError("must hold only letters, digits, '_', '.' and '-', starting with a letter or digit; at most 64")
         return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
+        problems = self._problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        """Checks across settings; each problem as 'setting.path: message'."""
+        problems: list[str] = []
         if not self.hosts and not self.ips:
-            raise ValueError("hosts: hosts and ips are both empty: the certificate needs at least one name")
+            problems.append("hosts: hosts and ips are both empty: the certificate needs at least one name")
+        elif len(self.primary_host) > X509_NAME_MAX:
+            problems.append(
+                f"hosts[0]: the first name becomes the certificate's common name, which holds at most "
+                f"{X509_NAME_MAX} characters: put a shorter name first"
+            )
         short = [n for n, p in self.users.items() if len(p.get_secret_value()) < self.min_password_length]
         if short:
-            raise ValueError(
+            problems.append(
                 f"users: password of {', '.join(repr(n) for n in short)} is shorter than minPasswordLength "
                 f"({self.min_password_length}): use a longer one, or lower minPasswordLength knowingly"
             )
+        if self.registry_host_port is not None:
+            problems.append(
+                "registryHostPort: the registry listens only on a Unix socket shared with nginx, so there is "
+                "no plain-HTTP port to publish: unset registryHostPort"
+            )
+        hours_left = (_LAST_DATE - datetime.fromtimestamp(self.now, timezone.utc)).total_seconds() / 3600
+        if self.certificate.ca_validity_hours > hours_left:
+            problems.append("certificate.caValidityHours: would end after the year 9999 (X.509's last date): use fewer hours")
         if (self.ca_certificate_pem is None) != (self.ca_private_key_pem is None):
-            raise ValueError(
+            problems.append(
                 f"{'caPrivateKeyPem' if self.ca_private_key_pem is None else 'caCertificatePem'}: "
                 "caCertificatePem and caPrivateKeyPem go together: set both (bring your own CA) or neither"
             )
-        if self.ca_certificate_pem is not None and self.ca_private_key_pem is not None:
-            _check_own_ca(self.ca_certificate_pem, self.ca_private_key_pem.get_secret_value())
+        elif self.ca_certificate_pem is not None and self.ca_private_key_pem is not None:
+            try:
+                canonical = check_own_ca(self.ca_certificate_pem, self.ca_private_key_pem.get_secret_value(),
+                                         self.now, self.certificate.validity_hours)
+                object.__setattr__(self, "ca_certificate_pem", canonical)
+            except ValueError as exc:
+                problems.append(str(exc))
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
-            raise ValueError("trust: target names must be unique; rename one of them")
-        check_scale(self.storage, self.redis, self.swarm, self.maintenance.gc.delete_untagged)
-        return self
+            problems.append("trust: target names must be unique; rename one of them")
+        seen: dict[tuple, str] = {}
+        for index, target in enumerate(self.trust):
+            where = ("local",) if target.is_local else (target.host, target.port)
+            if where in seen:
+                problems.append(
+                    f"trust[{index}].host: target '{target.name}' installs on the same host as '{seen[where]}' "
+                    "(one manifest per host and registry): merge their kinds into one target"
+                )
+            seen.setdefault(where, target.name)
+        try:
+            check_scale(self.storage, self.redis, self.swarm, self.maintenance.gc.delete_untagged)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.docker.ssh_opts and self.maintenance.runs_gc:
+            problems.append(
+                "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "
+                "in ~/.ssh/config for that host (both connections read it), or set maintenance.gc.enabled to false"
+            )
+        return problems
 
     # Derived values: one place, so every component agrees on them.
     @property
@@ -448,18 +604,37 @@ _SECRET_KEYS = {
 }
 _FIX = {
     "httpsPort": "use a TCP port between 1 and 65535, e.g. 443",
-    "registryHostPort": "use a TCP port between 1 and 65535, or leave it unset",
+    "registryHostPort": "leave it unset (the registry has no plain-HTTP port)",
     "bcryptRounds": "use a bcrypt cost between 4 and 17 (default 5)",
+    "minPasswordLength": "use a whole number between 1 and 72 (default 16)",
+    "generatedPasswordLength": "use a whole number between 16 and 72 (default 32)",
     "certificate.keyAlgorithm": "use one of ECDSA-P256, ECDSA-P384, RSA-2048, RSA-3072, RSA-4096, ED25519",
-    "certificate.validityHours": "use a positive number of hours, e.g. 2160 (90 days)",
-    "certificate.caValidityHours": "use a positive number of hours, e.g. 87600 (10 years)",
-    "certificate.renewBeforeHours": "use zero or more hours, e.g. 720 (30 days)",
+    "certificate.validityHours": "use a positive whole number of hours, e.g. 2160 (90 days)",
+    "certificate.caValidityHours": "use a positive whole number of hours, e.g. 87600 (10 years)",
+    "certificate.renewBeforeHours": "use zero or more whole hours, e.g. 720 (30 days)",
     "trust.kinds": "use docker, containerd, podman or system",
+    "trust.port": "use the client's SSH port, 1-65535 (default 22)",
     "maintenance.gc.mode": "use readonly (default), stop or dry-run",
+    "maintenance.retention.keepLast": "use a whole number of tags to keep, 1 or more, or leave it unset",
     "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
     "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
     **_SCALE_FIXES,
 }
+# pydantic's own words for a wrong type, made to say what the README promises.
+_TYPE_MESSAGES = {
+    "int_type": "must be a whole number (not text, true/false or a fraction)",
+    "int_from_float": "must be a whole number (not text, true/false or a fraction)",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a map of names to values",
+}
+
+
+def _part(item: object) -> str:
+    text = str(item)
+    # A key the user wrote (a typo, a user name) is shown escaped if it is not plain text.
+    return text if text.isprintable() and text.isascii() else _shown(text)
 
 
 def _location(loc: tuple) -> str:
@@ -467,41 +642,49 @@ def _location(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("function-after", "function-before") or str(item).startswith("function-"):
+        elif str(item).startswith("function-"):
             continue
         else:
-            parts.append(("." if parts else "") + str(item))
+            parts.append(("." if parts else "") + _part(item))
     return "".join(parts)
 
 
-def _format_error(err: dict, secret_keys: set[str]) -> str:
+def _format_error(err: dict) -> list[str]:
     where = _location(err["loc"])
     # Never echo the input: it may be a password. pydantic puts it under 'input'.
     message = err["msg"].removeprefix("Value error, ")
-    # Checks across fields name the field they blame first ("users: ..."): make it the path.
-    blamed = re.match(r"^([A-Za-z][\w.]*): (.*)$", message, re.S)
-    if blamed:
-        where = f"{where}.{blamed.group(1)}" if where else blamed.group(1)
-        message = blamed.group(2)
-    fix_key = re.sub(r"\[\d+\]", "", where)
-    fix = _FIX.get(fix_key)
+    if err["type"] in _TYPE_MESSAGES:
+        message = _TYPE_MESSAGES[err["type"]]
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        message = "is not a known setting (typo?); see the README's settings table"
+        message = "is not a known setting (typo? keys are camelCase); see the README's settings table"
     if err["type"] == "missing":
         message = "is required"
-    text = f"{PROJECT}:{where}: {message}" if where else f"{PROJECT}: {message}"
-    return f"{text}; fix: {fix}" if fix and fix not in text else text
+    out = []
+    for line in message.split("\n"):
+        here = where
+        # Checks across fields name the field they blame first ("users: ..."): make it the path.
+        blamed = re.match(r"^([A-Za-z][\w.\[\]]*): (.*)$", line, re.S)
+        if blamed:
+            here = f"{where}.{blamed.group(1)}" if where else blamed.group(1)
+            line = blamed.group(2)
+        fix = _FIX.get(re.sub(r"\[\d+\]", "", here))
+        text = f"{PROJECT}:{here}: {line}" if here else f"{PROJECT}: {line}"
+        out.append(f"{text}; fix: {fix}" if fix and fix not in text else text)
+    return out
 
 
 _ADAPTER = TypeAdapter(Settings)
 
 
 def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = frozenset(), now: float | None = None) -> Settings:
-    """Validate raw config values (key -> value, keys without the project prefix).
+    """Validate raw config values (camelCase key -> value, keys without the project prefix).
 
     Raises SettingsError listing every problem, with the setting's name and the fix; no
-    message ever contains a configured value of a secret setting.
+    message ever contains a configured value of a secret setting. Types are strict: a number
+    where a number is promised (no text, no true/false, no NaN), true/false for switches.
     """
+    if not isinstance(raw, dict):
+        raise SettingsError(f"invalid stack settings:\n  - {PROJECT}: the config must be a map of keys to values")
     problems: list[str] = []
     for key, what in _SECRET_KEYS.items():
         if raw.get(key) and key not in secret_keys:
@@ -509,7 +692,8 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
                 f"{PROJECT}:{key}: holds {what} in plain text; fix: store it as a secret, "
                 f"e.g. `pulumi config set --secret --path '{key}...'`"
             )
-    for index, target in enumerate(raw.get("trust") or []):
+    targets = raw.get("trust")
+    for index, target in enumerate(targets if isinstance(targets, list) else []):
         if isinstance(target, dict) and (target.get("privateKey") or target.get("password")) and "trust" not in secret_keys:
             problems.append(
                 f"{PROJECT}:trust[{index}]: holds SSH credentials in plain text; fix: "
@@ -527,22 +711,39 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
                 )
     data = dict(raw, stack=stack, now=time.time() if now is None else now)
     try:
-        settings = _ADAPTER.validate_python(data)
+        settings = _ADAPTER.validate_python(data, by_alias=True, by_name=False)
     except ValidationError as exc:
-        problems.extend(_format_error(err, secret_keys) for err in exc.errors(include_input=False))
+        for err in exc.errors(include_input=False, include_url=False):
+            problems.extend(_format_error(err))
         settings = None
     if problems:
         raise SettingsError("invalid stack settings:\n  - " + "\n  - ".join(problems))
     return settings
 
 
-def _decode(value: Any) -> Any:
-    # Pulumi hands every config value over as a string; objects and lists arrive as JSON.
-    if isinstance(value, str) and value[:1] in ("{", "["):
+# Top-level settings Pulumi hands over as text although they are numbers.
+_WHOLE_NUMBER_KEYS = frozenset(
+    {"httpsPort", "registryHostPort", "minPasswordLength", "generatedPasswordLength", "bcryptRounds"}
+)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _decode(key: str, value: Any) -> Any:
+    """Pulumi hands every config value over as a string; objects and lists arrive as JSON (NaN
+    and Infinity refused), whole-number keys as decimal digits. Anything else stays text and
+    is refused by the strict types if text is not what the key takes."""
+    if not isinstance(value, str):
+        return value
+    if value[:1] in ("{", "["):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return json.loads(value, parse_constant=_refuse_constant)
+        except ValueError:
             return value
+    if key in _WHOLE_NUMBER_KEYS and value.isascii() and value.isdigit() and len(value) <= 10:
+        return int(value)
     return value
 
 
@@ -553,6 +754,6 @@ def load_settings(now: float | None = None) -> Settings:
     prefix = f"{PROJECT}:"
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
     config = pulumi.Config(PROJECT)
-    raw = {k[len(prefix):]: _decode(config.get(k[len(prefix):])) for k in keys if k.startswith(prefix)}
+    raw = {k[len(prefix):]: _decode(k[len(prefix):], config.get(k[len(prefix):])) for k in keys if k.startswith(prefix)}
     secret_keys = {k[len(prefix):] for k in keys if k.startswith(prefix) and pulumi.runtime.is_config_secret(k)}
     return parse_settings(raw, stack=pulumi.get_stack(), secret_keys=secret_keys, now=now)

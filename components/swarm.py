@@ -37,10 +37,14 @@ from components.render.nginx import (
     NginxOptions,
     render_nginx_conf,
 )
-from components.render.registry_config import CONFIG_PATH, PORT, render_registry_config
+from components.render.registry_config import CONFIG_PATH, HEALTH_URL, render_registry_config
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
 
 REGISTRY_ALIAS = "registry"
+# nginx runs on other nodes than most replicas: the registry listens on TCP on the overlay
+# network (reachable only by the stack's services), not on a socket shared through a volume.
+PORT = 5000
+DOCKER_DNS = "127.0.0.11"
 REDIS_ALIAS = "redis"
 ROLE_LABEL = "org.private-registry.role"
 NGINX_SYSCTLS = {
@@ -112,13 +116,16 @@ class SwarmRegistry(pulumi.ComponentResource):
 
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
-            lambda v: render_registry_config(http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect)
+            lambda v: render_registry_config(
+                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}"
+            )
         )
         registry_secrets = [self._secret("registry-config", registry_config, CONFIG_PATH, 0o444)]
         # The same config read-only, for garbage collection across replicas (components/swarm_gc.py).
         readonly_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
             lambda v: render_registry_config(
-                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, readonly=True
+                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, readonly=True,
+                tcp_addr=f":{PORT}",
             )
         )
         readonly_secret = self._secret("registry-config-readonly", readonly_config, CONFIG_PATH, 0o444)
@@ -133,7 +140,7 @@ class SwarmRegistry(pulumi.ComponentResource):
                     secrets=registry_secrets,
                     configs=registry_configs or None,
                     env=dict(e.split("=", 1) for e in args.envs) or None,
-                    healthcheck=_healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/"]),
+                    healthcheck=_healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", HEALTH_URL]),
                     # Matches http.draintimeout: requests in flight finish before the task stops.
                     stop_grace_period="30s",
                     labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=ROLE_LABEL, value="registry")],
@@ -187,7 +194,10 @@ class SwarmRegistry(pulumi.ComponentResource):
 
         conf = render_nginx_conf(
             NginxOptions(
-                upstream=f"{REGISTRY_ALIAS}:{PORT}", server_names=tuple(args.server_names), upstream_keepalive=True
+                upstreams=(f"{REGISTRY_ALIAS}:{PORT}",), backup_upstreams=(), resolver=DOCKER_DNS,
+                server_names=tuple(args.server_names), public_port=args.https_port, upstream_keepalive=True,
+                # Replicas run on other nodes: a connect that takes longer than 2 s means gone.
+                connect_timeout_seconds=2,
             )
         )
         proxy = docker.Service(
@@ -201,7 +211,8 @@ class SwarmRegistry(pulumi.ComponentResource):
                     secrets=[
                         self._secret("tls-cert", args.cert_pem, CERT_PATH, 0o444),
                         self._secret("tls-key", args.private_key_pem, KEY_PATH, 0o400),
-                        self._secret("htpasswd", args.htpasswd, HTPASSWD_PATH, 0o444),
+                        # nginx workers (group root) read it at request time; others cannot.
+                        self._secret("htpasswd", args.htpasswd, HTPASSWD_PATH, 0o440),
                     ],
                     healthcheck=_healthcheck(
                         ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"]

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from passlib.hash import bcrypt
 from passlib.utils.binary import bcrypt64
 
+from components import grammar
+
 SALT_BYTES = 16
 
 
@@ -28,9 +30,17 @@ def bcrypt_salt(raw_b64: str) -> str:
 
 
 def htpasswd_line(user: str, password: str, salt: str, rounds: int) -> str:
-    """One ``user:$2y$...`` line. ``$2y$`` is what Apache's htpasswd writes and nginx accepts."""
-    if ":" in user:
-        raise ValueError("user names cannot contain ':'")
+    """One ``user:$2y$...`` line. ``$2y$`` is what Apache's htpasswd writes and nginx accepts.
+
+    The user name must be one of the grammar's: a ':' would end the name early, a line break
+    would start another entry, and a leading '#' would make nginx skip the line as a comment.
+    A password with a control character (NUL, line break) is refused: Basic auth cannot carry it.
+    """
+    if not grammar.is_user_name(user):
+        raise ValueError(f"user name {user!r} cannot be written to htpasswd: no ':', white space, "
+                         "quotes, '#' or control characters (see components.grammar.USER_NAME)")
+    if grammar.has_control_character(password):
+        raise ValueError(f"the password of user {user!r} holds a control character")
     digest = bcrypt.using(salt=salt, rounds=rounds, ident="2y").hash(password)
     return f"{user}:{digest}"
 

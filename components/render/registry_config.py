@@ -1,4 +1,11 @@
-"""The distribution registry's ``config.yml``, as text."""
+"""The distribution registry's ``config.yml`` and the command that serves it.
+
+The registry listens on a Unix socket only (``http.net: unix``), in a directory that exists only
+in a volume shared by the registry and nginx containers (:data:`SOCKET_DIR`): no TCP listener of
+the registry is reachable from the Docker host or its networks. Its health is served by the
+``debug`` listener on the container's own loopback (:data:`DEBUG_ADDR`), for the container
+healthcheck; that listener is unreachable from outside the container.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,43 @@ import yaml
 
 DATA_DIR = "/var/lib/registry"
 CONFIG_PATH = "/etc/docker/registry/config.yml"
-PORT = 5000
+REGISTRY_BIN = "/bin/registry"
+SOCKET_DIR = "/run/registry-socket"
+REGISTRY_SOCKET = f"{SOCKET_DIR}/registry.sock"
+# The read-only stand-by that serves reads while garbage collection runs (components/docker_exec.py).
+STANDBY_SOCKET = f"{SOCKET_DIR}/standby.sock"
+DEBUG_PORT = 5001
+DEBUG_ADDR = f"127.0.0.1:{DEBUG_PORT}"
+HEALTH_URL = f"http://{DEBUG_ADDR}/debug/health"
+# The group nginx's workers run as (components/render/nginx.py): the only group, besides the
+# registry's root, that may connect to the socket.
+SOCKET_GROUP_ID = 0
+# New files get no permissions for others: the socket is rwx for owner and group (root), and
+# so are the data files; nothing in the volumes is readable by other users.
+UMASK = "0007"
+
+
+def serve_command(config_path: str = CONFIG_PATH) -> list[str]:
+    """The container's entrypoint: ``registry serve CONFIG`` under :data:`UMASK`.
+
+    Distribution creates its socket with the process umask; Docker has no umask setting, so a
+    constant shell line sets it and ``exec``s the registry (the path is an argument, not code).
+    """
+    return ["/bin/sh", "-c", f'umask {UMASK} && exec {REGISTRY_BIN} serve "$0"', config_path]
 
 
 def registry_config(
-    *, http_secret: str, log_level: str = "info", readonly: bool = False,
+    *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
+    tcp_addr: Optional[str] = None,
 ) -> dict:
     """The registry configuration as a dict (see :func:`render_registry_config`).
 
     ``storage``: the storage driver entry (e.g. ``{"s3": {...}}``) instead of the filesystem;
-    redirects stay off unless ``redirect`` (clients may not reach the object store). ``redis``: the top-level
-    ``redis`` section; the blob descriptor cache then lives there, shared by every replica.
+    redirects stay off unless ``redirect`` (clients may not reach the object store). ``redis``:
+    the top-level ``redis`` section; the blob descriptor cache then lives there, shared by every
+    replica. ``tcp_addr`` (Swarm mode, where nginx runs on other nodes): listen on TCP there
+    instead of the Unix socket.
     """
     config = {
         "version": 0.1,
@@ -37,12 +69,15 @@ def registry_config(
             },
         },
         "http": {
-            "addr": f":{PORT}",
+            "net": "unix",
+            "addr": socket,
             # Shared secret that signs upload state; a fixed one keeps uploads valid across restarts.
             "secret": http_secret,
             "headers": {"X-Content-Type-Options": ["nosniff"]},
             # On SIGTERM (container stop or replacement) finish requests in flight first.
             "draintimeout": "30s",
+            # Health (/debug/health) for the container healthcheck, on the container's loopback.
+            "debug": {"addr": DEBUG_ADDR},
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
@@ -55,18 +90,22 @@ def registry_config(
     if redis is not None:
         config["storage"]["cache"] = {"blobdescriptor": "redis"}
         config["redis"] = redis
+    if tcp_addr is not None:
+        del config["http"]["net"]
+        config["http"]["addr"] = tcp_addr
     return config
 
 
 def render_registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
+    tcp_addr: Optional[str] = None,
 ) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
         registry_config(
             http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
-            redirect=redirect,
+            redirect=redirect, tcp_addr=tcp_addr,
         ),
         sort_keys=False,
     )

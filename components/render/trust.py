@@ -7,6 +7,11 @@ so a new CA replaces the old one and a kind taken out of the settings leaves not
 No daemon is restarted: Docker, containerd and podman read ``certs.d`` on every connection.
 
 ``TRUST_ROOT`` (environment) prefixes every path, so the scripts can run in a scratch folder.
+
+Data never becomes code: the address, the CA and ``hosts.toml`` enter each script once, as
+single-quoted shell words assigned to variables (``shlex.quote``), and are used only as
+``"$VARIABLE"``; ``hosts.toml`` is written by a TOML library. The address must also be a
+host[:port] of the grammar, so no path it names leaves the certs.d folders.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import re
 import shlex
 from collections.abc import Sequence
 
+import tomli_w
+
+from components import grammar
+
 KINDS = ("docker", "containerd", "podman", "system")
 STATE_DIR = "/var/lib/private-registry-trust"
-_PEM_END = "PRIVATE_REGISTRY_CA_PEM"
 
 
 def trust_id(address: str) -> str:
@@ -25,25 +33,23 @@ def trust_id(address: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "_", address)
 
 
-def _certs_dir_address(address: str) -> str:
-    # certs.d folders are named host:port; Docker names them without :443 for the default port.
-    return address
-
-
 def containerd_hosts_toml(address: str, ca_path: str) -> str:
-    """containerd's ``hosts.toml`` for a registry whose CA is at ``ca_path``."""
-    return (
-        f'server = "https://{address}"\n\n'
-        f'[host."https://{address}"]\n'
-        '  capabilities = ["pull", "resolve", "push"]\n'
-        f'  ca = "{ca_path}"\n'
-    )
+    """containerd's ``hosts.toml`` for a registry whose CA is at ``ca_path`` (written by tomli-w)."""
+    url = f"https://{address}"
+    return tomli_w.dumps({"server": url, "host": {url: {"capabilities": ["pull", "resolve", "push"], "ca": ca_path}}})
+
+
+def _check_address(address: str) -> None:
+    if not grammar.is_registry_address(address):
+        raise ValueError(f"{address!r} is not a registry address (host[:port], [IPv6]:port)")
 
 
 _COMMON = r"""set -eu
 R="${TRUST_ROOT:-}"
-STATE="$R%(state_dir)s"
-MANIFEST="$STATE/%(id)s.manifest"
+ADDRESS=%(address)s
+TID=%(id)s
+STATE="$R"%(state_dir)s
+MANIFEST="$STATE/$TID.manifest"
 
 undo_previous() {
     [ -f "$MANIFEST" ] || return 0
@@ -90,7 +96,8 @@ refresh_system_store() {
 """
 
 _INSTALL = r"""
-NEW="$STATE/%(id)s.manifest.new"
+NEW="$STATE/$TID.manifest.new"
+CA_PEM=%(ca_pem)s
 
 make_dir() {
     # Record each folder this script creates, outermost first, so removal can take them away.
@@ -114,9 +121,7 @@ put_file() {
 }
 
 write_ca() {
-    put_file "$1" <<'%(pem_end)s'
-%(ca_pem)s
-%(pem_end)s
+    printf '%%s\n' "$CA_PEM" | put_file "$1"
 }
 
 undo_previous
@@ -131,7 +136,7 @@ fi
 : > "$NEW"
 %(body)s
 mv -f "$NEW" "$MANIFEST"
-echo "trusted %(address)s for: %(kinds)s"
+printf 'trusted %%s for: %%s\n' "$ADDRESS" %(kinds)s
 """
 
 _REMOVE = r"""
@@ -143,29 +148,29 @@ if [ -d "$STATE" ] && [ -z "$(ls "$STATE")" ]; then
     rmdir "$STATE" 2>/dev/null || true
     for d in $created; do rmdir "$d" 2>/dev/null || true; done
 fi
-echo "removed trust for %(address)s"
+printf 'removed trust for %%s\n' "$ADDRESS"
 """
 
 
-def _kind_body(kind: str, address: str, tid: str) -> str:
-    certs_d = _certs_dir_address(address)
+def _kind_body(kind: str, address: str) -> str:
+    # certs.d folders are named host:port ($ADDRESS); Docker names them without :443.
     if kind == "docker":
-        return f'write_ca "$R/etc/docker/certs.d/{certs_d}/ca.crt"'
+        return 'write_ca "$R/etc/docker/certs.d/$ADDRESS/ca.crt"'
     if kind == "podman":
-        return f'write_ca "$R/etc/containers/certs.d/{certs_d}/ca.crt"'
+        return 'write_ca "$R/etc/containers/certs.d/$ADDRESS/ca.crt"'
     if kind == "containerd":
-        folder = f"/etc/containerd/certs.d/{certs_d}"
-        toml = containerd_hosts_toml(address, f"{folder}/ca.crt")
+        toml = containerd_hosts_toml(address, f"/etc/containerd/certs.d/{address}/ca.crt")
         return (
-            f'write_ca "$R{folder}/ca.crt"\n'
-            f"put_file \"$R{folder}/hosts.toml\" <<'HOSTS_TOML'\n{toml}HOSTS_TOML"
+            f"HOSTS_TOML={shlex.quote(toml)}\n"
+            'write_ca "$R/etc/containerd/certs.d/$ADDRESS/ca.crt"\n'
+            'printf \'%s\' "$HOSTS_TOML" | put_file "$R/etc/containerd/certs.d/$ADDRESS/hosts.toml"'
         )
     if kind == "system":
         return (
             "if [ -d \"$R/usr/local/share/ca-certificates\" ] || command -v update-ca-certificates >/dev/null 2>&1; then\n"
-            f'    write_ca "$R/usr/local/share/ca-certificates/private-registry-{tid}.crt"\n'
+            '    write_ca "$R/usr/local/share/ca-certificates/private-registry-$TID.crt"\n'
             "elif [ -d \"$R/etc/pki/ca-trust/source/anchors\" ] || command -v update-ca-trust >/dev/null 2>&1; then\n"
-            f'    write_ca "$R/etc/pki/ca-trust/source/anchors/private-registry-{tid}.crt"\n'
+            '    write_ca "$R/etc/pki/ca-trust/source/anchors/private-registry-$TID.crt"\n'
             "else\n"
             '    echo "no system trust store found (neither update-ca-certificates nor update-ca-trust)" >&2\n'
             "    exit 1\n"
@@ -176,24 +181,29 @@ def _kind_body(kind: str, address: str, tid: str) -> str:
     raise ValueError(f"unknown trust kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+def _values(address: str) -> dict[str, str]:
+    _check_address(address)
+    return {"state_dir": shlex.quote(STATE_DIR), "id": shlex.quote(trust_id(address)), "address": shlex.quote(address)}
+
+
 def render_install_script(address: str, ca_pem: str, kinds: Sequence[str]) -> str:
     """Script that makes a host trust ``ca_pem`` for ``address`` (host:port) for each kind."""
     if not kinds:
         raise ValueError("at least one trust kind is needed")
-    if _PEM_END in ca_pem:
-        raise ValueError("the CA certificate text contains the script's heredoc terminator")
-    tid = trust_id(address)
-    values = {"state_dir": STATE_DIR, "id": tid, "address": address}
-    body = "\n".join(_kind_body(kind, address, tid) for kind in kinds)
+    if len(set(kinds)) != len(kinds):
+        raise ValueError("each trust kind at most once (the manifest would list its files twice)")
+    if "\x00" in ca_pem:
+        raise ValueError("the CA certificate text holds a NUL character")
+    values = _values(address)
+    body = "\n".join(_kind_body(kind, address) for kind in kinds)
     return "#!/bin/sh\n" + (_COMMON % values) + (
-        _INSTALL
-        % dict(values, body=body, ca_pem=ca_pem.strip(), pem_end=_PEM_END, kinds=", ".join(kinds))
+        _INSTALL % dict(values, body=body, ca_pem=shlex.quote(ca_pem.strip()), kinds=shlex.quote(", ".join(kinds)))
     )
 
 
 def render_remove_script(address: str) -> str:
     """Script that removes exactly what the install script for ``address`` added."""
-    values = {"state_dir": STATE_DIR, "id": trust_id(address), "address": address}
+    values = _values(address)
     return "#!/bin/sh\n" + (_COMMON % values) + (_REMOVE % values)
 
 

@@ -1,6 +1,6 @@
 """The maintenance providers against real software: distribution 2.8.2 (stand-in image) behind
-the project's nginx TLS + basic-auth config (the registry found by its network alias, as the
-program deploys it), images pushed and pulled with skopeo, garbage collection through the
+the project's nginx TLS + basic-auth config (the registry on its Unix socket, the stand-by on a
+second one, as the program deploys them), images pushed and pulled with skopeo, garbage collection through the
 Docker API. The providers' own check/create/diff/update/read/delete
 are called as plain Python, as the Pulumi engine would call them.
 """
@@ -255,7 +255,7 @@ def test_gc_frees_space_and_not_one_pull_fails_before_during_or_after_it(registr
     config_before = registry.exec_run(["cat", CONFIG_PATH]).output
 
     during: dict = {}
-    real_run_gc = docker_exec.RegistryContainer.run_gc
+    real_run_gc = docker_exec.StandbyRegistry.run_gc
 
     def run_gc_with_clients(self, *, dry_run, delete_untagged=False, **kwargs):
         if not dry_run:
@@ -268,7 +268,7 @@ def test_gc_frees_space_and_not_one_pull_fails_before_during_or_after_it(registr
             during["pulls"] = [registry_stack.pull("app", tag, check=False).returncode for tag in ("one", "multi2")]
         return real_run_gc(self, dry_run=dry_run, delete_untagged=delete_untagged, **kwargs)
 
-    monkeypatch.setattr(docker_exec.RegistryContainer, "run_gc", run_gc_with_clients)
+    monkeypatch.setattr(docker_exec.StandbyRegistry, "run_gc", run_gc_with_clients)
     gc = GarbageCollectionProvider()
     news = {**conn(registry_stack), "dockerHost": registry_stack.docker_host,
             "containerName": registry_stack.registry_name, "mode": "readonly", "deleteUntagged": True,
@@ -333,7 +333,6 @@ def test_gc_hands_back_a_standby_left_by_a_crashed_run(registry_stack, pushed):
     with docker_exec.RegistryContainer(registry_stack.docker_host, registry_stack.registry_name) as target:
         standby = target.start_standby(docker_exec.standby_config(target.read_file(CONFIG_PATH)))
         standby.wait_answering(60)
-        time.sleep(docker_exec.SWITCH_SETTLE_SECONDS)
         target.stop_when_idle()
     assert registry_stack.registry_container().status == "exited"
     assert_pulls(registry_stack, "app", "three", pushed.digests["three"])

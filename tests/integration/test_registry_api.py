@@ -42,8 +42,8 @@ from components.registry_api import (
 )
 from components.render.htpasswd import bcrypt_salt, render_htpasswd
 from components.render.nginx import CERT_PATH, CONF_PATH, HTPASSWD_PATH, KEY_PATH, NginxOptions, render_nginx_conf
-from components.registry import NETWORK_ALIAS, RESTART_POLICY
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config
+from components.registry import REGISTRY_USER, RESTART_POLICY, SOCKET_VOLUME_DRIVER_OPTS
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, SOCKET_DIR, registry_config, serve_command
 from tests.support import oci
 
 REGISTRY_IMAGE = "private-registry-standin/registry:2.8.2"
@@ -195,14 +195,16 @@ def start_stack(
         cleanup.append(network)
         volume = client.volumes.create(f"{prefix}-data")
         cleanup.append(volume)
+        sockets = client.volumes.create(f"{prefix}-socket", driver="local", driver_opts=SOCKET_VOLUME_DRIVER_OPTS)
+        cleanup.append(sockets)
         config = registry_config(http_secret=secrets.token_hex(16))
         config["storage"]["delete"]["enabled"] = delete_enabled
-        # As the program deploys it: nginx finds the registry by its network alias, which a
-        # garbage collection's stand-by registry shares for a while.
+        # As the program deploys it: the registry serves on a Unix socket in a volume shared
+        # with nginx only; a garbage collection's stand-by serves on a second one there.
         registry = client.containers.create(
-            REGISTRY_IMAGE, name=f"{prefix}-registry", network=network.name,
-            networking_config={network.name: client.api.create_endpoint_config(aliases=[NETWORK_ALIAS])},
-            volumes={volume.name: {"bind": DATA_DIR, "mode": "rw"}},
+            REGISTRY_IMAGE, name=f"{prefix}-registry", network=network.name, user=REGISTRY_USER,
+            entrypoint=serve_command(CONFIG_PATH),
+            volumes={volume.name: {"bind": DATA_DIR, "mode": "rw"}, sockets.name: {"bind": SOCKET_DIR, "mode": "rw"}},
             labels={"private-registry.test": "maintenance"}, restart_policy={"Name": RESTART_POLICY},
         )
         cleanup.append(registry)
@@ -213,10 +215,11 @@ def start_stack(
         password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
         salt = bcrypt_salt(base64.b64encode(secrets.token_bytes(16)).decode())
         htpasswd = render_htpasswd({USERNAME: (password, salt)}, rounds=5)
-        conf = render_nginx_conf(NginxOptions(upstream=f"{NETWORK_ALIAS}:{PORT}", worker_processes=nginx_workers))
         port = free_port()
+        conf = render_nginx_conf(NginxOptions(worker_processes=nginx_workers, public_port=port))
         proxy = client.containers.create(
             NGINX_IMAGE, name=f"{prefix}-proxy", network=network.name, stop_signal="SIGQUIT",
+            volumes={sockets.name: {"bind": SOCKET_DIR, "mode": "rw"}},
             ports={"443/tcp": ("127.0.0.1", port)}, labels={"private-registry.test": "maintenance"},
         )
         cleanup.append(proxy)

@@ -4,7 +4,7 @@ loopback ports, checked with requests, curl, openssl and skopeo.
 
 Everything served comes from a `run_program` run (the mocks make real keys and certificates from
 exactly the inputs the program hands pulumi-tls). Only what ties the files to a container is
-rewritten: file paths into a scratch folder, the two listen ports and the upstream address.
+rewritten: file paths (the sockets included) into a scratch folder, the listen ports.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import requests
 import yaml
 
 from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, HEALTH_PORT, HTPASSWD_PATH, KEY_PATH
-from components.render.registry_config import CONFIG_PATH
+from components.render.registry_config import CONFIG_PATH, REGISTRY_SOCKET, STANDBY_SOCKET, UMASK
 from tests.support import oci
 from tests.support.program import run_program
 
@@ -58,16 +58,17 @@ def uploads(run, container_name: str) -> dict[str, str]:
     return {u["file"]: u["content"] for u in container.plain_inputs["uploads"]}
 
 
-def localize_nginx_conf(conf: str, root: Path, https_port: int, health_port: int, registry_port: int) -> str:
-    """The rendered config with container paths moved under ``root`` and loopback ports."""
+def localize_nginx_conf(conf: str, root: Path, https_port: int, health_port: int) -> str:
+    """The rendered config with container paths (the sockets') moved under ``root`` and loopback ports."""
     replacements = {
         CERT_PATH: str(root / "server.crt"),
         KEY_PATH: str(root / "server.key"),
         HTPASSWD_PATH: str(root / "htpasswd"),
         "pid /tmp/nginx.pid;": f"pid {root}/nginx.pid;",
         f"listen {CONTAINER_HTTPS_PORT} ssl": f"listen 127.0.0.1:{https_port} ssl",
+        f"server unix:{REGISTRY_SOCKET} ": f"server unix:{root}/registry.sock ",
+        f"server unix:{STANDBY_SOCKET} ": f"server unix:{root}/standby.sock ",
         f"listen 127.0.0.1:{HEALTH_PORT};": f"listen 127.0.0.1:{health_port};",
-        "set $registry registry:5000;": f"set $registry 127.0.0.1:{registry_port};",
     }
     for old, new in replacements.items():
         assert old in conf, f"rendered nginx.conf no longer has {old!r}"
@@ -87,8 +88,10 @@ class Served:
         self.root = Path(tempfile.mkdtemp(prefix="render-real-", dir="/tmp"))
         self.root.chmod(0o755)
         self.processes: list[subprocess.Popen] = []
+        self.port, health_port, debug_port = free_port(), free_port(), free_port()
+        # The published port is in the config (the Host the registry sees, redirects).
         self.run = run_program(
-            {"users": {USER: PASSWORD}, "hosts": ["localhost"], "ips": ["127.0.0.1"],
+            {"users": {USER: PASSWORD}, "hosts": ["localhost"], "ips": ["127.0.0.1"], "httpsPort": self.port,
              "certificate": {"keyAlgorithm": algorithm}},
             secret_keys=["users"],
         )
@@ -104,25 +107,29 @@ class Served:
         htpasswd = self.root / "htpasswd"
         htpasswd.write_text(proxy_files[HTPASSWD_PATH])
         htpasswd.chmod(0o644)
-        self.port, health_port, registry_port = free_port(), free_port(), free_port()
         self.nginx_conf = self.root / "nginx.conf"
         self.nginx_conf.write_text(
-            localize_nginx_conf(proxy_files[CONF_PATH], self.root, self.port, health_port, registry_port))
+            localize_nginx_conf(proxy_files[CONF_PATH], self.root, self.port, health_port))
         config = yaml.safe_load(registry_files[CONFIG_PATH])
         config["storage"]["filesystem"]["rootdirectory"] = str(self.root / "data")
-        config["http"]["addr"] = f"127.0.0.1:{registry_port}"
+        config["http"]["addr"] = str(self.root / "registry.sock")
+        config["http"]["debug"]["addr"] = f"127.0.0.1:{debug_port}"
         (self.root / "config.yml").write_text(yaml.safe_dump(config))
-        self.registry_port = registry_port
+        self.debug_port = debug_port
 
     def start(self) -> None:
-        self._spawn(["docker-registry", "serve", str(self.root / "config.yml")], "registry.log", self.registry_port)
+        # As in its container: the entrypoint's umask makes the socket rw for root's group
+        # only, where nginx's workers are (nobody, group root).
+        self._spawn(["docker-registry", "serve", str(self.root / "config.yml")], "registry.log", self.debug_port,
+                    umask=int(UMASK, 8))
         self._spawn(["nginx", "-p", str(self.root), "-c", str(self.nginx_conf), "-g", "daemon off;"], "nginx.log",
                     self.port)
 
-    def _spawn(self, argv: list[str], log_name: str, port: int) -> None:
+    def _spawn(self, argv: list[str], log_name: str, port: int, umask: int = 0o022) -> None:
         log = self.root / log_name
         with log.open("wb") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       preexec_fn=lambda: os.umask(umask))
         self.processes.append(process)
         wait_for_port(port, process, log)
 

@@ -3,7 +3,8 @@
 One stack is deployed for the module (the program's own containers on the real engine), an
 image is pushed with the right password, and then well over a thousand requests without it
 (the fixed list of tricks in tests/support/requests_fuzz.py plus seeded random ones) are sent
-byte for byte over TLS. Each must be refused (401, or 400/404/405/414/505 where nginx does not
+byte for byte over TLS, spread over eight client addresses (tests/support/client_netns.py:
+failed logins are rate-limited per address, which one address would feel as a flood). Each must be refused (401, or 400/404/405/414/505 where nginx does not
 route it to the API) and none may carry a manifest, blob, tag list, catalog or upload session.
 A control test shows the same detector does see all of those when the password is right.
 """
@@ -23,6 +24,7 @@ import pytest
 
 from tests.support import oci
 from tests.support import requests_fuzz as fuzz
+from tests.support.client_netns import ClientAddresses, container_address, pool_initializer
 from tests.support.deploy import live_stack
 
 USER = "alice"
@@ -32,6 +34,7 @@ TAG = "t-7d41c9"
 CANARY = b"CANARY-layer-content-5b1e0c3a-never-without-a-password"
 SEED = int(os.environ.get("FUZZ_SEED", "20261127"))
 RANDOM_PROBES = 400
+CLIENT_ADDRESSES = 8
 
 
 
@@ -41,6 +44,8 @@ class Stack:
     port: int
     ca_file: Path
     target: fuzz.Target
+    proxy_address: str  # the proxy container's, on the stack's network
+    clients: ClientAddresses
 
 
 def _push(layout: Path, address: str, cert_dir: Path) -> None:
@@ -66,16 +71,22 @@ def stack(tmp_path_factory) -> Stack:
             host=live.address, user=USER, password=PASSWORD, repository=REPOSITORY, tag=TAG,
             manifest_digest=digest, blob_digests=blobs, canaries=(CANARY,),
         )
-        yield Stack(live.address, live.port, live.ca_file, target)
+        network = f"{live.config['namePrefix']}-net"
+        clients = ClientAddresses(live.deployment.client, network, CLIENT_ADDRESSES)
+        try:
+            proxy = container_address(live.deployment.client, f"{live.config['namePrefix']}-proxy", network)
+            yield Stack(live.address, live.port, live.ca_file, target, proxy, clients)
+        finally:
+            clients.remove()
 
 
 def _send_all(stack: Stack, probes: list[fuzz.Probe]) -> list[tuple[fuzz.Probe, list[fuzz.Response]]]:
     context = ssl.create_default_context(cafile=str(stack.ca_file))
 
     def one(probe: fuzz.Probe):
-        return probe, fuzz.send(probe, ("127.0.0.1", stack.port), context, "localhost")
+        return probe, fuzz.send(probe, (stack.proxy_address, 443), context, "localhost")
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=CLIENT_ADDRESSES, initializer=pool_initializer(stack.clients.pids)) as pool:
         return list(pool.map(one, probes))
 
 

@@ -29,7 +29,7 @@ from tests.support.swarm_deploy import SwarmDeployment, task_container, wait_for
 
 PASSWORD = "swarm-password-0123456789"
 REPLICAS = 2
-ROLLED_IMAGE = "docker.io/library/registry:2.8.3-rolled"
+ROLLED_IMAGE = "docker.io/library/registry:2.8.3-rolled@sha256:" + "5" * 64
 ROLLED_STANDIN = "private-registry-standin/registry:2.8.2-rolled"
 
 

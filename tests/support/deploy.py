@@ -2,7 +2,7 @@
 
 A :class:`ProgramRun` holds every docker network, volume and container exactly as the program
 registered them (image, uploads, mounts, ports, network aliases, environment, healthcheck,
-restart policy, stop signal). :class:`Deployment` creates them with the Docker SDK. Images
+restart policy, stop signal, user, volume driver options). :class:`Deployment` creates them with the Docker SDK. Images
 cannot be pulled here, so each pinned image reference is swapped for a stand-in built from
 Debian's binaries (scripts/build-standin-images.sh); everything else is taken as declared.
 """
@@ -100,7 +100,8 @@ class Deployment:
         for vol in self.run.monitor.by_type(VOLUME):
             name = vol.plain_inputs["name"]
             if name not in existing_volumes:
-                self.client.volumes.create(name)
+                self.client.volumes.create(name, driver=vol.plain_inputs.get("driver") or "local",
+                                           driver_opts=vol.plain_inputs.get("driverOpts") or None)
                 self.created_volumes.append(name)
         for spec in self.containers():
             self.create_container(spec)
@@ -155,6 +156,7 @@ class Deployment:
             name=i["name"],
             ports=ports or None,
             environment=i.get("envs") or None,
+            user=i.get("user") or None,
             command=i.get("command") or None,
             entrypoint=i.get("entrypoints") or None,
             host_config=host_config,

@@ -31,8 +31,9 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
-# Statuses that mean "refused": nginx answers these itself, before anything is proxied.
-REFUSED = frozenset({400, 401, 404, 405, 414, 505})
+# Statuses that mean "refused": nginx answers these itself, before anything is proxied (421: a
+# Host that is not one of the stack's names; 413: a body over the limit; 429: over a limit).
+REFUSED = frozenset({400, 401, 404, 405, 413, 414, 421, 429, 505})
 
 METHODS = (
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
@@ -223,7 +224,8 @@ PATH_TRICKS: list[tuple[str, object, bool]] = [
     ("trailing #fragment", lambda p: p + "#frag", False),
     ("trailing %20", lambda p: p.split("?")[0] + "%20", True),
     ("absolute-form URI", lambda p: "https://localhost" + p, True),
-    ("absolute-form, other host", lambda p: "http://registry:5000" + p, True),
+    # Not one of the stack's names: the default server's 421, never the API.
+    ("absolute-form, other host", lambda p: "http://registry:5000" + p, False),
 ]
 
 # Paths around the API, not in it.
@@ -301,8 +303,8 @@ def _protocol_tricks(target: Target, api: list[str], wrong_pw: str) -> list[Prob
         base = [("Host", target.host), ("Connection", "close")]
         variants: list[tuple[str, list[tuple[str, str]], str, bool]] = [
             ("no Host header", [("Connection", "close")], "HTTP/1.1", False),
-            ("HTTP/1.0 without Host", [], "HTTP/1.0", True),
-            ("Host: registry:5000", [("Host", "registry:5000"), ("Connection", "close")], "HTTP/1.1", True),
+            ("HTTP/1.0 without Host", [], "HTTP/1.0", False),
+            ("Host: registry:5000", [("Host", "registry:5000"), ("Connection", "close")], "HTTP/1.1", False),
             ("Host: 127.0.0.1", [("Host", "127.0.0.1"), ("Connection", "close")], "HTTP/1.1", True),
             ("two Host headers", [("Host", target.host), ("Host", "registry:5000"), ("Connection", "close")], "HTTP/1.1", False),
             ("X-Original-URL", [*base, ("X-Original-URL", path)], "HTTP/1.1", True),
@@ -514,7 +516,7 @@ def judge(probe: Probe, responses: list[Response], target: Target) -> list[str]:
     first = responses[0]
     if first.status == 0:
         # HTTP/0.9 has no status line; nginx's error page says what it was.
-        if not re.search(rb"<title>(400|401|404|405) ", first.body):
+        if not re.search(rb"<title>(400|401|404|405|421) ", first.body):
             problems.append(f"HTTP/0.9 answer is not an error page: {first.body[:80]!r}")
         return problems
     if probe.must_be_401 and first.status != 401:

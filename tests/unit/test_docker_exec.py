@@ -22,11 +22,12 @@ from components.docker_exec import (
     parse_gc_output,
     parse_untagged,
     readonly_config,
-    registry_port,
+    listening,
+    registry_socket,
     standby_config,
     storage_root,
 )
-from components.render.registry_config import render_registry_config
+from components.render.registry_config import REGISTRY_SOCKET, STANDBY_SOCKET, render_registry_config, serve_command
 
 # Verbatim from distribution 2.8.2 (`registry garbage-collect --dry-run --delete-untagged`,
 # stdout) on a registry holding `app` (two tags) and `multi` (one tagged OCI index).
@@ -119,52 +120,54 @@ def test_gc_command_uses_the_registry_binary_and_flags():
 
 
 def test_standby_config_is_read_only_and_drains_with_all_else_kept():
-    """The stand-by's config: the registry's own plus read-only mode and a drain timeout (so
-    its SIGTERM lets the requests it serves finish), nothing else changed."""
+    """The stand-by's config: the registry's own plus read-only mode, the stand-by socket (nginx's
+    backup) and a drain timeout (so its SIGTERM lets the requests it serves finish), nothing
+    else changed."""
     original = render_registry_config(http_secret="x" * 32)
     standby = yaml.safe_load(standby_config(original))
     expected = yaml.safe_load(original)
     expected["storage"]["maintenance"]["readonly"]["enabled"] = True
     expected["http"]["draintimeout"] = f"{docker_exec.STANDBY_DRAIN_SECONDS}s"
-    assert standby == expected
+    expected["http"]["addr"] = STANDBY_SOCKET
+    assert standby == expected and standby["http"]["net"] == "unix"
 
 
-def test_registry_port_comes_from_http_addr():
-    """The port the registry listens on: http.addr's, 5000 when unset; an unreadable one is an error."""
-    assert registry_port(render_registry_config(http_secret="x" * 32)) == 5000
-    assert registry_port("http:\n  addr: 0.0.0.0:5001\n") == 5001
-    assert registry_port("version: 0.1\n") == 5000
-    with pytest.raises(ValueError, match="http.addr"):
-        registry_port("http:\n  addr: /run/registry.sock\n")
+def test_registry_socket_comes_from_http_net_and_addr():
+    """The socket the registry serves on; a TCP address (or none) is an error naming the fix."""
+    assert registry_socket(render_registry_config(http_secret="x" * 32)) == REGISTRY_SOCKET
+    for text in ("http:\n  addr: 0.0.0.0:5001\n", "version: 0.1\n", "http:\n  net: unix\n  addr: rel.sock\n"):
+        with pytest.raises(ValueError, match="http.net must be 'unix'"):
+            registry_socket(text)
 
 
-# Verbatim /proc/net/tcp and tcp6 of a registry frozen with one request waiting in its accept
-# queue (ESTABLISHED, inode 0) and one finished connection (TIME_WAIT).
-PROC_NET_QUEUED_ONLY = """\
-  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0B00007F:B217 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 795616 1 000000009d4efc92 100 0 0 10 0
-  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 00000000:00000001 00:00000000 00000000     0        0 796743 2 00000000c64b3f29 100 0 0 10 0
-   1: 0000000000000000FFFF00000220A8C0:1388 0000000000000000FFFF00000320A8C0:8A3E 01 00000000:000000E2 00:00000000 00000000     0        0 0 1 000000009f85d023 20 4 30 10 -1
-   2: 0000000000000000FFFF00000220A8C0:1388 0000000000000000FFFF00000320A8C0:8A3C 06 00000000:00000000 03:000016F0 00000000     0        0 0 3 00000000546f775b
-"""
+# Verbatim /proc/net/unix of a registry container (distribution 2.8.2 on its socket) with one
+# request being served (accepted: 03 with an inode), one waiting in the accept queue (no
+# inode), the listener (__SO_ACCEPTCON) and an unrelated socket.
+PROC_NET_UNIX_HEADER = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+LISTENER = f"00000000878a97f5: 00000002 00000000 00010000 0001 01 146890 {REGISTRY_SOCKET}\n"
+ACCEPTED = f"000000003ce2aab1: 00000003 00000000 00000000 0001 03 146893 {REGISTRY_SOCKET}\n"
+QUEUED = f"00000000d09b30f0: 00000002 00000000 00000000 0001 02     0 {REGISTRY_SOCKET}\n"
+OTHER = f"00000000cacd2a28: 00000003 00000000 00000000 0001 03 146895 {STANDBY_SOCKET}\n"
+UNNAMED = "00000000aaaaaaaa: 00000003 00000000 00000000 0001 03 146899\n"
+IDLE = PROC_NET_UNIX_HEADER + LISTENER + QUEUED + OTHER + UNNAMED
+BUSY = IDLE + ACCEPTED
 
 
-def _tcp6_line(state: str, inode: str, port: str = "1388") -> str:
-    return (f"   3: 0000000000000000FFFF00000220A8C0:{port} 0000000000000000FFFF00000320A8C0:8A40 {state} "
-            f"00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 20 4 30 10 -1\n")
+def test_busy_connections_counts_requests_being_served_not_queued_ones_or_other_sockets():
+    """Accepted connections on the registry's socket are busy; queued ones, the listener and
+    other sockets are not."""
+    assert busy_connections(IDLE, REGISTRY_SOCKET) == 0
+    assert busy_connections(BUSY, REGISTRY_SOCKET) == 1
+    assert busy_connections(BUSY + ACCEPTED.replace("146893", "146894"), REGISTRY_SOCKET) == 2
+    assert busy_connections(BUSY, STANDBY_SOCKET) == 1
 
 
-def test_busy_connections_counts_requests_being_served_not_queued_or_finished():
-    """Queued (inode 0), finished (TIME_WAIT, FIN_WAIT2) and listening sockets are not busy;
-    an accepted connection is, and so is a closed one whose data is still unacknowledged;
-    other ports do not count."""
-    assert busy_connections(PROC_NET_QUEUED_ONLY, 5000) == 0
-    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345"), 5000) == 1
-    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("04", "0"), 5000) == 1
-    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("05", "0") + _tcp6_line("06", "0"), 5000) == 0
-    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345", port="1389"), 5000) == 0
-    assert busy_connections(PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345", port="1389"), 5001) == 1
+def test_listening_needs_a_listener_not_a_stale_socket_file():
+    """Listening: a socket with __SO_ACCEPTCON at the path; a file left by a killed registry has
+    no entry in /proc/net/unix, and connections alone do not count."""
+    assert listening(IDLE, REGISTRY_SOCKET)
+    assert not listening(PROC_NET_UNIX_HEADER + ACCEPTED + QUEUED, REGISTRY_SOCKET)
+    assert not listening(IDLE, STANDBY_SOCKET)
 
 
 # --- stop_when_idle and start_standby against fake Docker objects ---------------------------
@@ -204,15 +207,14 @@ class FakeDockerContainer:
 def registry_container(container) -> RegistryContainer:
     target = RegistryContainer.__new__(RegistryContainer)
     target.host, target.name, target.config_path = "unix:///fake.sock", container.name, CONFIG_PATH
-    target.client, target.container, target._owns_client = None, container, False
+    target.socket, target.client, target.container = REGISTRY_SOCKET, None, container
     return target
 
 
 def test_stop_when_idle_freezes_looks_and_kills_only_when_nothing_is_served():
     """Frozen with a request being served: thawed and looked at again; frozen with only
     queued connections: killed (the queued ones are reset unanswered, nginx retries them)."""
-    busy = PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345")
-    container = FakeDockerContainer(proc_net=[busy, busy, PROC_NET_QUEUED_ONLY])
+    container = FakeDockerContainer(proc_net=[BUSY, BUSY, IDLE])
     looks = registry_container(container).stop_when_idle(timeout=1)
     assert looks == 3
     assert container.signals == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGCONT", "SIGSTOP", "SIGKILL"]
@@ -222,8 +224,7 @@ def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen()
     """Never idle within max_wait: thawed, then a plain stop. A failure while frozen thaws and
     stops it before the error goes up (Docker would no longer restart a signalled container
     that crashes, until it is started again)."""
-    busy = PROC_NET_QUEUED_ONLY + _tcp6_line("01", "812345")
-    container = FakeDockerContainer(proc_net=[busy])
+    container = FakeDockerContainer(proc_net=[BUSY])
     registry_container(container).stop_when_idle(max_wait=0, timeout=1)
     assert container.signals == ["SIGSTOP", "SIGCONT", "stop"]
 
@@ -235,7 +236,7 @@ def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen()
 
 
 class FakeDockerClient:
-    """Records containers.create and networks.get(...).connect calls."""
+    """Records containers.create calls and what happens to the created container."""
 
     def __init__(self):
         self.created: list[dict] = []
@@ -260,38 +261,19 @@ class FakeDockerClient:
                 client.created.append(kwargs)
                 return Created()
 
-        class Network:
-            def __init__(self, name):
-                self.name = name
-
-            def connect(self, container, aliases):
-                client.events.append(f"connect {self.name} {aliases}")
-
-        class Networks:
-            def get(self, name):
-                return Network(name)
-
-        class Api:
-            def create_endpoint_config(self, aliases):
-                return {"Aliases": aliases}
-
-        self.containers, self.networks, self.api = Containers(), Networks(), Api()
+        self.containers = Containers()
 
 
-def test_the_standby_copies_image_volumes_environment_and_aliases_and_gets_its_config_before_start():
-    """Same image, volumes (volumes_from), environment and user; every network alias but the
-    registry's own short id, on every network; its own name and labels; its config written
-    outside the registry's config folder before it starts."""
+def test_the_standby_copies_image_volumes_environment_and_user_has_no_network_and_gets_its_config_first():
+    """Same image, volumes (volumes_from: the data and the socket volume), environment and
+    user; no network at all (nginx reaches it through its socket); served under the umask
+    entrypoint from its own config, written (0600: it holds the HTTP secret) outside the
+    registry's config folder before it starts; its own name and labels."""
     container = FakeDockerContainer(proc_net=[])
     container.attrs = {
         "Image": "sha256:img",
-        "Config": {"Env": ["REGISTRY_HTTP_SECRET=x"], "User": "nobody"},
+        "Config": {"Env": ["REGISTRY_HTTP_SECRET=x"], "User": "0:0"},
         "Mounts": [{"Type": "volume", "Name": "data", "Destination": "/var/lib/registry", "RW": True}],
-        "NetworkSettings": {"Networks": {
-            "b-net": {"Aliases": ["registry", container.id[:12]]},
-            "a-net": {"Aliases": ["registry-internal", "reg"]},
-            "c-net": {"Aliases": [container.id[:12]]},
-        }},
         "State": {"Status": "running"},
     }
     target = registry_container(container)
@@ -299,28 +281,27 @@ def test_the_standby_copies_image_volumes_environment_and_aliases_and_gets_its_c
     standby = target.start_standby("config: text\n")
     created = target.client.created[0]
     assert created["image"] == "sha256:img" and created["name"] == "reg-gc-standby"
-    assert created["entrypoint"] == ["/bin/registry"]
-    assert created["command"] == ["serve", docker_exec.STANDBY_CONFIG_PATH]
-    assert created["environment"] == ["REGISTRY_HTTP_SECRET=x"] and created["user"] == "nobody"
+    assert created["entrypoint"] == serve_command(docker_exec.STANDBY_CONFIG_PATH)
+    assert created["environment"] == ["REGISTRY_HTTP_SECRET=x"] and created["user"] == "0:0"
     assert created["volumes_from"] == [container.id]
-    assert created["network"] == "a-net"
-    assert created["networking_config"] == {"a-net": {"Aliases": ["registry-internal"]}}
+    assert created["network_mode"] == "none"
     assert created["labels"] == {"private-registry.role": "gc-standby", "private-registry.gc-standby-of": "reg"}
-    assert target.client.events == ["put_archive", "connect b-net ['registry']", "start"]
-    assert target.client.archive == ("/", docker_exec.STANDBY_CONFIG_PATH.lstrip("/"), 0o644, "config: text\n")
+    assert target.client.events == ["put_archive", "start"]
+    assert target.client.archive == ("/", docker_exec.STANDBY_CONFIG_PATH.lstrip("/"), 0o600, "config: text\n")
     assert not docker_exec.STANDBY_CONFIG_PATH.startswith("/etc/docker/registry/")
+    assert isinstance(standby, docker_exec.StandbyRegistry)
     assert standby.name == "reg-gc-standby" and standby.config_path == docker_exec.STANDBY_CONFIG_PATH
+    assert standby.socket == STANDBY_SOCKET
 
 
-def test_a_registry_without_a_network_alias_gets_no_standby():
-    """Found by its container name only, the registry cannot be stood in for: a clear error,
-    before anything is created or stopped."""
+def test_a_config_mount_over_the_standby_config_folder_gets_no_standby():
+    """A mount where the stand-by's config would go: a clear error, before anything is created."""
     container = FakeDockerContainer(proc_net=[])
-    container.attrs = {"Image": "sha256:img", "Config": {}, "Mounts": [], "State": {"Status": "running"},
-                       "NetworkSettings": {"Networks": {"net": {"Aliases": [container.id[:12]]}}}}
+    container.attrs = {"Image": "sha256:img", "Config": {}, "State": {"Status": "running"},
+                       "Mounts": [{"Destination": "/etc/private-registry-gc"}]}
     target = registry_container(container)
     target.client = FakeDockerClient()
-    with pytest.raises(DockerExecError, match="alias"):
+    with pytest.raises(DockerExecError, match="is a mount"):
         target.start_standby("config: text\n")
     assert target.client.created == [] and container.signals == []
 
@@ -427,10 +408,10 @@ def sleeps(monkeypatch):
 
 
 def test_readonly_mode_hands_reads_to_a_standby_while_collecting(sleeps):
-    """Order: measure, prepare (while writable), stand-by up and answering, wait for nginx to
-    see it, stop the registry when idle, check writes are refused, collect in the stand-by,
-    registry back and answering, wait for nginx again, stand-by gone, probe, measure. The
-    registry's config is only read; the stand-by's is the read-only one."""
+    """Order: measure, prepare (while writable), stand-by up and answering, stop the registry
+    when idle, check writes are refused, collect in the stand-by, registry back and answering,
+    stand-by gone, probe, measure; no waiting for nginx (it tries the registry's socket on every
+    request). The registry's config is only read; the stand-by's is the read-only one."""
     fake = FakeContainer()
     report = garbage_collect(fake, mode="readonly", probe=lambda: None,
                              check_readonly=lambda: fake.calls.append("check read-only"),
@@ -441,7 +422,7 @@ def test_readonly_mode_hands_reads_to_a_standby_while_collecting(sleeps):
         "start", "answering", "standby removed", "healthy via probe",
         "du /var/lib/registry",
     ]
-    assert sleeps == [docker_exec.SWITCH_SETTLE_SECONDS, docker_exec.SWITCH_SETTLE_SECONDS]
+    assert sleeps == []
     assert fake.standby_config == standby_config(fake.config)
     assert (report.bytes_before, report.bytes_after, report.blobs_removed) == (1000, 400, 3)
     assert report.writes_refused_seconds > 0 and report.reads_unavailable_seconds == 0.0
@@ -504,11 +485,12 @@ def test_a_leftover_standby_is_handed_back_first(sleeps, mode):
 
 
 def test_stop_mode_stops_collects_from_a_one_off_and_starts():
-    """The tutorial's way: nothing served from stop to start; no stand-by."""
+    """The tutorial's way: nothing served from stop to start; no stand-by; the registry is back
+    by the same restore path as in readonly mode."""
     fake = FakeContainer()
     report = garbage_collect(fake, mode="stop")
     assert fake.calls == ["find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "stop", "gc one-off", "start",
-                          "healthy", "du /var/lib/registry"]
+                          "answering", "du /var/lib/registry"]
     assert report.reads_unavailable_seconds == report.writes_refused_seconds > 0
 
 

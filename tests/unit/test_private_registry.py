@@ -69,6 +69,7 @@ def test_every_resource_with_its_type_name_and_parent():
         ("registry:registry:Registry", "registry-registry", "registry"),
         ("docker:index/network:Network", "registry-registry-network", "registry-registry"),
         ("docker:index/volume:Volume", "registry-registry-data", "registry-registry"),
+        ("docker:index/volume:Volume", "registry-registry-socket", "registry-registry"),
         ("docker:index/remoteImage:RemoteImage", "registry-registry-image", "registry-registry"),
         ("random:index/randomPassword:RandomPassword", "registry-registry-http-secret", "registry-registry"),
         (CONTAINER, "registry-registry-container", "registry-registry"),
@@ -89,11 +90,14 @@ def test_every_resource_with_its_type_name_and_parent():
 def test_docker_resources_use_the_provider_for_the_configured_host(host):
     """One docker provider, host from settings (local socket or ssh://); every docker resource,
     and nothing else, goes through it."""
-    m = run({**CONFIG, "docker": {"host": host, "sshOpts": ["-o", "StrictHostKeyChecking=yes"]}}).monitor
+    ssh = host.startswith("ssh://")
+    docker_settings = {"host": host, **({"sshOpts": ["-o", "StrictHostKeyChecking=yes"]} if ssh else {})}
+    m = run({**CONFIG, "docker": docker_settings}).monitor
     provider = m.one("pulumi:providers:docker")
     assert provider.plain_inputs["host"] == host
-    # Provider configuration reaches the engine JSON-encoded.
-    assert json.loads(provider.plain_inputs["sshOpts"]) == ["-o", "StrictHostKeyChecking=yes"]
+    if ssh:
+        # Provider configuration reaches the engine JSON-encoded.
+        assert json.loads(provider.plain_inputs["sshOpts"]) == ["-o", "StrictHostKeyChecking=yes"]
     for r in m.registered:
         if r.custom and r.type.startswith("docker:"):
             assert r.provider.startswith(provider.urn + "::"), r.name

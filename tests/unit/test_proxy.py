@@ -7,6 +7,7 @@ import pulumi
 
 from components.proxy import Proxy, ProxyArgs
 from components.render.nginx import CERT_PATH, CONF_PATH, HEALTH_PORT, HTPASSWD_PATH, KEY_PATH, NginxOptions, render_nginx_conf
+from components.render.registry_config import SOCKET_DIR
 from components.settings import DEFAULT_NGINX_IMAGE
 from tests.support.engine import is_secret
 from tests.support.program import use_mocks
@@ -20,7 +21,7 @@ def build(**overrides):
     monitor = use_mocks()
     args = dict(prefix="registry-dev", image=DEFAULT_NGINX_IMAGE, server_names=("localhost", "127.0.0.1"),
                 https_port=5443, bind_address="127.0.0.1", network_name="registry-dev-net",
-                upstream="registry:5000", cert_pem=CERT, private_key_pem=pulumi.Output.secret(KEY),
+                socket_volume_name="registry-dev-socket", cert_pem=CERT, private_key_pem=pulumi.Output.secret(KEY),
                 htpasswd=pulumi.Output.secret(HTPASSWD))
     args.update(overrides)
     found = {}
@@ -43,7 +44,8 @@ def uploads_by_path(container) -> dict:
 def test_children_and_container_spec():
     """Image and container named f'{name}-...'; fixed container name; digest-pinned image;
     SIGQUIT (nginx finishes requests in flight); restart policy; joins the registry network;
-    healthcheck on the loopback health listener; delete-before-replace."""
+    mounts the registry's socket volume; healthcheck on the loopback health listener;
+    delete-before-replace."""
     _, kids, found = build()
     assert {k: r.name for k, r in kids.items()} == {"RemoteImage": "px-image", "Container": "px-container"}
     assert kids["RemoteImage"].plain_inputs == {"name": DEFAULT_NGINX_IMAGE, "keepLocally": True}
@@ -52,6 +54,7 @@ def test_children_and_container_spec():
     assert spec["image"] == kids["RemoteImage"].plain_outputs["imageId"]
     assert spec["stopSignal"] == "SIGQUIT" and spec["restart"] == "unless-stopped"
     assert spec["networksAdvanced"] == [{"name": "registry-dev-net"}]
+    assert spec["volumes"] == [{"volumeName": "registry-dev-socket", "containerPath": SOCKET_DIR}]
     assert f"http://127.0.0.1:{HEALTH_PORT}/healthz" in spec["healthcheck"]["tests"]
     assert kids["Container"].delete_before_replace is True
 
@@ -66,16 +69,17 @@ def test_https_port_is_published_on_the_bind_address():
 
 
 def test_uploads_hold_config_certificate_key_and_htpasswd():
-    """The rendered nginx.conf (with every server name), the certificate, the key (0600) and the
-    htpasswd (0644: workers read it) are uploaded where the config points."""
+    """The rendered nginx.conf (with every server name and the published port), the certificate,
+    the key (0600: the master reads it) and the htpasswd (0640: workers, in group root, read
+    it; no other user) are uploaded where the config points."""
     _, kids, found = build()
     uploads = uploads_by_path(kids["Container"])
     assert set(uploads) == {CONF_PATH, CERT_PATH, KEY_PATH, HTPASSWD_PATH}
-    expected_conf = render_nginx_conf(NginxOptions(upstream="registry:5000", server_names=("localhost", "127.0.0.1")))
+    expected_conf = render_nginx_conf(NginxOptions(server_names=("localhost", "127.0.0.1"), public_port=5443))
     assert uploads[CONF_PATH]["content"] == expected_conf == found["conf"]
     assert uploads[CERT_PATH]["content"] == CERT
     assert (uploads[KEY_PATH]["content"], uploads[KEY_PATH]["permissions"]) == (KEY, "0600")
-    assert (uploads[HTPASSWD_PATH]["content"], uploads[HTPASSWD_PATH]["permissions"]) == (HTPASSWD, "0644")
+    assert (uploads[HTPASSWD_PATH]["content"], uploads[HTPASSWD_PATH]["permissions"]) == (HTPASSWD, "0640")
 
 
 def test_key_and_htpasswd_uploads_are_secret_and_absent_from_state():

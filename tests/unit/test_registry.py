@@ -6,8 +6,10 @@ from __future__ import annotations
 import pulumi
 import yaml
 
-from components.registry import NETWORK_ALIAS, RESTART_POLICY, Registry, RegistryArgs
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT
+import pytest
+
+from components.registry import REGISTRY_USER, RESTART_POLICY, SOCKET_VOLUME_DRIVER_OPTS, Registry, RegistryArgs
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, HEALTH_URL, REGISTRY_SOCKET, SOCKET_DIR, serve_command
 from components.settings import DEFAULT_REGISTRY_IMAGE
 from tests.support.engine import contains_secret, is_secret
 from tests.support.program import use_mocks
@@ -40,23 +42,44 @@ def children(monitor):
 
 
 def test_children_are_named_after_the_component_and_parented_to_it():
-    """Network, volume, image, http secret and container: one each, named f'{name}-...'."""
+    """Network, data and socket volumes, image, http secret and container, named f'{name}-...'."""
     monitor, found = build()
-    component, kids = children(monitor)
-    assert {k: r.name for k, r in kids.items()} == {
-        "Network": "reg-network", "Volume": "reg-data", "RemoteImage": "reg-image",
-        "RandomPassword": "reg-http-secret", "Container": "reg-container"}
-    assert kids["Network"].plain_inputs["name"] == "registry-dev-net"
-    assert kids["Volume"].plain_inputs == {"name": "registry-dev-data"}
+    component = monitor.one(REGISTRY_TYPE)
+    kids = {r.name: r for r in monitor.registered if r.parent == component.urn}
+    assert sorted(kids) == ["reg-container", "reg-data", "reg-http-secret", "reg-image", "reg-network", "reg-socket"]
+    assert kids["reg-network"].plain_inputs["name"] == "registry-dev-net"
+    assert kids["reg-data"].plain_inputs == {"name": "registry-dev-data"}
     assert found == {"network_name": "registry-dev-net", "volume_name": "registry-dev-data",
-                     "container_name": "registry-dev-registry", "upstream": f"{NETWORK_ALIAS}:{PORT}"}
+                     "container_name": "registry-dev-registry", "upstream": f"unix:{REGISTRY_SOCKET}"}
+
+
+def test_socket_volume_is_a_small_tmpfs_only_root_may_enter():
+    """The socket volume: tmpfs (nothing on disk), its directory mode 0710 root:root, so only
+    root and the socket group (nginx's workers) reach the socket, on the host as inside."""
+    monitor, _ = build()
+    (sockets,) = [r for r in monitor.registered if r.name == "reg-socket"]
+    assert sockets.plain_inputs["name"] == "registry-dev-socket"
+    assert sockets.plain_inputs["driverOpts"] == SOCKET_VOLUME_DRIVER_OPTS
+    assert SOCKET_VOLUME_DRIVER_OPTS["type"] == "tmpfs"
+    assert "mode=0710,uid=0,gid=0," in SOCKET_VOLUME_DRIVER_OPTS["o"]
+
+
+def test_a_registry_host_port_is_refused_at_preview():
+    """There is no plain-HTTP port to publish: registryHostPort is refused by settings, naming it."""
+    from components.settings import SettingsError, parse_settings
+
+    with pytest.raises(SettingsError, match="registryHostPort: the registry listens only on a Unix socket"):
+        parse_settings({"registryHostPort": 5999}, stack="dev")
 
 
 def test_volume_is_retained_on_destroy_by_default_and_not_when_asked():
     """keepOnDestroy (default) retains the volume and its images; false lets destroy delete it.
     The volume is never delete-before-replace, unlike the containers."""
-    kept = children(build()[0])[1]["Volume"]
-    dropped = children(build(keep_volume_on_destroy=False)[0])[1]["Volume"]
+    def data(monitor):
+        return next(r for r in monitor.registered if r.name == "reg-data")
+
+    kept = data(build()[0])
+    dropped = data(build(keep_volume_on_destroy=False)[0])
     assert (kept.retain_on_delete, dropped.retain_on_delete) == (True, False)
     assert not kept.delete_before_replace
 
@@ -73,22 +96,25 @@ def test_image_is_pinned_by_digest_and_kept_locally():
 
 
 def test_container_spec():
-    """Fixed name, restart policy, network alias 'registry', the volume at the data path, no
-    host port, healthcheck, and delete-before-replace (the fixed name must be free first)."""
+    """Fixed name, restart policy, root with the umask entrypoint, the data and socket volumes,
+    no network alias and no host port, healthcheck on the loopback debug listener, and
+    delete-before-replace (the fixed name must be free first)."""
     monitor, _ = build()
     kids = children(monitor)[1]
     container = kids["Container"]
     spec = container.plain_inputs
     assert spec["name"] == "registry-dev-registry"
     assert spec["restart"] == RESTART_POLICY == "unless-stopped"
-    assert spec["networksAdvanced"] == [{"name": "registry-dev-net", "aliases": [NETWORK_ALIAS]}]
-    assert spec["volumes"] == [{"volumeName": "registry-dev-data", "containerPath": DATA_DIR}]
+    assert spec["networksAdvanced"] == [{"name": "registry-dev-net"}]
+    assert spec["volumes"] == [{"volumeName": "registry-dev-data", "containerPath": DATA_DIR},
+                               {"volumeName": "registry-dev-socket", "containerPath": SOCKET_DIR}]
+    assert spec["user"] == REGISTRY_USER and spec["entrypoints"] == serve_command(CONFIG_PATH)
     assert "ports" not in spec
     assert spec["healthcheck"]["tests"][:2] == ["CMD", "wget"]
-    assert f"http://127.0.0.1:{PORT}/" in spec["healthcheck"]["tests"]
+    assert HEALTH_URL in spec["healthcheck"]["tests"] and HEALTH_URL.startswith("http://127.0.0.1:")
     assert container.delete_before_replace is True
     assert spec["stopTimeout"] == 30  # as long as the registry's http.draintimeout
-    assert {kids["Volume"].urn, kids["Network"].urn, kids["RandomPassword"].urn} <= set(container.dependencies)
+    assert {kids["Network"].urn, kids["RandomPassword"].urn} <= set(container.dependencies)
 
 
 def test_config_is_uploaded_as_a_secret_with_the_http_secret():
@@ -99,16 +125,10 @@ def test_config_is_uploaded_as_a_secret_with_the_http_secret():
     container = kids["Container"]
     assert contains_secret(container.inputs["uploads"]) and is_secret(container.outputs["uploads"])
     (upload,) = container.plain_inputs["uploads"]
-    assert upload["file"] == CONFIG_PATH
+    assert upload["file"] == CONFIG_PATH and upload["permissions"] == "0600"  # root reads it, nobody else
     config = yaml.safe_load(upload["content"])
     http_secret = kids["RandomPassword"].plain_outputs["result"]
     assert len(http_secret) == 32 and config["http"]["secret"] == http_secret
     assert config["storage"]["delete"]["enabled"] is True
     assert config["storage"]["filesystem"]["rootdirectory"] == DATA_DIR
     assert http_secret not in monitor.state_text()
-
-
-def test_host_port_publishes_plain_http_on_loopback_only():
-    """registryHostPort (debugging) publishes the registry port on 127.0.0.1, never 0.0.0.0."""
-    container = children(build(host_port=5999)[0])[1]["Container"]
-    assert container.plain_inputs["ports"] == [{"internal": PORT, "external": 5999, "ip": "127.0.0.1"}]

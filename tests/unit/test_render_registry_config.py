@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import yaml
 
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config, render_registry_config
+from components.render.registry_config import (
+    CONFIG_PATH,
+    DATA_DIR,
+    DEBUG_ADDR,
+    REGISTRY_SOCKET,
+    SOCKET_DIR,
+    registry_config,
+    render_registry_config,
+    serve_command,
+)
 
 SECRET = "s3cret-http-value-0123456789abcd"
 
@@ -38,10 +47,14 @@ def test_data_lives_in_the_volume_path():
     assert CONFIG_PATH == "/etc/docker/registry/config.yml"
 
 
-def test_listens_on_the_registry_port_with_the_given_secret():
-    """The http secret signs upload state: fixed (from state), so uploads survive a restart."""
+def test_listens_on_its_unix_socket_only_with_the_given_secret():
+    """The registry serves on a Unix socket in the socket volume, no TCP address; its health on
+    the container's loopback only. The http secret signs upload state: fixed (from state), so
+    uploads survive a restart."""
     config = load()
-    assert config["http"]["addr"] == f":{PORT}" and PORT == 5000
+    assert (config["http"]["net"], config["http"]["addr"]) == ("unix", REGISTRY_SOCKET)
+    assert REGISTRY_SOCKET.startswith(SOCKET_DIR + "/")
+    assert config["http"]["debug"] == {"addr": DEBUG_ADDR} and DEBUG_ADDR.startswith("127.0.0.1:")
     assert config["http"]["secret"] == SECRET
     assert yaml.safe_load(render_registry_config(http_secret="other"))["http"]["secret"] == "other"
 
@@ -64,3 +77,12 @@ def test_log_level_is_configurable():
 def test_stops_gracefully():
     """On SIGTERM the registry drains requests in flight (up to 30 s) instead of cutting them."""
     assert load()["http"]["draintimeout"] == "30s"
+
+
+def test_serve_command_sets_a_umask_and_passes_the_config_path_as_data():
+    """The entrypoint sets umask 0007 (socket and data: no access for others) and execs the
+    registry; the config path is an argument to the constant shell line, never part of it."""
+    argv = serve_command("/x/it's config.yml")
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[2] == 'umask 0007 && exec /bin/registry serve "$0"'
+    assert argv[3] == "/x/it's config.yml"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import tomllib
 
 import pytest
 
@@ -33,15 +34,17 @@ def test_trust_id_is_file_name_safe():
 @pytest.mark.parametrize(
     "kind, path",
     [
-        ("docker", f"/etc/docker/certs.d/{ADDRESS}/ca.crt"),
-        ("podman", f"/etc/containers/certs.d/{ADDRESS}/ca.crt"),
-        ("containerd", f"/etc/containerd/certs.d/{ADDRESS}/ca.crt"),
-        ("system", "/usr/local/share/ca-certificates/private-registry-registry.example.com_5443.crt"),
+        ("docker", "/etc/docker/certs.d/$ADDRESS/ca.crt"),
+        ("podman", "/etc/containers/certs.d/$ADDRESS/ca.crt"),
+        ("containerd", "/etc/containerd/certs.d/$ADDRESS/ca.crt"),
+        ("system", "/usr/local/share/ca-certificates/private-registry-$TID.crt"),
     ],
 )
 def test_each_kind_writes_its_own_path_under_trust_root(kind, path):
-    """Each kind writes the CA to the path that client reads, prefixed by $R (TRUST_ROOT)."""
+    """Each kind writes the CA to the path that client reads, prefixed by $R (TRUST_ROOT); the
+    address and its file-name id enter as quoted shell words, once."""
     script = render_install_script(ADDRESS, CA, [kind])
+    assert f"\nADDRESS={ADDRESS}\nTID=registry.example.com_5443\n" in script
     assert f'"$R{path}"' in script
     others = {"docker": "/etc/docker/", "podman": "/etc/containers/", "containerd": "/etc/containerd/"}
     for other, prefix in others.items():
@@ -61,18 +64,21 @@ def test_containerd_gets_hosts_toml_pointing_at_the_ca():
     """hosts.toml names the https server and the CA file next to it."""
     script = render_install_script(ADDRESS, CA, ["containerd"])
     toml = containerd_hosts_toml(ADDRESS, f"/etc/containerd/certs.d/{ADDRESS}/ca.crt")
-    assert toml in script
-    assert f'server = "https://{ADDRESS}"' in toml
-    assert f'ca = "/etc/containerd/certs.d/{ADDRESS}/ca.crt"' in toml
+    assert f"HOSTS_TOML={shlex.quote(toml)}" in script
+    assert tomllib.loads(toml) == {
+        "server": f"https://{ADDRESS}",
+        "host": {f"https://{ADDRESS}": {"capabilities": ["pull", "resolve", "push"],
+                                         "ca": f"/etc/containerd/certs.d/{ADDRESS}/ca.crt"}},
+    }
 
 
 def test_ca_is_embedded_once_per_kind_and_remove_script_has_no_ca():
-    """The install embeds the PEM once, in a quoted heredoc (no shell expansion); removal needs no CA."""
+    """The install embeds the PEM once, as a single-quoted shell word (no shell expansion); removal needs no CA."""
     script = render_install_script(ADDRESS, CA, list(KINDS))
     assert script.count(CA.strip()) == 1  # in write_ca, called once per kind
     # One call per kind, the system kind with one per store family (Debian, Red Hat).
     assert script.count("write_ca \"") == len(KINDS) + 1
-    assert "<<'PRIVATE_REGISTRY_CA_PEM'" in script
+    assert f"CA_PEM={shlex.quote(CA.strip())}\n" in script
     remove = render_remove_script(ADDRESS)
     assert "BEGIN CERTIFICATE" not in remove
     assert "undo_previous" in remove
@@ -92,13 +98,20 @@ def test_scripts_are_deterministic():
 
 
 def test_refusals():
-    """Unknown kind, no kind, and a CA text holding the heredoc terminator are refused."""
+    """Unknown kind, no kind, a kind twice, a NUL in the CA text and an address outside the grammar are refused."""
     with pytest.raises(ValueError, match="unknown trust kind 'snap'"):
         render_install_script(ADDRESS, CA, ["snap"])
     with pytest.raises(ValueError, match="at least one"):
         render_install_script(ADDRESS, CA, [])
-    with pytest.raises(ValueError, match="terminator"):
-        render_install_script(ADDRESS, CA + "PRIVATE_REGISTRY_CA_PEM\n", ["docker"])
+    with pytest.raises(ValueError, match="at most once"):
+        render_install_script(ADDRESS, CA, ["docker", "docker"])
+    with pytest.raises(ValueError, match="NUL"):
+        render_install_script(ADDRESS, CA + "\x00", ["docker"])
+    for address in ("a/../../etc:1", "a$(id)", "fe80::1%eth0", "x\n", "[::1%lo]:5443"):
+        with pytest.raises(ValueError, match="not a registry address"):
+            render_install_script(address, CA, ["docker"])
+        with pytest.raises(ValueError, match="not a registry address"):
+            render_remove_script(address)
 
 
 def test_without_sudo_the_whole_script_is_one_argument():

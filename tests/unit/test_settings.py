@@ -84,13 +84,13 @@ INVALID = {
                                "set both"),
     "CA key without cert": Bad({"caPrivateKeyPem": CA_KEY}, ("caCertificatePem", "caPrivateKeyPem"), "set both"),
     "negative validity": Bad({"certificate": {"validityHours": -1}}, ("private-registry:certificate.validityHours",),
-                             "positive number of hours"),
+                             "positive whole number of hours"),
     "zero validity": Bad({"certificate": {"validityHours": 0}}, ("private-registry:certificate.validityHours",),
-                         "positive number of hours"),
+                         "positive whole number of hours"),
     "zero CA validity": Bad({"certificate": {"caValidityHours": 0}}, ("private-registry:certificate.caValidityHours",),
-                            "positive number of hours"),
+                            "positive whole number of hours"),
     "negative renewBefore": Bad({"certificate": {"renewBeforeHours": -24}},
-                                ("private-registry:certificate.renewBeforeHours",), "zero or more hours"),
+                                ("private-registry:certificate.renewBeforeHours",), "zero or more whole hours"),
     "renewBefore equal to validity": Bad({"certificate": {"validityHours": 100, "renewBeforeHours": 100}},
                                          ("private-registry:certificate", "renewBeforeHours"), "must be smaller than"),
     "renewBefore over validity": Bad({"certificate": {"validityHours": 100, "renewBeforeHours": 500}},
@@ -130,7 +130,7 @@ INVALID = {
                              "see the README's settings table"),
     # Maintenance.
     "bad repository": Bad({"maintenance": {"deletions": [{"repository": "Bad Repo", "tags": ["v1"]}]}},
-                          ("private-registry:maintenance.deletions[0]", "Bad Repo"), "lowercase, e.g. 'team/app'"),
+                          ("private-registry:maintenance.deletions[0].repository", "Bad Repo"), "like 'team/app'"),
     "bad tag": Bad({"maintenance": {"deletions": [{"repository": "team/app", "tags": ["-bad tag"]}]}},
                    ("private-registry:maintenance.deletions[0]", "-bad tag"), "letters, digits"),
     "bad digest": Bad({"maintenance": {"deletions": [{"repository": "team/app", "digests": ["sha256:xyz"]}]}},
@@ -140,7 +140,7 @@ INVALID = {
     "retention keeping nothing": Bad({"maintenance": {"retention": [{"repositories": "team/.*"}]}},
                                      ("private-registry:maintenance.retention[0]",), "set keepLast, keepPatterns or keepYoungerThan"),
     "negative keepLast": Bad({"maintenance": {"retention": [{"repositories": "team/.*", "keepLast": -1}]}},
-                             ("private-registry:maintenance.retention[0].keepLast",), "greater than or equal to 0"),
+                             ("private-registry:maintenance.retention[0].keepLast",), "1 or more"),
     "bad duration": Bad({"maintenance": {"retention": [{"repositories": "x", "keepYoungerThan": "3 months"}]}},
                         ("private-registry:maintenance.retention[0].keepYoungerThan",), "like '36h', '30d' or '2w'"),
     "zero duration": Bad({"maintenance": {"retention": [{"repositories": "x", "keepYoungerThan": "0d"}]}},
@@ -179,7 +179,8 @@ def test_every_problem_is_reported_at_once():
 
 
 VALID_EDGES = {
-    "ports 1 and 65535": {"httpsPort": 1, "registryHostPort": 65535},
+    "ports 1 and 65535": {"httpsPort": 1, "bindAddress": "127.0.0.1"},
+    "port 65535": {"httpsPort": 65535},
     "password of exactly 72 bytes": {"users": {"alice": "p@ss:" + "w" * 67}},
     "password of exactly minPasswordLength": {"users": {"alice": "x" * 16}},
     "lower minPasswordLength": {"users": {"alice": "abc"}, "minPasswordLength": 3},
@@ -194,7 +195,7 @@ VALID_EDGES = {
                   {"name": "there", "host": "10.0.0.9", "user": "ops", "privateKey": SSH_KEY, "sudo": True}]},
     "maintenance rules": {"maintenance": {
         "deletions": [{"repository": "team/app", "tags": ["v1", "v1.0_rc-1"], "digests": [DIGEST]}],
-        "retention": [{"repositories": "team/.*", "keepLast": 0, "keepPatterns": ["^v\\d+$"], "keepYoungerThan": "2w"}],
+        "retention": [{"repositories": "team/*", "keepLast": 1, "keepPatterns": ["^v\\d+$"], "keepYoungerThan": "2w"}],
         "gc": {"mode": "dry-run", "deleteUntagged": True}}},
 }
 
@@ -383,7 +384,7 @@ def _own_ca(is_ca: bool = True):
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1000))
         .add_extension(cx509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
