@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from cryptography import x509
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
 from components import grammar
 
-_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+_CONFIG = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid", frozen=True)
 
 DEFAULT_REDIS_IMAGE = (
     "docker.io/library/redis:7.4-alpine"
@@ -54,20 +54,20 @@ def _check_credential(value: Optional[SecretStr], what: str) -> Optional[SecretS
 class S3Settings:
     """An S3-compatible bucket that holds every image (distribution's ``s3`` storage driver)."""
 
-    bucket: str
-    region: str = "us-east-1"
+    bucket: StrictStr
+    region: StrictStr = "us-east-1"
     # http(s)://host[:port] of an S3-compatible store; unset: AWS's endpoint for the region.
-    endpoint: Optional[str] = None
+    endpoint: Optional[StrictStr] = None
     # Path-style URLs (http://host/bucket/key), which most S3-compatible stores need.
-    path_style: bool = False
-    root_directory: Optional[str] = None
+    path_style: StrictBool = False
+    root_directory: Optional[StrictStr] = None
     # CA certificate(s) that sign the endpoint's TLS certificate, when not a public CA.
-    ca_certificate_pem: Optional[str] = None
+    ca_certificate_pem: Optional[StrictStr] = None
     access_key: Optional[SecretStr] = None
     secret_key: Optional[SecretStr] = None
     # Redirect blob downloads to the object store; off: clients may not reach it.
-    redirect: bool = False
-    chunk_size_mib: int = Field(default=10, ge=5, le=5120)
+    redirect: StrictBool = False
+    chunk_size_mib: StrictInt = Field(default=10, ge=5, le=5120)
 
     @field_validator("bucket")
     @classmethod
@@ -160,11 +160,11 @@ class RedisSettings:
     the program runs a Redis container (password generated); with it, an external server.
     """
 
-    enabled: Optional[bool] = None
-    address: Optional[str] = None
+    enabled: Optional[StrictBool] = None
+    address: Optional[StrictStr] = None
     password: Optional[SecretStr] = None
-    db: int = Field(default=0, ge=0, le=15)
-    max_memory_mib: int = Field(default=256, ge=16, le=1 << 20)
+    db: StrictInt = Field(default=0, ge=0, le=15)
+    max_memory_mib: StrictInt = Field(default=256, ge=16, le=1 << 20)
 
     @field_validator("address")
     @classmethod
@@ -198,8 +198,8 @@ class SwarmSettings:
     ``docker.host`` must be a manager of that swarm; joining nodes stays the operator's job.
     """
 
-    enabled: bool = False
-    replicas: int = Field(default=2, ge=1, le=32)
+    enabled: StrictBool = False
+    replicas: StrictInt = Field(default=2, ge=1, le=32)
 
 
 def redis_enabled(redis: RedisSettings, swarm: SwarmSettings) -> bool:
