@@ -154,9 +154,9 @@ class SwarmRegistry(pulumi.ComponentResource):
             # One replica at a time; the new task runs (and passes its healthcheck) before the
             # old one stops, so the replica count never drops; a failing update rolls back.
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=1, order="start-first", failure_action="rollback", monitor="5s", delay="1s"
+                parallelism=1, order="start-first", failure_action="rollback", monitor="10s", delay="2s"
             ),
-            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="start-first", monitor="5s"),
+            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="start-first", monitor="10s"),
             endpoint_spec=docker.ServiceEndpointSpecArgs(mode="dnsrr"),
             labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="registry")],
             opts=child,
@@ -230,7 +230,7 @@ class SwarmRegistry(pulumi.ComponentResource):
             ),
             # The host port is the node's: the old task must free it before the new one binds it.
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=1, order="stop-first", failure_action="rollback", monitor="5s"
+                parallelism=1, order="stop-first", failure_action="rollback", monitor="10s"
             ),
             # No routing mesh: each node's own nginx answers on its own address.
             endpoint_spec=docker.ServiceEndpointSpecArgs(

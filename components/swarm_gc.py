@@ -128,7 +128,13 @@ class SwarmCollector:
         def converged() -> bool:
             status = (self.inspect().get("UpdateStatus") or {}).get("State")
             if status in ("paused", "rollback_started", "rollback_completed", "rollback_paused"):
-                raise SwarmGcError(f"the service update of '{self.service}' ended {status}")
+                service_id = self.inspect()["ID"]
+                errors = sorted({f"{t['Status']['State']}: {t['Status'].get('Err') or t['Status'].get('Message')}"
+                                 for t in self.client.api.tasks(filters={"service": service_id})
+                                 if t["Status"]["State"] in ("failed", "rejected")})
+                message = (self.inspect().get("UpdateStatus") or {}).get("Message", "")
+                raise SwarmGcError(f"the service update of '{self.service}' ended {status} ({message}); "
+                                   f"failed tasks: {errors[:3]}")
             service_id = self.inspect()["ID"]
             live = [t for t in self.client.api.tasks(filters={"service": service_id})
                     if t["Status"]["State"] in ("new", "pending", "assigned", "accepted", "preparing", "starting",
