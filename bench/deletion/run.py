@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 import docker  # noqa: E402
 import requests  # noqa: E402
 
-from components.maintenance import ImageDeletionProvider  # noqa: E402
+from components.maintenance_providers import ImageDeletionProvider  # noqa: E402
 from components.registry_api import DOCKER_MANIFEST  # noqa: E402
 from tests.integration.test_registry_api import DOCKER_HOST, start_stack, teardown  # noqa: E402
 from tests.support import oci  # noqa: E402

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from components import docker_exec, maintenance
+from components import docker_exec, maintenance_providers
 from components.docker_exec import CONFIG_PATH
-from components.maintenance import (
+from components.maintenance_providers import (
     GarbageCollectionProvider,
     ImageDeletionProvider,
     MaintenanceError,
@@ -392,7 +392,7 @@ def test_bad_input_raises_clear_errors_without_the_password(registry_stack, push
     secret_texts.append(wrong)
     assert "authentication failed" in failure({**conn(registry_stack, password=wrong), "repository": "app",
                                                "tags": ["one"]})
-    monkeypatch.setattr(maintenance, "READY_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(maintenance_providers, "READY_TIMEOUT_SECONDS", 1.0)
     unreachable = f"https://localhost:{free_port()}"
     assert "unreachable" in failure({**conn(registry_stack, registryUrl=unreachable), "repository": "app",
                                      "tags": ["one"]})

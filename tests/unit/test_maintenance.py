@@ -15,23 +15,24 @@ import dill
 import pulumi
 import pytest
 
-from components import maintenance
-from components.maintenance import (
+from components import maintenance_plan, maintenance_providers
+from components.maintenance import Maintenance, MaintenanceArgs
+from components.maintenance_plan import (
     UNKNOWN,
-    GarbageCollectionProvider,
     ImageDeletionProps,
-    ImageDeletionProvider,
-    Maintenance,
-    MaintenanceArgs,
-    MaintenanceError,
     RepoSnapshot,
     RetentionProps,
-    RetentionProvider,
     plan_deletion,
     plan_retention,
     repository_matches,
-    stable_id,
     untagged_to_delete,
+)
+from components.maintenance_providers import (
+    GarbageCollectionProvider,
+    ImageDeletionProvider,
+    MaintenanceError,
+    RetentionProvider,
+    stable_id,
 )
 from components.registry_api import (
     OCI_INDEX,
@@ -124,7 +125,7 @@ def fake(monkeypatch):
         holder["registry"] = registry
         return registry
 
-    monkeypatch.setattr(maintenance.Connection, "client", lambda self: holder["registry"])
+    monkeypatch.setattr(maintenance_plan.ConnectionProps, "client", lambda self: holder["registry"])
     return install
 
 
@@ -435,11 +436,12 @@ def test_registry_errors_become_maintenance_errors_from_the_cause(fake):
     assert isinstance(caught.value.__cause__, RegistryNotFoundError) and "'nope'" in str(caught.value)
 
 
-def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch):
+def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch, fake):
     """A new trigger (what was deleted) or mode re-runs the collection; a new password does not."""
     runs = []
-    monkeypatch.setattr(GarbageCollectionProvider, "_collect",
-                        staticmethod(lambda props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
+    fake(FakeRegistry({}))
+    monkeypatch.setattr(GarbageCollectionProvider, "collect",
+                        staticmethod(lambda client, props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
     provider = GarbageCollectionProvider()
     news = {**CONN, "dockerHost": "unix:///x.sock", "containerName": "reg", "trigger": "t1"}
     created = provider.create(news)
@@ -466,17 +468,17 @@ class Flaky:
 
 def test_waiting_for_the_registry_retries_only_while_it_starts(monkeypatch):
     """Unreachable and 502 (nginx up, registry not yet) are retried; auth errors are not."""
-    monkeypatch.setattr(maintenance.time, "sleep", lambda _: None)
+    monkeypatch.setattr(maintenance_providers.time, "sleep", lambda _: None)
     starting = Flaky(RegistryUnreachableError(URL, "refused"), RegistryError(URL, "HTTP 502", status=502))
-    maintenance.wait_until_serving(starting, timeout=5)
+    maintenance_providers.wait_until_serving(starting, timeout=5)
     assert starting.pings == 3
     refused = Flaky(RegistryAuthError(URL, "401", status=401))
     with pytest.raises(RegistryAuthError):
-        maintenance.wait_until_serving(refused, timeout=5)
+        maintenance_providers.wait_until_serving(refused, timeout=5)
     assert refused.pings == 1
     down = Flaky(*[RegistryUnreachableError(URL, "refused")] * 1000)
     with pytest.raises(RegistryUnreachableError):
-        maintenance.wait_until_serving(down, timeout=0)
+        maintenance_providers.wait_until_serving(down, timeout=0)
 
 
 # --- pickling ---------------------------------------------------------------------------------
