@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -70,8 +71,9 @@ from components.maintenance_plan import (
 from components.registry_api import RegistryClient, RegistryError, RegistryNotFoundError, SharedDigestError
 
 # How long create/update wait for a registry that is not serving yet (just started by the same
-# `pulumi up`: nginx answers 502 until the registry listens).
-READY_TIMEOUT_SECONDS = 60.0
+# `pulumi up`: nginx answers 502 until the registry listens). The environment variable lets a
+# test bound the wait in a provider host it starts.
+READY_TIMEOUT_SECONDS = float(os.environ.get("PRIVATE_REGISTRY_READY_TIMEOUT_SECONDS", "60"))
 READONLY_PROBE_REPOSITORY = "private-registry-maintenance/readonly-probe"
 
 T = TypeVar("T")
