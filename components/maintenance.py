@@ -132,12 +132,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "all"
 
 
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default; ``MISSING`` for a required one (a pydantic ``Field(default=...)`` too)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    # pydantic dataclasses keep a Field(...) as the default; its own default is the value.
+    return getattr(f.default, "default", f.default)
+
+
 def _canonical(value: Any) -> Any:
+    """Plain JSON-able data: a dataclass as ``{field: value}`` without fields at their default."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: _canonical(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.default is dataclasses.MISSING or getattr(value, f.name) != f.default
+            if _default(f) is dataclasses.MISSING or getattr(value, f.name) != _default(f)
         }
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]

@@ -294,3 +294,18 @@ def call_in_process(provider: Any, method: str, *args: Any) -> Any:
     marshalled = [as_host_sees(a, keep_unknowns=keep) if isinstance(a, dict) else a for a in args]
     return getattr(provider, method)(*marshalled)
 
+
+PROTOCOL = ("check", "diff", "create", "update", "read", "delete")
+
+
+class Wired:
+    """A provider whose protocol methods receive their property dicts as the host hands them
+    over (:func:`call_in_process`); everything else passes through."""
+
+    def __init__(self, provider: Any):
+        self.provider = provider
+
+    def __getattr__(self, name: str) -> Any:
+        if name in PROTOCOL:
+            return lambda *args: call_in_process(self.provider, name, *args)
+        return getattr(self.provider, name)

@@ -8,6 +8,7 @@ RegistryClient; the real registry is in tests/integration/test_maintenance.py.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import pickle
 from datetime import datetime, timedelta, timezone
 
@@ -16,10 +17,11 @@ import pulumi
 import pytest
 
 from components import maintenance_plan, maintenance_providers
-from components.maintenance import Maintenance, MaintenanceArgs
+from components.maintenance import Maintenance, MaintenanceArgs, legacy_rule_hash, rule_hash
 from components.maintenance_plan import (
     UNKNOWN,
     ImageDeletionProps,
+    has_unknown,
     RepoSnapshot,
     RetentionProps,
     plan_deletion,
@@ -47,6 +49,8 @@ from components.registry_api import (
 )
 from components.settings import DeletionRule, GcSettings, MaintenanceSettings, RetentionRule
 from tests.support.engine import is_secret
+from tests.support.provider_host import Wired as wired
+from tests.support.provider_host import as_host_sees
 
 PASSWORD = "Sup3r-s3cret@:pw"
 URL = "https://localhost:5443"
@@ -305,7 +309,7 @@ def test_untagged_deletion_spares_platform_manifests_of_tagged_indexes():
 ])
 def test_check_reports_malformed_deletion_rules(news, words):
     """Malformed repository, tag or digest, or a rule naming nothing, fail check with the reason and no password."""
-    result = ImageDeletionProvider().check({}, {**CONN, **news})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, **news})
     assert len(result.failures) == 1 and words in result.failures[0].reason
     assert PASSWORD not in result.failures[0].reason
 
@@ -313,23 +317,23 @@ def test_check_reports_malformed_deletion_rules(news, words):
 def test_check_lists_pending_deletions_for_the_preview(fake):
     """check asks the registry and puts the tags that would go into pendingDeletions, for the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
-    result = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and result.inputs["pendingDeletions"] == ["app:v1"]
 
 
 def test_check_fails_the_preview_on_a_shared_digest_and_an_unknown_repository(fake):
     """Refusals create would make (shared digest, unknown repository) already fail the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "latest": d("1")}}))
-    shared = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    shared = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert "latest" in shared.failures[0].reason
-    unknown = ImageDeletionProvider().check({}, {**CONN, "repository": "nope", "tags": ["v1"]})
+    unknown = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "nope", "tags": ["v1"]})
     assert "NAME_UNKNOWN" in unknown.failures[0].reason
 
 
 def test_check_without_a_reachable_registry_passes_without_a_list():
     """First deployment: the registry is not up yet at preview time; that is not an error."""
     unreachable = {**CONN, "registryUrl": "https://127.0.0.1:9", "caPem": ""}
-    result = ImageDeletionProvider().check({}, {**unreachable, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**unreachable, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and "pendingDeletions" not in result.inputs
 
 
@@ -337,8 +341,43 @@ def test_check_with_unknown_inputs_asks_nothing(fake):
     """With unknown inputs (preview before the registry exists) check neither fails nor asks the registry."""
     registry = fake(FakeRegistry({}))
     registry.tags = None  # any call would fail
-    result = ImageDeletionProvider().check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and "pendingDeletions" not in result.inputs
+
+
+def test_check_with_every_connection_input_unknown_fails_nothing_and_builds_no_client(monkeypatch):
+    """First deployment: URL, user, password and CA all arrive as ``Unknown`` objects; check
+    passes, keeps them unknown, and never builds a RegistryClient (an unknown CA is no PEM)."""
+    monkeypatch.setattr(maintenance_plan, "RegistryClient", None)  # building one would raise
+    unknowns = {key: UNKNOWN for key in CONN}
+    for provider, rule in [(ImageDeletionProvider(), {"repository": "app", "tags": ["v1"]}),
+                           (RetentionProvider(), {"repositories": "team/*", "keepLast": 2}),
+                           (GarbageCollectionProvider(), {"dockerHost": "unix:///x.sock", "containerName": UNKNOWN})]:
+        result = wired(provider).check({}, {**unknowns, **rule})
+        assert result.failures == [] and has_unknown(result.inputs["password"])
+
+
+def test_numbers_arrive_as_floats_and_take_their_field_type(fake):
+    """keepLast 2 arrives as 2.0 and plans as 2 (it slices a list); keepYoungerThanHours stays
+    a float; a fractional keepLast fails check naming the input."""
+    props = RetentionProps.from_dict(as_host_sees({**CONN, "repositories": "app", "keepLast": 2,
+                                                   "keepYoungerThanHours": 36}))
+    assert props.keep_last == 2 and type(props.keep_last) is int and type(props.keep_younger_than_hours) is float
+    fake(FakeRegistry({"app": {"a": d("1"), "b": d("2"), "c": d("3")}},
+                      created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(2)}))
+    checked = wired(RetentionProvider()).check({}, {**CONN, "repositories": "app", "keepLast": 2})
+    assert checked.failures == [] and checked.inputs["pendingDeletions"] == ["app:c"]
+    fractional = wired(RetentionProvider()).check({}, {**CONN, "repositories": "app", "keepLast": 1.5})
+    assert "keepLast must be a whole number" in fractional.failures[0].reason
+
+
+def test_diff_counts_an_unknown_object_as_a_change():
+    """In a preview the new password may be an ``Unknown`` object: that is a change, not equal."""
+    provider = ImageDeletionProvider()
+    stored = {**CONN, "repository": "app", "tags": ["v1"], "digests": [], "allowSharedDigest": False}
+    assert wired(provider).diff("id", stored, stored).changes is False
+    result = wired(provider).diff("id", stored, {**stored, "password": UNKNOWN})
+    assert result.changes is True and result.replaces == []
 
 
 def olds_for(provider, news, extra=None):
@@ -347,7 +386,7 @@ def olds_for(provider, news, extra=None):
 
 def test_diff_of_unchanged_inputs_is_no_change():
     """An unchanged stack previews as unchanged: same inputs, same pending list => no diff."""
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     news = {**CONN, "registryUrl": "https://127.0.0.1:9", "repository": "app", "tags": ["v1"]}
     olds = {**provider.check({}, news).inputs, "pendingDeletions": [], "deletedDigests": [d("1")]}
     checked = {**provider.check(olds, news).inputs, "pendingDeletions": []}
@@ -364,7 +403,7 @@ def test_diff_of_unchanged_inputs_is_no_change():
 ])
 def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, replaces):
     """A different rule is a different resource (replace); credentials or a re-pushed tag update."""
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     base = {**CONN, "repository": "app", "tags": ["v1"], "digests": [], "allowSharedDigest": False,
             "pendingDeletions": []}
     result = provider.diff("id", base, {**base, **change})
@@ -373,7 +412,7 @@ def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, repl
 
 def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
     """Unknown means changed; a missing optional input equals its default; only the pattern replaces a retention rule."""
-    provider = RetentionProvider()
+    provider = wired(RetentionProvider())
     base = {**CONN, "repositories": "app", "keepLast": 2}
     stored = {**base, "excludeRepositories": [], "keepPatterns": [], "dryRun": False}
     assert provider.diff("id", stored, base).changes is False
@@ -388,7 +427,7 @@ def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
 def test_create_deletes_reports_and_leaves_nothing_pending(fake):
     """create deletes the digest, records what it deleted, and leaves pendingDeletions empty under a deterministic id."""
     registry = fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
-    result = ImageDeletionProvider().create({**CONN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).create({**CONN, "repository": "app", "tags": ["v1"]})
     assert registry.deleted == [("app", d("1"))]
     assert result.outs["pendingDeletions"] == [] and result.outs["deletedTags"] == ["v1"]
     assert result.outs["deletedDigests"] == [d("1")] and result.outs["deletionRuns"] == 1
@@ -398,7 +437,7 @@ def test_create_deletes_reports_and_leaves_nothing_pending(fake):
 def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
     """read reports the truth: a tag pushed again shows as pending; update removes it, runs += 1."""
     registry = fake(FakeRegistry({"app": {"v1": d("1")}}))
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     created = provider.create({**CONN, "repository": "app", "tags": ["v1"]})
     registry.repos["app"]["v1"] = d("1")
     refreshed = provider.read(created.id, created.outs)
@@ -413,7 +452,7 @@ def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
 def test_retention_dry_run_only_reports(fake):
     """A dry run lists what would go and deletes nothing."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}}, created={d("1"): NOW, d("2"): NOW - timedelta(1)}))
-    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
+    result = wired(RetentionProvider()).create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
     assert registry.deleted == [] and result.outs["pendingDeletions"] == ["app:b"]
     assert result.outs["deletedTags"] == [] and result.outs["deletionRuns"] == 0
 
@@ -422,7 +461,7 @@ def test_retention_deletes_what_the_rule_does_not_keep(fake):
     """A real run deletes only in the governed repository what the rule does not keep."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}, "other": {"x": d("3")}},
                                  created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(9)}))
-    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1})
+    result = wired(RetentionProvider()).create({**CONN, "repositories": "app", "keepLast": 1})
     assert registry.deleted == [("app", d("2"))]
     assert result.outs["deletedTags"] == ["app:b"] and result.outs["pendingDeletions"] == []
     assert result.outs["keptTags"] == ["app:a"]
@@ -432,7 +471,7 @@ def test_registry_errors_become_maintenance_errors_from_the_cause(fake):
     """Registry failures surface as MaintenanceError naming the resource, chained from the registry error."""
     fake(FakeRegistry({}))
     with pytest.raises(MaintenanceError) as caught:
-        ImageDeletionProvider().create({**CONN, "repository": "nope", "tags": ["v1"]})
+        wired(ImageDeletionProvider()).create({**CONN, "repository": "nope", "tags": ["v1"]})
     assert isinstance(caught.value.__cause__, RegistryNotFoundError) and "'nope'" in str(caught.value)
 
 
@@ -442,7 +481,7 @@ def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch, fa
     fake(FakeRegistry({}))
     monkeypatch.setattr(GarbageCollectionProvider, "collect",
                         staticmethod(lambda client, props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
-    provider = GarbageCollectionProvider()
+    provider = wired(GarbageCollectionProvider())
     news = {**CONN, "dockerHost": "unix:///x.sock", "containerName": "reg", "trigger": "t1"}
     created = provider.create(news)
     assert runs == ["t1"] and created.id == provider.create(news).id
@@ -488,11 +527,11 @@ def test_pickled_providers_hold_no_secret_even_after_use(fake):
     """Pulumi stores dill.dumps(provider) in state: it must carry no password, before or after work."""
     fake(FakeRegistry({"app": {"v1": d("1")}}))
     provider = ImageDeletionProvider()
-    provider.create({**CONN, "repository": "app", "tags": ["v1"]})
+    wired(provider).create({**CONN, "repository": "app", "tags": ["v1"]})
     for candidate in (provider, RetentionProvider(), GarbageCollectionProvider()):
         data = dill.dumps(candidate, protocol=pickle.DEFAULT_PROTOCOL, recurse=True)
         assert PASSWORD.encode() not in data
-        assert b"components.maintenance" in data and len(data) < 200
+        assert b"components.maintenance_providers" in data and len(data) < 200
 
 
 # --- the component under engine-like mocks ---------------------------------------------------
@@ -571,6 +610,39 @@ def test_component_names_follow_rule_content_not_position(pulumi_mocks):
     second = sorted(n.removeprefix("other-") for n in names if n.startswith("other-"))
     assert len(first) == 2 and first == second
     assert len(pulumi_mocks.by_type("pulumi-python:dynamic/registry:GarbageCollection")) == 1
+
+
+def test_names_hash_the_rules_fields_canonically_and_alias_the_names_repr_gave(pulumi_mocks):
+    """A rule's resource name is a hash of its fields as sorted JSON without fields at their
+    default: pinned here, so a change that would rename (and so replace, delete and collect
+    again) is seen. A rule type with one more defaulted field hashes the same; a different value
+    does not. Each child carries an alias to the name ``repr`` hashing gave it."""
+    rule = DeletionRule(repository="app", tags=("v1",))
+    assert rule_hash(rule) == "68410adb"
+    assert rule_hash(RetentionRule(repositories="team/*", keep_last=3)) == "4ffa208e"
+
+    @dataclasses.dataclass(frozen=True)
+    class DeletionRuleWithMore:
+        repository: str
+        tags: tuple = ()
+        digests: tuple = ()
+        allow_shared_digest: bool = False
+        added_later: bool = False
+
+    assert rule_hash(DeletionRuleWithMore(repository="app", tags=("v1",))) == rule_hash(rule)
+    assert rule_hash(DeletionRuleWithMore(repository="app", tags=("v1",), added_later=True)) != rule_hash(rule)
+    assert rule_hash(DeletionRule(repository="app", tags=("v2",))) != rule_hash(rule)
+
+    @pulumi.runtime.test
+    def run():
+        build()
+
+    run()
+    deletion = next(r for r in pulumi_mocks.by_type("pulumi-python:dynamic/registry:ImageDeletion")
+                    if r.plain_inputs["repository"] == "app")
+    assert deletion.name == f"maint-delete-app-{rule_hash(rule)}"
+    assert {"spec": {"name": f"maint-delete-app-{legacy_rule_hash(rule)}"}} in [
+        {"spec": {"name": a.get("spec", {}).get("name")}} for a in deletion.aliases]
 
 
 def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
