@@ -1,9 +1,9 @@
 """A small client for the Docker Registry HTTP API v2, as the maintenance providers need it.
 
 One :class:`RegistryClient` holds one ``requests.Session``: connections are kept alive and
-reused, and work that fans out (resolving many tags) runs on a small thread pool whose size
-matches the connection pool, so the registry never sees more than ``max_workers`` requests
-from us at once.
+reused, and work that fans out (resolving or deleting many tags) runs on a thread pool whose
+size matches the connection pool, so the registry never sees more than ``max_workers``
+requests from us at once.
 
 Every failure is a :class:`RegistryError` subclass whose message names the registry, the
 repository, the tag or digest, and the reason; it is raised ``from`` the underlying error.
@@ -40,7 +40,9 @@ MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCK
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
 
-DEFAULT_MAX_WORKERS = 4
+# Each request waits mostly on the registry's storage, not on CPU: 16 at once resolved and
+# deleted 200 tags 2.7x faster than 4 on a 2-core host (bench/deletion/README.md).
+DEFAULT_MAX_WORKERS = 16
 PAGE_SIZE = 100
 
 T = TypeVar("T")
@@ -452,18 +454,6 @@ class RegistryClient:
     def digests(self, repository: str, tags: Iterable[str]) -> dict[str, str]:
         """``{tag: digest}`` for the given tags, resolved concurrently; tags gone meanwhile are left out."""
         return {tag: found.digest for tag, found in self.descriptors(repository, tags).items()}
-
-    def tags_by_digest(self, repository: str) -> dict[str, list[str]]:
-        """``{digest: [tags]}`` for every tag in the repository."""
-        grouped: dict[str, list[str]] = {}
-        for tag, digest in sorted(self.digests(repository, self.tags(repository)).items()):
-            grouped.setdefault(digest, []).append(tag)
-        return grouped
-
-    def tags_sharing(self, repository: str, digest: str) -> list[str]:
-        """Every tag of the repository that points to ``digest``, sorted."""
-        validate_digest(self.url, repository, digest)
-        return self.tags_by_digest(repository).get(digest, [])
 
     def delete(self, repository: str, digest: str) -> bool:
         """Delete a manifest by digest (removing every tag on it); ``False`` if it was already gone."""

@@ -32,12 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import docker  # noqa: E402
 import requests  # noqa: E402
 
 from components.maintenance_providers import ImageDeletionProvider  # noqa: E402
 from components.registry_api import DOCKER_MANIFEST  # noqa: E402
-from tests.integration.test_registry_api import DOCKER_HOST, start_stack, teardown  # noqa: E402
+from tests.support.deploy import registry_stack  # noqa: E402
 from tests.support import oci  # noqa: E402
 
 
@@ -105,12 +104,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     options = parser.parse_args()
 
-    client = docker.DockerClient(base_url=DOCKER_HOST)
     with tempfile.TemporaryDirectory(prefix="bench-deletion-") as work:
         work_path = Path(work)
-        # The program's own nginx settings: one worker per CPU.
-        stack, cleanup = start_stack(client, work_path, nginx_workers="auto")
-        try:
+        # The program's registry and proxy, deployed as the program declares them.
+        with registry_stack(work_path, prefix="bench-deletion") as stack:
             layout = work_path / "layout"
             base = oci.random_bytes(64 * 1024, seed="bench-base")
             tags = [f"t{i:03d}" for i in range(options.tags)]
@@ -134,8 +131,6 @@ def main() -> None:
             with stack.client() as api:
                 left = {repo: api.tags(repo) for repo in ("bench/provider", "bench/tutorial")}
             assert left == {"bench/provider": [], "bench/tutorial": []}, left
-        finally:
-            teardown(cleanup)
 
     result = {
         "tags": len(tags),

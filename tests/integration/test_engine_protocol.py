@@ -22,14 +22,8 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
 
 from components.maintenance_providers import GarbageCollectionProvider, ImageDeletionProvider, RetentionProvider
-from tests.integration.test_registry_api import (  # noqa: F401 - fixtures
-    docker_client,
-    free_port,
-    set_created,
-    start_stack,
-    teardown,
-)
-from tests.support import oci
+from tests.support import deploy, oci
+from tests.support.ports import free_port
 from tests.support.provider_host import (
     ROOT,
     UNKNOWN,
@@ -45,13 +39,10 @@ LEGACY_BLOBS = json.loads((Path(__file__).parents[1] / "support" / "legacy_provi
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, tmp_path_factory):
-    work = tmp_path_factory.mktemp("engine-protocol")
-    registry, cleanup = start_stack(docker_client, work)
-    try:
+def stack(tmp_path_factory):
+    """The program's registry and proxy, deployed once for the module."""
+    with deploy.registry_stack(tmp_path_factory.mktemp("engine-protocol"), prefix="engine") as registry:
         yield registry
-    finally:
-        teardown(cleanup)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +199,7 @@ def test_deletion_by_digest_and_shared_digests(host, stack, layout):
     assert allowed.outputs["deletedTags"] == ["d", "d-alias"]
 
 
-def test_errors_are_clear_and_never_show_the_password(host, stack, layout, docker_client, tmp_path):
+def test_errors_are_clear_and_never_show_the_password(host, stack, layout, tmp_path):
     """Wrong password, unknown repository, unreachable registry, deletion disabled: each fails
     (at preview where it can be known then) with the cause, and never with the password."""
     stack.push(layout, "a", "err/app")
@@ -226,14 +217,11 @@ def test_errors_are_clear_and_never_show_the_password(host, stack, layout, docke
     with pytest.raises(ProviderCallError, match="unreachable"):
         resource.up(unreachable)
 
-    disabled, cleanup = start_stack(docker_client, tmp_path / "disabled", delete_enabled=False)
-    try:
+    with deploy.registry_stack(tmp_path / "disabled", prefix="engine-nodel", delete_enabled=False) as disabled:
         disabled.push(layout, "a", "err/app")
         with pytest.raises(ProviderCallError) as refused:
             resource.up({**conn(disabled), "repository": "err/app", "tags": ["a"]})
         assert "storage.delete.enabled" in refused.value.details and disabled.password not in refused.value.details
-    finally:
-        teardown(cleanup)
 
 
 # --- retention --------------------------------------------------------------------------------
@@ -242,7 +230,7 @@ def test_errors_are_clear_and_never_show_the_password(host, stack, layout, docke
 def _push_aged(stack, layout: Path, repository: str, ages: dict[str, float]) -> None:
     now = time.time()
     for tag, hours in ages.items():
-        set_created(layout, tag, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - hours * 3600)))
+        oci.set_created(layout, tag, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - hours * 3600)))
         stack.push(layout, tag, repository)
 
 
