@@ -284,7 +284,8 @@ class ImageDeletionProvider(MaintenanceProvider):
         removed = client.map(lambda digest: client.delete(props.repository, digest), plan.digests)
         deleted = [d for d, ok in zip(plan.digests, removed) if ok]
         return {
-            # Every planned digest is gone now (deleted, or by someone else meanwhile).
+            # Every planned digest is gone now (deleted, or by someone else meanwhile); a tag
+            # pushed again since the plan shows in the next preview or refresh.
             "pendingDeletions": [],
             **deletion_record(previous, deleted, list(plan.tags_removed) if deleted else []),
             "alreadyGone": list(plan.already_gone),

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import pickle
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dill
 import pulumi
@@ -52,6 +55,7 @@ from tests.support.engine import is_secret
 from tests.support.provider_host import Wired as wired
 from tests.support.provider_host import as_host_sees
 
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Sup3r-s3cret@:pw"
 URL = "https://localhost:5443"
 CONN = {"registryUrl": URL, "caPem": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
@@ -672,3 +676,14 @@ def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
     assert set(registered) == {"pending_deletions", "deleted_tags", "gc_bytes_before", "gc_bytes_after",
                                "gc_blobs_removed", "gc_duration_seconds", "gc_writes_refused_seconds"}
     assert all(registered[name] is getattr(seen["component"], name) for name in registered)
+
+
+@pytest.mark.parametrize("module", ["components.maintenance_providers", "components.maintenance"])
+def test_the_provider_import_paths_load_without_settings_or_pydantic(module):
+    """What the provider host imports to unpickle a provider (the state-contract paths, new and
+    legacy) pulls in neither the settings module nor pydantic."""
+    code = (f"import sys, {module}; "
+            "bad = sorted(m for m in sys.modules if m == 'components.settings' or m.split('.')[0] == 'pydantic'); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
