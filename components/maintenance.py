@@ -185,11 +185,6 @@ def _merged(lists: list[Optional[list]]) -> list:
     return sorted({entry for entries in lists for entry in (entries or [])})
 
 
-def _whole(value: Any) -> Optional[int]:
-    """A count or byte figure as an int (the engine returns every number as a float)."""
-    return None if value is None else int(value)
-
-
 class Maintenance(pulumi.ComponentResource):
     """Deletions, retention and garbage collection for one registry.
 
@@ -250,9 +245,9 @@ class Maintenance(pulumi.ComponentResource):
         self.pending_deletions = pulumi.Output.all(*[r.pendingDeletions for r in removers]).apply(_merged)
         self.deleted_tags = pulumi.Output.all(*[r.deletedTags for r in removers]).apply(_merged)
         none = pulumi.Output.from_input(None)
-        self.gc_bytes_before = self.gc.bytesBefore.apply(_whole) if self.gc else none
-        self.gc_bytes_after = self.gc.bytesAfter.apply(_whole) if self.gc else none
-        self.gc_blobs_removed = self.gc.blobsRemoved.apply(_whole) if self.gc else none
+        self.gc_bytes_before = self.gc.bytesBefore if self.gc else none
+        self.gc_bytes_after = self.gc.bytesAfter if self.gc else none
+        self.gc_blobs_removed = self.gc.blobsRemoved if self.gc else none
         self.gc_duration_seconds = self.gc.durationSeconds if self.gc else none
         self.gc_writes_refused_seconds = self.gc.writesRefusedSeconds if self.gc else none
         self.register_outputs(

@@ -678,6 +678,36 @@ def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
     assert all(registered[name] is getattr(seen["component"], name) for name in registered)
 
 
+def test_component_gc_figures_are_whole_numbers_though_the_engine_returns_floats(pulumi_mocks, monkeypatch):
+    """The engine hands a resource's numeric outputs back as floats (protobuf Struct): the
+    component's byte and blob counts are ints again (the SDK converts what a resource declares
+    as ``Output[int]``); durations stay floats."""
+    from tests.support.engine import EngineMocks
+
+    original = EngineMocks.new_resource
+
+    def with_gc_figures(self, args):
+        id_, outputs = original(self, args)
+        if args.typ.endswith("GarbageCollection"):
+            outputs = {**outputs, "bytesBefore": 4096.0, "bytesAfter": 1024.0, "blobsRemoved": 3.0,
+                       "durationSeconds": 1.5}
+        return id_, outputs
+
+    monkeypatch.setattr(EngineMocks, "new_resource", with_gc_figures)
+    seen = {}
+
+    @pulumi.runtime.test
+    def run():
+        _, component = build()
+        return pulumi.Output.all(component.gc_bytes_before, component.gc_bytes_after, component.gc_blobs_removed,
+                                 component.gc_duration_seconds).apply(lambda values: seen.update(values=values))
+
+    run()
+    before, after, removed, duration = seen["values"]
+    assert (before, after, removed) == (4096, 1024, 3) and all(type(v) is int for v in (before, after, removed))
+    assert duration == 1.5
+
+
 @pytest.mark.parametrize("module", ["components.maintenance_providers", "components.maintenance"])
 def test_the_provider_import_paths_load_without_settings_or_pydantic(module):
     """What the provider host imports to unpickle a provider (the state-contract paths, new and
