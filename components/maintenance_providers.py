@@ -377,11 +377,8 @@ class GarbageCollectionProvider(MaintenanceProvider):
     def resource_id(self, props: GarbageCollectionProps) -> str:
         return stable_id("gc", props.docker_host, props.container_name)
 
-    def refresh(self, client: RegistryClient, props: GarbageCollectionProps) -> dict[str, Any]:
-        """A collection is an event, not a state: its recorded figures stay as they were."""
-        return {}
-
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """A collection is an event, not a state: refresh keeps its recorded figures, asks nothing."""
         return ReadResult(id_, from_wire(props))
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
