@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-CONTAINERD_SOCKET = "/run/docker/containerd/containerd.sock"
+# dockerd's own containerd (what it starts when no system containerd runs), else the system one.
+CONTAINERD_SOCKET = next(
+    (path for path in ("/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock")
+     if os.path.exists(path)),
+    "/run/docker/containerd/containerd.sock",
+)
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 TIMEOUT = 180
 
