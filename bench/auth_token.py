@@ -36,7 +36,6 @@ import http.client
 import importlib.util
 import json
 import os
-import re
 import signal
 import ssl
 import subprocess
@@ -48,7 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auth_cost import ACCEPT, CONCURRENCY, ab, htpasswd_at
+from auth_cost import CONCURRENCY, ab, htpasswd_at
 from common import (
     LABEL,
     MiB,
@@ -105,6 +104,7 @@ class TokenSide:
 
     stack: BenchStack
     cost: int
+    registry_env: tuple = ()
     port: int = field(default_factory=free_port)
     service_port: int = field(default_factory=free_port)
 
@@ -161,6 +161,7 @@ class TokenSide:
         bindings = {internal: ("127.0.0.1", host_port)} if host_port else None
         created = api.create_container(
             image=image, name=name, ports=[internal] if host_port else None, labels=LABEL, stop_signal=stop_signal,
+            environment=list(self.registry_env) if image == STANDIN_REGISTRY else None,
             host_config=api.create_host_config(port_bindings=bindings, binds=volumes or None),
             networking_config=api.create_networking_config({s.network: api.create_endpoint_config()}))
         s.extra_containers.append(name)
@@ -410,6 +411,8 @@ def main() -> None:
     parser.add_argument("--pull-layer-mib", type=int, default=1)
     parser.add_argument("--flood-connections", type=int, default=8)
     parser.add_argument("--flood-seconds", type=float, default=10)
+    parser.add_argument("--registry-gogc", type=int, default=None,
+                        help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
     parser.add_argument("--skip", default="", help="comma list of head,pull,flood to skip")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -422,10 +425,12 @@ def main() -> None:
                                  "token htpasswd cost": args.new_cost, "concurrency": CONCURRENCY,
                                  "flood": f"{args.flood_connections} keep-alive connections from {FLOOD_SOURCE}"}}
     token = None
-    with BenchStack(variants_wanted=("ours", "direct", "authoff")) as stack:
+    registry_env = (f"GOGC={args.registry_gogc}",) if args.registry_gogc else ()
+    result["settings"]["registry environment added"] = list(registry_env)
+    with BenchStack(variants_wanted=("ours", "direct", "authoff"), registry_env=registry_env) as stack:
         try:
             if token_service_available():
-                token = TokenSide(stack, args.new_cost)
+                token = TokenSide(stack, args.new_cost, registry_env=registry_env)
                 token.up()
             else:
                 result["token"] = "not measured: token_service is not importable from this checkout"

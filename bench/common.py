@@ -255,6 +255,9 @@ class BenchStack:
     config_extra: dict = field(default_factory=dict)
     variants_wanted: tuple[str, ...] = ("ours", "ours-tcp", "direct", "tutorial", "native", "authoff")
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    # Extra "NAME=value" environment for the program's registry container (a bench-only
+    # variant, e.g. GOGC=400; see registry_gc.py); empty: exactly as the program declares it.
+    registry_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.client = docker.from_env()
@@ -294,6 +297,9 @@ class BenchStack:
         self.password = self.run.exports["passwords"][self.run.exports["userNames"][0]]
         self.user = self.run.exports["userNames"][0]
         self.deployment = Deployment(self.run)
+        if self.registry_env:
+            spec = self.deployment.container("registry-container")
+            spec.inputs["envs"] = [*(spec.inputs.get("envs") or []), *self.registry_env]
         self.deployment.up()
         proxy_spec = self.deployment.container("proxy-container")
         self.proxy_name = proxy_spec.plain_inputs["name"]
