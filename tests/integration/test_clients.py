@@ -41,6 +41,8 @@ class Case:
     policy: Policy
 
 
+# One case per auth mode the program deploys. Token mode adds its settings, a second user and
+# ``token_policy(...)`` (a reader allowed to pull only, anonymous pulls under a public prefix).
 CASES = [
     Case("basic", {USER: PASSWORD}, {}, basic_policy(USER, PASSWORD, WRONG_PASSWORD)),
 ]
@@ -92,8 +94,8 @@ def deployed(request, tmp_path_factory):
                     client.cleanup()
 
 
-def _repository(client: str) -> str:
-    return f"clients/{client}-{uuid.uuid4().hex[:6]}"
+def _repository(policy: Policy, client: str) -> str:
+    return f"{policy.repository_prefix}/{client}-{uuid.uuid4().hex[:6]}"
 
 
 def _expect(outcome, allowed: bool, what: str, *, refused_in_log=None) -> None:
@@ -127,7 +129,7 @@ def test_login_push_pull(deployed, name):
     policy = deployed.case.policy
     client = deployed.client(name)
     writer = policy.writer()
-    ref = client.ref(_repository(name), "v1")
+    ref = client.ref(_repository(policy, name), "v1")
     built = client.build(ref, f"{name}-{uuid.uuid4().hex}")
     assert built.ok, str(built)
     _expect(client.login(writer), True, f"{name} login as {writer.name}")
@@ -156,7 +158,7 @@ def test_denied_identities(deployed, name):
     policy = deployed.case.policy
     client = deployed.client(name)
     writer = policy.writer()
-    repository = _repository(name)
+    repository = _repository(policy, name)
     present = client.ref(repository, "present")
     assert client.build(present, f"{name}-present-{uuid.uuid4().hex}").ok
     client.login(writer)
@@ -193,7 +195,7 @@ def test_denied_and_allowed_delete(deployed):
     policy = deployed.case.policy
     skopeo: SkopeoClient = deployed.client("skopeo")
     writer = policy.writer()
-    ref = skopeo.ref(_repository("delete"), "v1")
+    ref = skopeo.ref(_repository(policy, "delete"), "v1")
     assert skopeo.build(ref, f"delete-{uuid.uuid4().hex}").ok
     skopeo.login(writer)
     assert skopeo.push(ref).ok

@@ -78,6 +78,8 @@ class Policy:
     mode: str
     identities: dict[str, Identity]
     allowed: dict[str, frozenset[str]]
+    # Repositories the tests create: ``<prefix>/<client>-<random>``; the rules above hold there.
+    repository_prefix: str = "clients"
 
     def may(self, identity: str, action: str) -> bool:
         assert action in ACTIONS, action
@@ -99,6 +101,25 @@ def basic_policy(user: str, password: str, wrong_password: str) -> Policy:
             "anonymous": Identity("anonymous"),
         },
         allowed={"writer": frozenset(ACTIONS), "wrong-password": frozenset(), "anonymous": frozenset()},
+    )
+
+
+def token_policy(writer: tuple[str, str], reader: tuple[str, str], wrong_password: str,
+                 anonymous_pull: bool, repository_prefix: str) -> Policy:
+    """A token-auth stack whose access rules give ``writer`` push, pull and delete and ``reader``
+    pull only on ``repository_prefix/**``, and anonymous clients pull there iff ``anonymous_pull``.
+    Logging in needs only a valid password; what a token grants is decided per repository."""
+    return Policy(
+        mode="token",
+        identities={
+            "writer": Identity("writer", *writer),
+            "reader": Identity("reader", *reader),
+            "wrong-password": Identity("wrong-password", writer[0], wrong_password),
+            "anonymous": Identity("anonymous"),
+        },
+        allowed={"writer": frozenset(ACTIONS), "reader": frozenset({"login", "pull"}),
+                 "wrong-password": frozenset(), "anonymous": frozenset({"pull"} if anonymous_pull else ())},
+        repository_prefix=repository_prefix,
     )
 
 
