@@ -471,7 +471,8 @@ def main() -> None:
             log(f"{part:5s} {name:10s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
                 f"{fmt_ratio(figures['spread'][1])}]  CPU ms {figures['CPU ms']['total']:.2f} vs {partner} "
                 f"{figures[f'CPU ms {partner}']['total']:.2f} (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
-    write_result("auth_token", result)
+    # The bench-only GOGC variant is kept apart from the as-deployed result run_all reports.
+    write_result("auth_token" + (f"-gogc{args.registry_gogc}" if args.registry_gogc else ""), result)
 
 
 if __name__ == "__main__":

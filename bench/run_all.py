@@ -125,7 +125,7 @@ def markdown(results: dict) -> str:
         g = results["registry_gc"]
         lines += ["", "## 6. The registry's garbage collector per request (why the auth-off baseline moves)", "",
                   f"{g['settings']['load']}, {g['settings']['rounds']} rounds of {g['settings']['seconds']} s.", "",
-                  "| registry, conditions | req/s [spread] | registry CPU ms/request [spread] | GC CPU ms/request "
+                  "| registry, conditions | req/s [spread] | registry CPU ms/request [spread] | GC processor ms/request (gctrace) "
                   "| collections per 1000 requests | heap goal MB |", "|---|---|---|---|---|---|"]
         for name, v in g["results"].items():
             lines.append(f"| {name} | {v['req/s']} [{v['req/s spread'][0]}-{v['req/s spread'][1]}] "
