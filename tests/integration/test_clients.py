@@ -168,20 +168,23 @@ def test_denied_identities(deployed, name):
         if identity is writer:
             continue
         client.logout()
+        acting_as = identity_name
         if not identity.anonymous:
             login = client.login(identity)
             # ctr keeps no login: its refusals come at push and pull.
             if name != "ctr":
                 _expect(login, policy.may(identity_name, "login"), f"{name} login as {identity_name}")
             if not login.ok and not client.sends_given_credentials:
-                # The refused login stored nothing: what follows runs without credentials.
+                # The refused login stored nothing: what follows runs without credentials,
+                # with exactly an anonymous client's rights.
                 client.logout()
+                acting_as = "anonymous"
         target = client.ref(repository, f"by-{identity_name}")
         assert client.build(target, f"{name}-{identity_name}-{uuid.uuid4().hex}").ok
         for action, ref in (("push", target), ("pull", present)):
             since = time.time()
             outcome = getattr(client, action)(ref)
-            _expect(outcome, policy.may(identity_name, action), f"{name} {action} as {identity_name}",
+            _expect(outcome, policy.may(acting_as, action), f"{name} {action} as {identity_name} ({acting_as})",
                     refused_in_log=_refusal_check(deployed, name, outcome, since, repository))
         checked += 1
     client.logout()

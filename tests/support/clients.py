@@ -48,7 +48,7 @@ ACTIONS = ("login", "push", "pull", "delete")
 # What a client prints when the registry (or its token service) refuses who is asking.
 DENIAL = re.compile(
     r"\b(401|403)\b|unauthori[sz]ed|denied|forbidden|authentication required|no basic auth credentials"
-    r"|incorrect username or password|invalid username/password",
+    r"|incorrect username or password|invalid username/password|insufficient_scope|authorization failed",
     re.IGNORECASE,
 )
 
