@@ -7,7 +7,8 @@ every request costs next to each ratio.
    ``authoff`` (the program's nginx, auth off); ``basic-5`` and ``basic-<new cost>`` (the
    program's nginx with its htpasswd at that bcrypt cost); ``token`` (nginx without basic auth
    passing a bearer token to a registry configured with ``auth.token``, the token fetched once
-   per measurement from the token service). Goal: token >= 0.9x auth off.
+   per measurement from the token service); ``token-program`` (the program's own token mode,
+   deployed as a second stack, when this checkout's program has it). Goal: token >= 0.9x.
 2. **10-layer pull** by a logged-in client (skopeo with an auth file: basic credentials, or the
    token flow for ``token``) against auth off. Goal: token >= 0.9x.
 3. **Wrong-password flood** from another loopback address (127.0.0.2, many connections, as fast
@@ -49,6 +50,7 @@ from pathlib import Path
 
 from auth_cost import CONCURRENCY, ab, htpasswd_at
 from common import (
+    AUTH_MODES,
     LABEL,
     MiB,
     STANDIN_NGINX,
@@ -70,6 +72,8 @@ from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, regis
 from tests.support.oci import write_image
 
 FLOOD_SOURCE = "127.0.0.2"
+# What a wrong password may get: refused, or rate-limited (the program's /token limit).
+REFUSED = (401, 403, 429)
 ISSUER = "bench-token-issuer"
 SERVICE = "bench-registry"
 STRIP_AUTHORIZATION = '            proxy_set_header Authorization "";\n'
@@ -208,6 +212,53 @@ class TokenSide:
             self.log_file.close()
 
 
+class ProgramToken:
+    """The program's own token mode (``auth.mode: token``) as a second stack: its nginx (``/token``
+    rate-limited per client address), token service container and registry, exactly as
+    declared (tests/support/deploy.py); the bench's user and password."""
+
+    role = {"proxy-container": "nginx", "registry-container": "registry", "token-container": "token service"}
+
+    def __init__(self, stack: BenchStack):
+        self.stack = stack
+
+    def up(self) -> Variant:
+        from tests.support.deploy import live_stack
+
+        s = self.stack
+        tmp = s.workdir / "program-token"
+        tmp.mkdir()
+        self._context = live_stack(tmp, f"{s.prefix}-tok", {s.user: s.password}, auth={"mode": "token"})
+        self.live = self._context.__enter__()
+        containers = {}
+        for spec in self.live.deployment.containers():
+            role = next((r for suffix, r in self.role.items() if spec.name.endswith(suffix)), spec.name)
+            containers[role] = spec.plain_inputs["name"]
+        variant = Variant("token-program", self.live.address, tls=True, auth=True, port=self.live.port,
+                          containers=containers, cert_dir=self.live.cert_dir)
+        s.variants[variant.name] = variant
+        s.ports[variant.name] = self.live.port
+        s._write_authfile()  # noqa: SLF001 - adds this stack's address to skopeo's auth file
+        self.realm = f"https://{self.live.address}/token"
+        return variant
+
+    def token(self, scope: str) -> str:
+        import requests
+
+        reply = requests.get(self.realm, params={"service": self.live.address, "scope": scope},
+                             auth=(self.stack.user, self.stack.password), verify=str(self.live.ca_file), timeout=60)
+        reply.raise_for_status()
+        return reply.json()["token"]
+
+    def flood_target(self, repository: str) -> str:
+        return f"{self.realm}?service={self.live.address}&scope=repository:{repository}:pull"
+
+    def down(self) -> None:
+        if getattr(self, "_context", None) is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+
 def _signing_key_and_cert() -> tuple[bytes, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -234,9 +285,14 @@ class Bench:
     stack: BenchStack
     costs: list[int]
     token: TokenSide | None
+    program: ProgramToken | None = None
 
     def variants(self) -> list[str]:
-        return [f"basic-{c}" for c in self.costs] + (["token"] if self.token else [])
+        return ([f"basic-{c}" for c in self.costs] + (["token"] if self.token else [])
+                + (["token-program"] if self.program else []))
+
+    def issuer(self, name: str):
+        return self.program if name == "token-program" else self.token
 
     def select(self, name: str) -> tuple[Variant, Meter, str | None]:
         """Make ``name`` current (htpasswd cost for basic-N); its variant, a fresh meter, and the
@@ -250,13 +306,16 @@ class Bench:
             time.sleep(0.2)
             v = s.variants["ours"]
             return v, Meter(v.containers, (v.port,)), s.basic_auth_header()
+        if name == "token-program":
+            v = s.variants[name]
+            return v, Meter(v.containers, (v.port,)), None
         v = s.variants["token"]
         return v, Meter(v.containers, (v.port,), self.token.pids()), None
 
     def head(self, name: str, seconds: float, path: str, repository: str) -> dict:
         variant, meter, authorization = self.select(name)
-        if name == "token":
-            authorization = "Bearer " + self.token.token(f"repository:{repository}:pull")
+        if name in ("token", "token-program"):
+            authorization = "Bearer " + self.issuer(name).token(f"repository:{repository}:pull")
         with meter:
             figures = ab(self.stack.url(variant, path), seconds, authorization)
         return {"rate": figures["rps"], "n": figures["requests"],
@@ -357,8 +416,11 @@ def flood_benchmark(bench: Bench, rounds: int, seconds: float, connections: int,
     wrong = "Basic " + base64.b64encode(f"{s.user}:not-the-password-{uuid.uuid4().hex}".encode()).decode()
     results = {}
     for name in bench.variants():
+        ca_file = s.ca_file
         if name == "token":
             target = f"{bench.token.realm}?service={SERVICE}&scope=repository:{repository}:pull"
+        elif name == "token-program":
+            target, ca_file = bench.program.flood_target(repository), str(bench.program.live.ca_file)
         else:
             target = s.url(s.variants["ours"], "/v2/")
         pairs = []
@@ -371,33 +433,47 @@ def flood_benchmark(bench: Bench, rounds: int, seconds: float, connections: int,
                 flooder = None
                 if with_flood:
                     flooder = threading.Thread(target=lambda: box.update(
-                        flood(target, seconds, connections, wrong, s.ca_file)))
+                        flood(target, seconds, connections, wrong, ca_file)))
                     flooder.start()
-                pulls, start = 0, time.monotonic()
+                pulls, failed, errors, start = 0, 0, [], time.monotonic()
                 with meter:
                     while time.monotonic() - start < seconds:
-                        s.pull(variant, repository, "v1")
-                        pulls += 1
+                        try:
+                            s.pull(variant, repository, "v1")
+                            pulls += 1
+                        except RuntimeError as exc:  # a refused pull counts as none, and is reported
+                            failed += 1
+                            errors.append(str(exc)[-300:])
                 elapsed = time.monotonic() - start
                 if flooder:
                     flooder.join()
-                figures[with_flood] = {"rate": pulls / elapsed, "pulls": pulls,
-                                       "cpu": {k: 1000 * v / pulls for k, v in meter.seconds.items()},
+                figures[with_flood] = {"rate": pulls / elapsed, "pulls": pulls, "failed pulls": failed,
+                                       "errors": errors[:3],
+                                       "cpu": {k: 1000 * v / max(pulls, 1) for k, v in meter.seconds.items()},
                                        "flood": box}
             on, off = figures[True], figures[False]
-            refused = sum(n for status, n in on["flood"].get("statuses", {}).items() if status in (401, 403))
-            other = {st: n for st, n in on["flood"].get("statuses", {}).items() if st not in (401, 403)}
+            statuses = on["flood"].get("statuses", {})
+            refused = sum(n for status, n in statuses.items() if status in REFUSED)
+            other = {st: n for st, n in statuses.items() if st not in REFUSED}
             if other:
-                raise RuntimeError(f"the flood got answers other than 401/403: {other}")
+                raise RuntimeError(f"the flood got answers other than {REFUSED}: {other}")
+            if off["failed pulls"]:
+                raise RuntimeError(f"{name}: pulls failed with no flood: {off['errors']}")
             pairs.append((on, off))
-            log(f"flood round {r + 1}/{rounds} {name:10s} pulls/s {on['rate']:.2f} under flood vs {off['rate']:.2f}"
-                f" alone  {fmt_ratio(on['rate'] / off['rate'])}  flood: {refused} refused"
-                f" ({refused / seconds:.0f}/s), {on['flood'].get('connection errors', 0)} connection errors")
+            log(f"flood round {r + 1}/{rounds} {name:13s} pulls/s {on['rate']:.2f} under flood vs {off['rate']:.2f}"
+                f" alone  {fmt_ratio(on['rate'] / max(off['rate'], 1e-9))}  {on['failed pulls']} failed pulls;"
+                f" flood: {dict(sorted(statuses.items()))} ({refused / seconds:.0f} refused/s),"
+                f" {on['flood'].get('connection errors', 0)} connection errors")
         summary = summarize(pairs, "pulls/s", "under flood", "alone")
         summary["flood requests refused per second"] = [
-            round(sum(n for st, n in on["flood"]["statuses"].items() if st in (401, 403)) / seconds, 1)
+            round(sum(n for st, n in on["flood"]["statuses"].items() if st in REFUSED) / seconds, 1)
             for on, _ in pairs]
-        summary["flood target"] = "token endpoint" if name == "token" else "nginx basic auth (/v2/)"
+        summary["flood statuses"] = [on["flood"]["statuses"] for on, _ in pairs]
+        summary["failed pulls under flood"] = [on["failed pulls"] for on, _ in pairs]
+        summary["first errors"] = next((on["errors"] for on, _ in pairs if on["errors"]), [])
+        summary["flood target"] = {"token": "token service (host process, no limit)",
+                                   "token-program": "the program's nginx /token (per-address limit)"}.get(
+            name, "nginx basic auth (/v2/)")
         results[name] = summary
     return results
 
@@ -413,7 +489,7 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=10)
     parser.add_argument("--registry-gogc", type=int, default=None,
                         help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
-    parser.add_argument("--skip", default="", help="comma list of head,pull,flood to skip")
+    parser.add_argument("--skip", default="", help="comma list of head,pull,flood,token-program to skip")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -435,16 +511,23 @@ def main() -> None:
             else:
                 result["token"] = "not measured: token_service is not importable from this checkout"
                 log(result["token"])
-            bench = Bench(stack, costs, token)
+            program = None
+            if AUTH_MODES and "token-program" not in skip:
+                program = ProgramToken(stack)
+                program.up()
+            else:
+                result["token-program"] = "not measured: this checkout's program has no token mode"
+            bench = Bench(stack, costs, token, program)
             small = Path(tempfile.mkdtemp(prefix="small-", dir=stack.workdir))
             write_image(small, "v1", [4096], seed=f"{stack.tag}-small")
             ten = Path(tempfile.mkdtemp(prefix="ten-", dir=stack.workdir))
             write_image(ten, "v1", [args.pull_layer_mib * MiB] * args.pull_layers, seed=f"{stack.tag}-ten")
             stack.push(small, "v1", stack.variants["ours"], "bench/small")
             stack.push(ten, "v1", stack.variants["ours"], "bench/ten")
-            if token:
-                stack.push(small, "v1", stack.variants["token"], "bench/small")
-                stack.push(ten, "v1", stack.variants["token"], "bench/ten")
+            for name in ("token", "token-program"):
+                if name in stack.variants:
+                    stack.push(small, "v1", stack.variants[name], "bench/small")
+                    stack.push(ten, "v1", stack.variants[name], "bench/ten")
             if "head" not in skip:
                 result["head"] = paired(bench, args.rounds,
                                         lambda n: bench.head(n, args.seconds, "/v2/bench/small/manifests/v1",
@@ -458,14 +541,17 @@ def main() -> None:
         finally:
             if token:
                 token.down()
+            if program:
+                program.down()
             stack.set_htpasswd(stack.htpasswd) if stack.deployment else None
-    goals = {"head": ("token", 0.9), "pull": ("token", 0.9), "flood": (None, 0.8)}
+    goals = {"head": (("token", "token-program"), 0.9), "pull": (("token", "token-program"), 0.9),
+             "flood": (None, 0.8)}
     result["goals"] = {}
     for part, (variant, goal) in goals.items():
         if part not in result:
             continue
         for name, figures in result[part].items():
-            if variant in (None, name):
+            if variant is None or name in variant:
                 result["goals"][f"{part} {name} >= {goal}x"] = figures["ratio"] >= goal
             partner = "alone" if part == "flood" else "auth off"
             log(f"{part:5s} {name:10s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
