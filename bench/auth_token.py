@@ -52,6 +52,7 @@ from auth_cost import CONCURRENCY, ab, htpasswd_at
 from common import (
     AUTH_MODES,
     LABEL,
+    PORT,
     MiB,
     STANDIN_NGINX,
     STANDIN_REGISTRY,
@@ -68,7 +69,7 @@ from common import (
 )
 
 from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, KEY_PATH, NginxOptions, render_nginx_conf
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT, registry_config
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config
 from tests.support.oci import write_image
 
 FLOOD_SOURCE = "127.0.0.2"
@@ -131,7 +132,12 @@ class TokenSide:
         self.process = subprocess.Popen([sys.executable, "-m", "token_service"], env=env, cwd=str(ROOT),
                                         stdout=self.log_file, stderr=subprocess.STDOUT)
         registry_name = f"{s.prefix}-tokenreg"
+        # Over TCP, like the bench's other comparison registries; its auth-off partner is the
+        # program's nginx.conf (auth off) to the TCP registry (``authoff-tcp``), the same hop.
         config = registry_config(http_secret=uuid.uuid4().hex)
+        config["http"].pop("net")
+        config["http"].pop("debug")
+        config["http"]["addr"] = f":{PORT}"
         config["auth"] = {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
                                     "rootcertbundle": "/certs/token.crt"}}
         import yaml
@@ -142,8 +148,8 @@ class TokenSide:
         self._container(registry_name, STANDIN_REGISTRY, None, PORT, {
             CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644),
             "/certs/token.crt": (cert_pem.decode(), 0o644)}, volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
-        conf = render_nginx_conf(NginxOptions(auth=False, upstream=f"{registry_name}:{PORT}",
-                                              server_names=("localhost", "127.0.0.1")))
+        conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{registry_name}:{PORT}",), backup_upstreams=(),
+                                              server_names=("localhost", "127.0.0.1"), public_port=self.port))
         if STRIP_AUTHORIZATION not in conf:
             raise RuntimeError("the rendered nginx.conf no longer strips Authorization as this bench expects")
         conf = conf.replace(STRIP_AUTHORIZATION, "")
@@ -155,6 +161,17 @@ class TokenSide:
                           containers={"nginx": nginx_name, "registry": registry_name})
         s.variants["token"] = variant
         s.ports["token"] = self.port
+        off_port = free_port()
+        off_conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{s.tcp_registry}:{PORT}",),
+                                                  backup_upstreams=(), server_names=("localhost", "127.0.0.1"),
+                                                  public_port=off_port))
+        self._container(f"{s.prefix}-authoff-tcp", STANDIN_NGINX, off_port, CONTAINER_HTTPS_PORT, {
+            CONF_PATH: (off_conf, 0o644), CERT_PATH: (s.cert_pem, 0o644), KEY_PATH: (s.key_pem, 0o600)},
+            stop_signal="SIGQUIT")
+        s.variants["authoff-tcp"] = Variant("authoff-tcp", f"localhost:{off_port}", tls=True, auth=False,
+                                            port=off_port, containers={"nginx": f"{s.prefix}-authoff-tcp",
+                                                                       "registry": s.tcp_registry})
+        s.ports["authoff-tcp"] = off_port
         self._wait()
         s._write_authfile()  # noqa: SLF001 - adds the token variant's address to skopeo's auth file
         return variant
@@ -291,6 +308,10 @@ class Bench:
         return ([f"basic-{c}" for c in self.costs] + (["token"] if self.token else [])
                 + (["token-program"] if self.program else []))
 
+    def partner(self, name: str) -> str:
+        """The auth-off variant on the same path (the token stand-up reaches its registry over TCP)."""
+        return "authoff-tcp" if name == "token" else "authoff"
+
     def issuer(self, name: str):
         return self.program if name == "token-program" else self.token
 
@@ -298,8 +319,8 @@ class Bench:
         """Make ``name`` current (htpasswd cost for basic-N); its variant, a fresh meter, and the
         Authorization header value to send (None: none)."""
         s = self.stack
-        if name == "authoff":
-            v = s.variants["authoff"]
+        if name in ("authoff", "authoff-tcp"):
+            v = s.variants[name]
             return v, Meter(v.containers, (v.port,)), None
         if name.startswith("basic-"):
             s.set_htpasswd(htpasswd_at(s, int(name.split("-")[1])))
@@ -335,9 +356,9 @@ def paired(bench: Bench, rounds: int, measure, label: str, unit: str) -> dict:
         names = bench.variants() if r % 2 == 0 else list(reversed(bench.variants()))
         for i, name in enumerate(names):
             first_off = (r + i) % 2 == 0
-            off = measure("authoff") if first_off else None
+            off = measure(bench.partner(name)) if first_off else None
             on = measure(name)
-            off = off or measure("authoff")
+            off = off or measure(bench.partner(name))
             series[name].append((on, off))
             log(f"{label} round {r + 1}/{rounds} {name:10s} {on['rate']:8.2f} {unit} vs auth off {off['rate']:8.2f}"
                 f"  {fmt_ratio(on['rate'] / off['rate'])}  CPU/{unit.split('/')[0]} {on['cpu']['total']:.2f} ms"

@@ -4,7 +4,7 @@ without competing CPU load, at Go's default ``GOGC=100`` and at ``GOGC=400``.
     .venv/bin/python bench/registry_gc.py [--rounds 4] [--seconds 5] [--gogc 400]
 
 Two registry containers (the stand-in's distribution 2.8.2 binary, the program's rendered
-``config.yml``, the stack's data volume mounted read-only) run with ``GODEBUG=gctrace=1``, which
+``config.yml`` serving TCP instead of its Unix socket, the stack's data volume mounted read-only) run with ``GODEBUG=gctrace=1``, which
 makes the Go runtime print one line per collection with its heap sizes and CPU times; one with
 the default GOGC, one with ``--gogc``. Each round measures manifest HEAD requests (ab,
 keep-alive, concurrency 8, plain HTTP straight to the registry: nothing else on the path) on
@@ -22,12 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from auth_cost import ACCEPT, CONCURRENCY
-from common import LABEL, BenchStack, CpuMeter, free_port, log, machine, median, versions, write_result
+from common import LABEL, PORT, BenchStack, CpuMeter, free_port, log, machine, median, put_files, versions, write_result
 
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, PORT
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config
 from tests.support.deploy import STANDIN_REGISTRY
 from tests.support.oci import write_image
 
@@ -53,18 +54,21 @@ def busy_loops(n: int) -> list[subprocess.Popen]:
 
 
 def start_registry(stack: BenchStack, name: str, env: list[str]) -> tuple[str, int]:
-    client = stack.client
-    api = client.api
-    spec = api.inspect_container(stack.registry_name)
-    volume = next(m["Name"] for m in spec["Mounts"] if m["Type"] == "volume")
-    config, _ = api.get_archive(stack.registry_name, CONFIG_PATH)
+    """A registry with the program's rendered config, serving TCP (like the bench's other
+    comparison registries), on the stack's data volume read-only, with ``env`` added."""
+    import yaml
+
+    config = registry_config(http_secret=uuid.uuid4().hex)
+    config["http"].pop("net")
+    config["http"].pop("debug")
+    config["http"]["addr"] = f":{PORT}"
     port = free_port()
-    container = client.containers.create(
-        STANDIN_REGISTRY, name=f"{stack.prefix}-{name}", labels=LABEL,
-        environment=[e for e in spec["Config"]["Env"] if not e.startswith("AWS_CA_BUNDLE=")] + env,
-        ports={f"{PORT}/tcp": ("127.0.0.1", port)}, volumes={volume: {"bind": DATA_DIR, "mode": "ro"}})
+    container = stack.client.containers.create(
+        STANDIN_REGISTRY, name=f"{stack.prefix}-{name}", labels=LABEL, environment=env,
+        ports={f"{PORT}/tcp": ("127.0.0.1", port)},
+        volumes={f"{stack.prefix}-data": {"bind": DATA_DIR, "mode": "ro"}})
     stack.extra_containers.append(container.name)
-    api.put_archive(container.id, str(Path(CONFIG_PATH).parent), b"".join(config))
+    put_files(container.name, {CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644)})
     container.start()
     return container.name, port
 
