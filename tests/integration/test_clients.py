@@ -16,6 +16,7 @@ same tests.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -60,13 +61,12 @@ class Deployed:
         (epoch seconds) and served nothing of ``repository`` (no 2xx) in that time."""
         proxy = self.live.deployment.container("proxy-container").plain_inputs["name"]
         logs = self.live.deployment.client.api.logs(proxy, stdout=True, stderr=False, since=since)
-        request = re.compile(r'"[A-Z]+ (/v2/\S*) HTTP/[\d.]+" (\d{3}) ')
         refused = served = False
         for line in logs.decode(errors="replace").splitlines():
-            match = request.search(line)
-            if not match:
+            entry = _access_log_entry(line)
+            if entry is None:
                 continue
-            path, status = match.group(1), int(match.group(2))
+            path, status = entry
             ours = path.startswith(f"/v2/{repository}/")
             refused |= status in (401, 403) and (ours or path == "/v2/")
             served |= ours and 200 <= status < 300
@@ -92,6 +92,22 @@ def deployed(request, tmp_path_factory):
             finally:
                 for client in stack.clients.values():
                     client.cleanup()
+
+
+COMBINED = re.compile(r'"[A-Z]+ (/\S*) HTTP/[\d.]+" (\d{3}) ')
+
+
+def _access_log_entry(line: str):
+    """(path, status) of one line of the proxy's access log: the program's JSON format, or
+    nginx's combined format; None for anything else."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+            return entry["request"].split(" ")[1], int(entry["status"])
+        except (ValueError, KeyError, IndexError):
+            return None
+    match = COMBINED.search(line)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def _repository(policy: Policy, client: str) -> str:
