@@ -41,7 +41,6 @@ done
 if [ "$paths" -eq 0 ] || [ "$unit_only" -eq 0 ]; then
     scripts/start-dockerd.sh
     scripts/build-standin-images.sh
-    PYTHON="$venv/bin/python" scripts/build-scale-standins.sh
 fi
 
 exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"
