@@ -561,7 +561,9 @@ class Settings:
                 )
             seen.setdefault(where, target.name)
         try:
-            check_scale(self.storage, self.redis, self.swarm, self.maintenance.gc.delete_untagged)
+            check_scale(
+                self.storage, self.redis, self.swarm, self.maintenance.gc.delete_untagged, self.maintenance.runs_gc
+            )
         except ValueError as exc:
             problems.append(str(exc))
         if self.docker.ssh_opts and self.maintenance.runs_gc:

@@ -210,9 +210,16 @@ def redis_enabled(redis: RedisSettings, swarm: SwarmSettings) -> bool:
 
 
 def check_scale(
-    storage: StorageSettings, redis: RedisSettings, swarm: SwarmSettings, delete_untagged: bool = False
+    storage: StorageSettings, redis: RedisSettings, swarm: SwarmSettings, delete_untagged: bool = False,
+    runs_gc: bool = False,
 ) -> None:
     """Checks across storage, cache and Swarm settings; raises ValueError naming the setting."""
+    if runs_gc and not swarm.enabled and redis_enabled(redis, swarm):
+        raise ValueError(
+            "redis.enabled: garbage collection on one host restarts the registry but does not empty the "
+            "Redis cache, which would then describe deleted blobs: use the Redis cache in Swarm mode (its "
+            "collection flushes it), or set maintenance.gc.enabled to false"
+        )
     if swarm.enabled and delete_untagged:
         raise ValueError(
             "maintenance.gc.deleteUntagged: is not supported in Swarm mode (garbage collection there "

@@ -94,3 +94,13 @@ def test_swarm_needs_s3_and_shared_cache():
     text = problems({"swarm": {"enabled": True, "replicas": 2}, "storage": S3, "redis": {"enabled": False}})
     assert "redis.enabled: more than one replica" in text
     assert "swarm.replicas" in problems({"swarm": {"enabled": True, "replicas": 0}, "storage": S3})
+
+
+def test_single_host_gc_with_redis_refused():
+    """On one host, garbage collection with the Redis cache is refused (the collection there
+    does not flush it); in Swarm mode, or without collection, it is accepted."""
+    deletions = {"deletions": [{"repository": "team/app", "tags": ["old"]}]}
+    text = problems({"redis": {"enabled": True}, "maintenance": deletions})
+    assert "redis.enabled: garbage collection on one host" in text
+    parse({"redis": {"enabled": True}, "maintenance": {**deletions, "gc": {"enabled": False}}})
+    parse({"swarm": {"enabled": True}, "storage": S3, "maintenance": deletions})
