@@ -28,5 +28,6 @@ fi
 
 scripts/start-dockerd.sh
 scripts/build-standin-images.sh
+PYTHON=$venv/bin/python scripts/token-wheels.sh
 
 exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"
