@@ -77,7 +77,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                 passwords={u: pulumi.Output.secret(p.get_secret_value()) for u, p in s.users.items()},
                 default_user=s.default_user,
                 generated_password_length=s.generated_password_length,
-                bcrypt_rounds=s.bcrypt_rounds,
+                bcrypt_rounds=s.bcrypt_cost,
             ),
             opts=child,
         )
