@@ -15,7 +15,9 @@ from components.maintenance import Maintenance, MaintenanceArgs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
+from components.render.token_service import registry_token_auth
 from components.settings import Settings
+from components.token_auth import TokenAuth, TokenAuthArgs, TokenSigner, TokenSignerArgs
 from components.users import Htpasswd, HtpasswdArgs
 
 
@@ -81,6 +83,12 @@ class PrivateRegistry(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        token = s.auth.token
+        signer = (
+            TokenSigner(f"{name}-token-signer", TokenSignerArgs(prefix=s.prefix, certificate=s.certificate, now=s.now),
+                        opts=child)
+            if token else None
+        )
         registry = Registry(
             f"{name}-registry",
             RegistryArgs(
@@ -88,9 +96,19 @@ class PrivateRegistry(pulumi.ComponentResource):
                 image=s.images.registry,
                 volume_name=s.volume_name,
                 keep_volume_on_destroy=s.volume.keep_on_destroy,
+                auth=registry_token_auth(address=s.address, prefix=s.prefix) if token else None,
+                token_cert_pem=signer.cert_pem if signer else None,
             ),
             opts=on_docker,
         )
+        token_auth = None
+        if signer:
+            token_auth = TokenAuth(
+                f"{name}-token",
+                TokenAuthArgs(prefix=s.prefix, address=s.address, auth=s.auth, network_name=registry.network_name,
+                              cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem, htpasswd=users.content),
+                opts=on_docker,
+            )
         proxy = Proxy(
             f"{name}-proxy",
             ProxyArgs(
@@ -104,8 +122,12 @@ class PrivateRegistry(pulumi.ComponentResource):
                 cert_pem=server_cert.cert_pem,
                 private_key_pem=server_cert.private_key_pem,
                 htpasswd=users.content,
+                token_upstream=token_auth.upstream_address if token_auth else None,
+                token_rate_per_second=s.auth.rate_limit_per_second,
+                token_burst=s.auth.rate_limit_burst,
             ),
-            opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider}, depends_on=[registry]),
+            opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider},
+                                        depends_on=[registry] + ([token_auth] if token_auth else [])),
         )
         for target in s.trust:
             ClientTrust(

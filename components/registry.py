@@ -24,6 +24,7 @@ from components.render.registry_config import (
     render_registry_config,
     serve_command,
 )
+from components.render.token_service import REGISTRY_BUNDLE_PATH
 
 RESTART_POLICY = "unless-stopped"
 # The registry runs as root (the official image's user; the data volume is root's).
@@ -54,6 +55,10 @@ class RegistryArgs:
     image: str
     volume_name: str
     keep_volume_on_destroy: bool = True
+    # Token mode: the config's ``auth`` section and the token signing certificate it trusts
+    # (uploaded to components/render/token_service.REGISTRY_BUNDLE_PATH).
+    auth: Optional[dict] = None
+    token_cert_pem: Optional[pulumi.Input[str]] = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -86,7 +91,13 @@ class Registry(pulumi.ComponentResource):
         )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
-        config = pulumi.Output.secret(http_secret.result.apply(lambda secret: render_registry_config(http_secret=secret)))
+        config = pulumi.Output.secret(
+            http_secret.result.apply(lambda secret: render_registry_config(http_secret=secret, auth=args.auth))
+        )
+        uploads = [docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600")]
+        if args.token_cert_pem is not None:
+            uploads.append(docker.ContainerUploadArgs(file=REGISTRY_BUNDLE_PATH, content=args.token_cert_pem,
+                                                      permissions="0644"))
         container = docker.Container(
             f"{name}-container",
             name=f"{args.prefix}-registry",
@@ -100,7 +111,7 @@ class Registry(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=SOCKET_DIR),
             ],
             # Holds the HTTP secret: readable by the registry (root) only.
-            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600")],
+            uploads=uploads,
             healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).

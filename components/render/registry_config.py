@@ -9,6 +9,8 @@ healthcheck; that listener is unreachable from outside the container.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import yaml
 
 DATA_DIR = "/var/lib/registry"
@@ -39,10 +41,14 @@ def serve_command(config_path: str = CONFIG_PATH) -> list[str]:
 
 
 def registry_config(
-    *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET
+    *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
+    auth: Optional[dict] = None,
 ) -> dict:
-    """The registry configuration as a dict (see :func:`render_registry_config`)."""
-    return {
+    """The registry configuration as a dict (see :func:`render_registry_config`).
+
+    ``auth``: the ``auth`` section, e.g. token auth from components/render/token_service.py.
+    """
+    config = {
         "version": 0.1,
         "log": {"level": log_level, "fields": {"service": "registry"}},
         "storage": {
@@ -70,10 +76,14 @@ def registry_config(
         },
         "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
     }
+    if auth:
+        config["auth"] = auth
+    return config
 
 
-def render_registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False) -> str:
+def render_registry_config(*, http_secret: str, log_level: str = "info", readonly: bool = False,
+                           auth: Optional[dict] = None) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
-        registry_config(http_secret=http_secret, log_level=log_level, readonly=readonly), sort_keys=False
+        registry_config(http_secret=http_secret, log_level=log_level, readonly=readonly, auth=auth), sort_keys=False
     )
