@@ -359,3 +359,45 @@ def test_forged_tokens_are_refused(stack):
     print(f"\nforged-token suite: {len(refused)} attempts ({len(forged)} forged access tokens x 3 requests, "
           f"{len(widened) + 2} scope widenings, {len(bad_refresh) + 1} refresh forgeries); accepted {len(accepted)}")
     assert accepted == []
+
+
+def test_maintenance_client_fetches_scoped_tokens(stack):
+    """The maintenance providers' RegistryClient works in token mode: it follows the bearer
+    challenge, fetches one token per repository and action, lists, resolves and deletes within
+    the user's rights, and is refused (401 -> auth error) beyond them."""
+    from components.registry_api import RegistryAuthError, RegistryClient
+    from components.registry_auth import RegistryAuth, RegistryTokenError
+
+    registry, images, _, service = stack
+    token_origin = service.url.rsplit("/", 1)[0]
+
+    def client(user: str) -> RegistryClient:
+        c = RegistryClient(registry.base, username=user, password=PASSWORDS[user], ca_pem=None)
+        c.session.auth = RegistryAuth(user, PASSWORDS[user], registry.base, realm_origins=(token_origin,))
+        return c
+
+    with client("node") as node:
+        assert "latest" in node.tags("prod/api")
+        for _ in range(3):
+            assert node.resolve("prod/api", "latest") == images["prod/api"]["manifest"]
+        assert node.session.auth.tokens_fetched == 1  # tags list and manifests share the pull scope
+        with pytest.raises(RegistryAuthError):
+            node.delete("prod/api", images["prod/api"]["manifest"])
+    with client("admin") as admin:
+        assert sorted(admin.catalog()) == sorted(REPOS)
+        assert admin.resolve("ci/app", "latest") == images["ci/app"]["manifest"]
+    plain = RegistryClient(registry.base, username="node", password=PASSWORDS["node"], ca_pem=None)
+    try:
+        with pytest.raises(Exception, match="not on its own origin"):
+            plain.tags("prod/api")
+    finally:
+        plain.close()
+    wrong = RegistryClient(registry.base, username="node", password="not-the-password-x", ca_pem=None)
+    wrong.session.auth = RegistryAuth("node", "not-the-password-x", registry.base, realm_origins=(token_origin,))
+    try:
+        with pytest.raises(Exception) as info:
+            wrong.tags("prod/api")
+        assert "HTTP 401" in str(info.value) and "not-the-password-x" not in str(info.value)
+        assert isinstance(info.value.__cause__, RegistryTokenError) or "token service" in str(info.value)
+    finally:
+        wrong.close()
