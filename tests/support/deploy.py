@@ -31,6 +31,7 @@ from tests.support.program import ProgramRun, run_program
 STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
 STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
 STANDIN_BUSYBOX = "private-registry-standin/busybox:test"
+STANDIN_PYTHON = "private-registry-standin/python:3.12-slim"
 STANDINS = {DEFAULT_REGISTRY_IMAGE: STANDIN_REGISTRY, DEFAULT_NGINX_IMAGE: STANDIN_NGINX}
 
 NETWORK = "docker:index/network:Network"
@@ -72,6 +73,7 @@ class Deployment:
     created_networks: list = field(default_factory=list)
     created_volumes: list = field(default_factory=list)
     created_containers: list = field(default_factory=list)
+    built_images: list = field(default_factory=list)
 
     def containers(self) -> list[Registered]:
         return self.run.monitor.by_type(CONTAINER)
@@ -82,8 +84,14 @@ class Deployment:
 
     def _image_for(self, container: Registered) -> str:
         reference = container.plain_inputs["image"]
-        declared = {r.plain_outputs.get("imageId"): r.plain_inputs["name"] for r in self.run.monitor.by_type(IMAGE)}
-        reference = declared.get(reference, reference)
+        images = {r.plain_outputs.get("imageId"): r for r in self.run.monitor.by_type(IMAGE)}
+        image = images.get(reference)
+        if image is not None and image.plain_inputs.get("build"):
+            built = build_declared_image(image.plain_inputs)
+            if built not in self.built_images:
+                self.built_images.append(built)
+            return built
+        reference = image.plain_inputs["name"] if image is not None else reference
         if reference not in self.standins:
             raise KeyError(f"no stand-in image for {reference!r}; pass standins={{...}}")
         return self.standins[reference]
@@ -224,6 +232,9 @@ class Deployment:
                 except docker.errors.NotFound:
                     pass
             self.created_volumes.clear()
+        for name in self.built_images:
+            docker_cli("rmi", name, check=False)
+        self.built_images.clear()
 
 
 def upload_content(spec: Registered, path: str) -> str:
@@ -241,6 +252,22 @@ def wait_https(url: str, ca_file: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# Base images of images the program builds, mapped to their stand-ins (build argument BASE).
+BUILD_BASE_STANDINS = {"BASE": STANDIN_PYTHON}
+
+
+def build_declared_image(inputs: dict) -> str:
+    """Build a declared ``RemoteImage`` with a ``build`` (as the provider would on the Docker
+    host), on the stand-in base image; once per name. Returns the image name."""
+    name = inputs["name"]
+    if docker_cli("image", "inspect", name, check=False).returncode != 0:
+        build = inputs["build"]
+        args = [f"--build-arg={k}={v}" for k, v in BUILD_BASE_STANDINS.items()]
+        docker_cli("build", "-q", *args, "-t", name, "-f", str(Path(build["context"]) / build.get("dockerfile", "Dockerfile")),
+                   build["context"])
+    return name
 
 
 def docker_cli(*args: str, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
