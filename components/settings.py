@@ -538,7 +538,7 @@ class Settings:
             except ValueError as exc:
                 problems.append(str(exc))
         try:
-            self.auth.check(self.user_names)
+            self.auth.check(self.user_names, users_configured=bool(self.users))
         except ValueError as exc:
             problems.append(str(exc))
         names = [t.name for t in self.trust]

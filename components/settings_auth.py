@@ -130,8 +130,13 @@ class AuthSettings:
         """No rules: every user holds every right."""
         return self.rules is None
 
-    def check(self, user_names: tuple[str, ...]) -> None:
-        """Cross-checks with the users; ValueError('auth...: ...') names the setting and the fix."""
+    def check(self, user_names: tuple[str, ...], users_configured: bool = True) -> None:
+        """Cross-checks with the users; ValueError('auth...: ...') names the setting and the fix.
+
+        Names are checked against the users only when ``users`` is configured: a stack file
+        (like the prod example) names its users in rules before their passwords are set as
+        secrets; until then a rule naming them grants nothing.
+        """
         restricted = self.rules is not None or self.admins or self.anonymous_pull or self.catalog or self.groups
         if not self.token and restricted:
             raise ValueError(
@@ -146,11 +151,11 @@ class AuthSettings:
             for principal in principals:
                 if principal.startswith("@") and principal[1:] not in self.groups:
                     raise ValueError(f"auth: {place}: group '{principal[1:]}' is not defined; add it under auth.groups")
-                if principal != EVERYONE and not principal.startswith("@") and principal not in known:
+                if users_configured and principal != EVERYONE and not principal.startswith("@") and principal not in known:
                     raise ValueError(f"auth: {place}: '{principal}' is not a user; add it under users or remove it")
         for group, members in self.groups.items():
             for member in members:
-                if member not in known:
+                if users_configured and member not in known:
                     raise ValueError(f"auth: groups.{group}: '{member}' is not a user; add it under users or remove it")
 
     def policy_document(self) -> dict:

@@ -62,3 +62,24 @@ def test_bad_auth_settings_are_refused(auth, where, fix):
     with pytest.raises(SettingsError) as info:
         settings(users=USERS, auth=auth)
     assert f"private-registry:{where}" in str(info.value) and fix in str(info.value)
+
+
+def test_prod_example_is_least_privilege():
+    """stacks/Pulumi.prod.example.yaml: the node user only pulls, the CI user only pushes (and
+    pulls) ci/**, the admin alone deletes and lists the catalog; nobody anonymous."""
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "stacks" / "Pulumi.prod.example.yaml").read_text())
+    config = {k.split(":", 1)[1]: v for k, v in raw["config"].items()}
+    users = {"alice": "a" * 20, "ci-pusher": "c" * 20, "k8s-node": "n" * 20}
+    s = parse_settings({**config, "users": users}, stack="prod", secret_keys={"users"}, now=0)
+    policy = Policy.from_document(s.auth.policy_document())
+    for repo in ("ci/app", "team/app", "prod/api"):
+        assert policy.repository_rights("k8s-node", repo) == {"pull"}
+        assert policy.repository_rights("alice", repo) == {"pull", "push", "delete"}
+        assert policy.repository_rights(None, repo) == set()
+    assert policy.repository_rights("ci-pusher", "ci/app") == {"pull", "push"}
+    assert policy.repository_rights("ci-pusher", "team/app") == set()
+    assert [u for u in users if policy.catalog_allowed(u)] == ["alice"]
