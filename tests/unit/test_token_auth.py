@@ -152,3 +152,14 @@ def test_missing_wheels_fail_with_the_fix(monkeypatch):
     monkeypatch.setattr(ts, "missing_wheels", lambda: "the token service image needs wheels: run scripts/token-wheels.sh")
     with pytest.raises(Exception, match="scripts/token-wheels.sh"):
         run()
+
+
+def test_standby_finds_the_token_certificate_in_the_config():
+    """The GC stand-by copies the file named by auth.token.rootcertbundle (absolute paths only)."""
+    from components.docker_exec import token_bundle_path
+    from components.render.registry_config import render_registry_config
+
+    token = render_registry_config(http_secret="s", auth=ts.registry_token_auth(address="r.example:5443", prefix="p"))
+    assert token_bundle_path(token) == ts.REGISTRY_BUNDLE_PATH
+    assert token_bundle_path(render_registry_config(http_secret="s")) is None
+    assert token_bundle_path("auth: {token: {rootcertbundle: relative.crt}}\nstorage: {}\n") is None
