@@ -100,7 +100,8 @@ class TokenAuth(pulumi.ComponentResource):
         image = docker.RemoteImage(
             f"{name}-image",
             name=f"{args.prefix}-token-service:{ts.source_digest()[:16]}",
-            build=docker.RemoteImageBuildArgs(context=str(ts.CONTEXT_DIR), dockerfile="Dockerfile"),
+            # Relative to the project root (Pulumi's working directory): the same inputs from any checkout.
+            build=docker.RemoteImageBuildArgs(context=ts.CONTEXT, dockerfile="Dockerfile"),
             keep_locally=True,
             opts=child,
         )

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTEXT_DIR = ROOT / "token_service"
+CONTEXT = "token_service"  # the image's build context, relative to the project root
+CONTEXT_DIR = ROOT / CONTEXT
 WHEELS_DIR = CONTEXT_DIR / "wheels"
 TOKEN_PORT = 5001
 TOKEN_ALIAS = "token"

@@ -264,9 +264,11 @@ def build_declared_image(inputs: dict) -> str:
     name = inputs["name"]
     if docker_cli("image", "inspect", name, check=False).returncode != 0:
         build = inputs["build"]
+        # A relative context is relative to the project root, Pulumi's working directory.
+        context = Path(__file__).resolve().parents[2] / build["context"]
         args = [f"--build-arg={k}={v}" for k, v in BUILD_BASE_STANDINS.items()]
-        docker_cli("build", "-q", *args, "-t", name, "-f", str(Path(build["context"]) / build.get("dockerfile", "Dockerfile")),
-                   build["context"])
+        docker_cli("build", "-q", *args, "-t", name, "-f", str(context / build.get("dockerfile", "Dockerfile")),
+                   str(context))
     return name
 
 

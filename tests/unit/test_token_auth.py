@@ -82,7 +82,7 @@ def test_token_graph_and_wiring(program):
     assert [line.split(":")[0] for line in files[ts.HTPASSWD_PATH]["content"].splitlines()] == sorted(USERS)
     assert all("$2y$11$" in line for line in files[ts.HTPASSWD_PATH]["content"].splitlines())
     image = named(m, "registry-token-image").plain_inputs
-    assert image["name"].startswith("registry-dev-token-service:") and image["build"]["context"].endswith("token_service")
+    assert image["name"].startswith("registry-dev-token-service:") and image["build"]["context"] == "token_service"
     conf = uploads(m, PROXY)[CONF_PATH]["content"]
     assert "location = /token {" in conf and "set $token_service token:5001;" in conf
     assert "rate=3r/s" in conf and "burst=7 nodelay" in conf
