@@ -31,7 +31,7 @@ REFRESH_USE = "refresh"
 REFRESH_SUFFIX = "#refresh"
 
 
-class KeyError_(ValueError):
+class SigningKeyError(ValueError):
     """The signing key and certificate do not form a usable pair."""
 
 
@@ -55,11 +55,11 @@ def load_signing_key(key_pem: bytes, cert_pem: bytes) -> SigningKey:
     elif isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
         algorithm = "RS256"
     else:
-        raise KeyError_("the token signing key must be ECDSA P-256 or RSA of 2048 bits or more")
+        raise SigningKeyError("the token signing key must be ECDSA P-256 or RSA of 2048 bits or more")
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
-        raise KeyError_("the token certificate does not belong to the token signing key")
+        raise SigningKeyError("the token certificate does not belong to the token signing key")
     return SigningKey(key, algorithm, (base64.b64encode(cert.public_bytes(der)).decode(),))
 
 

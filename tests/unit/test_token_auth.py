@@ -163,3 +163,11 @@ def test_standby_finds_the_token_certificate_in_the_config():
     assert token_bundle_path(token) == ts.REGISTRY_BUNDLE_PATH
     assert token_bundle_path(render_registry_config(http_secret="s")) is None
     assert token_bundle_path("auth: {token: {rootcertbundle: relative.crt}}\nstorage: {}\n") is None
+
+
+def test_nginx_token_mode_refuses_basic_auth_beside_it():
+    """nginx in token mode must not also check passwords on /v2/ (the registry checks tokens)."""
+    from components.render.nginx import NginxOptions, render_nginx_conf
+
+    with pytest.raises(ValueError, match="auth=False"):
+        render_nginx_conf(NginxOptions(token_upstream="token:5001"))
