@@ -6,7 +6,8 @@ token for exactly the challenged scope (GET with Basic credentials, as the token
 retries the request once with ``Authorization: Bearer``, and from then on sends Basic no more.
 Tokens are cached per scope until shortly before they expire, and a request whose repository
 and kind of action (pull / push / delete) had a token gets it up front, so a run of requests on
-one repository costs one token request per action.
+one repository costs one token request per action. A 429 from the token endpoint's rate limit
+is waited out (up to about 15 s) before it becomes an error.
 
 The realm must be on the registry's own origin (scheme, host and port): the password is never
 sent anywhere else. Errors never contain the password or a token.
@@ -26,6 +27,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _REPOSITORY_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
 EXPIRY_MARGIN = 30.0
+RATE_LIMIT_RETRIES = 6  # waits of 0.5, 1, 2, 4, 4, 4 s: about 15 s in all
 
 
 class RegistryTokenError(requests.exceptions.RequestException):
@@ -113,7 +115,14 @@ class RegistryAuth(AuthBase):
                 "the password is not sent there"
             )
         query = {"service": service, **({"scope": scope.split(" ")} if scope else {})}
-        reply = requests.get(realm, params=query, auth=self._basic, verify=self._verify(), timeout=self._timeout)
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            reply = requests.get(realm, params=query, auth=self._basic, verify=self._verify(), timeout=self._timeout)
+            if reply.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
+                break
+            # nginx's per-address limit on the token endpoint: wait for the bucket to refill.
+            time.sleep(min(0.5 * 2**attempt, 4.0))
+        if reply.status_code == 429:
+            raise RegistryTokenError("the token service kept answering HTTP 429 (rate limit): retry later")
         if reply.status_code != 200:
             raise RegistryTokenError(f"the token service answered HTTP {reply.status_code}: check the username and password")
         try:
