@@ -136,7 +136,11 @@ def head_benchmark(stack: BenchStack, costs: list[int], seconds: float, rounds: 
             "req/s with auth": round(median(figures["auth"]), 1),
             "req/s auth off": round(median(figures["off"]), 1),
             "ratio": round(median(figures["ratio"]), 3),
+            "spread": [round(min(figures["ratio"]), 3), round(max(figures["ratio"]), 3)],
             "ratios": [round(x, 3) for x in figures["ratio"]],
+            "req/s auth off, per round": [round(x, 1) for x in figures["off"]],
+            "CPU ms/request with auth, per round": [round(x, 3) for x in figures["cpu auth"]],
+            "CPU ms/request auth off, per round": [round(x, 3) for x in figures["cpu off"]],
             "CPU ms/request with auth": round(median(figures["cpu auth"]), 3),
             "CPU ms/request auth off": round(median(figures["cpu off"]), 3),
             # The ratio a machine busy with nothing else would show: CPU per request, off / on.
@@ -245,7 +249,9 @@ def main() -> None:
     result["goal holds"] = default >= 0.5
     for name, figures in result["head"].items():
         log(f"{name:40s} {figures['req/s with auth']:8.1f} req/s vs {figures['req/s auth off']:8.1f}"
-            f"  {fmt_ratio(figures['ratio'])}  (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
+            f"  {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-{fmt_ratio(figures['spread'][1])}]"
+            f"  CPU/request {figures['CPU ms/request with auth']:.2f} vs {figures['CPU ms/request auth off']:.2f} ms"
+            f"  (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
     log(f"goal ({result['goal']}): {'holds' if result['goal holds'] else 'does NOT hold'} ({fmt_ratio(default)})")
     write_result("auth_cost", result)
 

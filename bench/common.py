@@ -25,6 +25,7 @@ temporary folder; they are never printed nor put on a command line.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -63,6 +64,9 @@ from components.render.registry_config import CONFIG_PATH, DATA_DIR, SOCKET_DIR,
 from components.settings import DEFAULT_BCRYPT_ROUNDS  # noqa: E402
 from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, upload_content, wait_https  # noqa: E402
 from tests.support.program import run_program  # noqa: E402
+
+# Whether this checkout's program has auth modes (settings key ``auth``: token or basic).
+AUTH_MODES = importlib.util.find_spec("components.settings_auth") is not None
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -246,6 +250,8 @@ class Variant:
     port: int = 0
     # Containers a request passes through, by role ("nginx", "registry"), for CPU accounting.
     containers: dict = field(default_factory=dict)
+    # CA folder for skopeo's --cert-dir when the variant has its own CA (another stack).
+    cert_dir: Optional[Path] = None
 
 
 @dataclass
@@ -255,6 +261,9 @@ class BenchStack:
     config_extra: dict = field(default_factory=dict)
     variants_wanted: tuple[str, ...] = ("ours", "ours-tcp", "direct", "tutorial", "native", "authoff")
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    # Extra "NAME=value" environment for the program's registry container (a bench-only
+    # variant, e.g. GOGC=400; see registry_gc.py); empty: exactly as the program declares it.
+    registry_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.client = docker.from_env()
@@ -275,6 +284,9 @@ class BenchStack:
             "namePrefix": self.prefix,
             "volume": {"name": f"{self.prefix}-data", "keepOnDestroy": False},
         }
+        if AUTH_MODES:
+            # The variants compared here are nginx's basic auth; token mode is its own variant.
+            config["auth"] = {"mode": "basic"}
         config.update(self.config_extra)
         return config
 
@@ -294,6 +306,9 @@ class BenchStack:
         self.password = self.run.exports["passwords"][self.run.exports["userNames"][0]]
         self.user = self.run.exports["userNames"][0]
         self.deployment = Deployment(self.run)
+        if self.registry_env:
+            spec = self.deployment.container("registry-container")
+            spec.inputs["envs"] = [*(spec.inputs.get("envs") or []), *self.registry_env]
         self.deployment.up()
         proxy_spec = self.deployment.container("proxy-container")
         self.proxy_name = proxy_spec.plain_inputs["name"]
@@ -464,7 +479,7 @@ class BenchStack:
             if variant is None:
                 continue
             if variant.tls:
-                args += [f"--{flag}-cert-dir", str(self.cert_dir)]
+                args += [f"--{flag}-cert-dir", str(variant.cert_dir or self.cert_dir)]
             else:
                 args += [f"--{flag}-tls-verify=false"]
         args += [source, destination]

@@ -19,12 +19,14 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-ORDER = ["throughput", "auth_cost", "program_eval", "concurrency"]
+ORDER = ["throughput", "auth_cost", "program_eval", "concurrency", "auth_token", "registry_gc"]
 QUICK = {
     "throughput": ["--size-mib", "32", "--rounds", "1"],
     "auth_cost": ["--seconds", "2", "--rounds", "1", "--costs", "4,5,12"],
     "program_eval": ["--rounds", "1"],
     "concurrency": ["--rounds", "1", "--clients", "4"],
+    "auth_token": ["--quick"],
+    "registry_gc": ["--rounds", "1", "--seconds", "2"],
 }
 
 
@@ -117,7 +119,37 @@ def markdown(results: dict) -> str:
                   f"{c['single pull seconds, among 16 (median / max)']} |",
                   f"| failed pulls | {c['failed pulls']} |",
                   f"| proxy log | {c['proxy log']} |"]
+    if "auth_token" in results:
+        lines += auth_token_markdown(results["auth_token"])
+    if "registry_gc" in results:
+        g = results["registry_gc"]
+        lines += ["", "## 6. The registry's garbage collector per request (why the auth-off baseline moves)", "",
+                  f"{g['settings']['load']}, {g['settings']['rounds']} rounds of {g['settings']['seconds']} s.", "",
+                  "| registry, conditions | req/s [spread] | registry CPU ms/request [spread] | GC processor ms/request (gctrace) "
+                  "| collections per 1000 requests | heap goal MB |", "|---|---|---|---|---|---|"]
+        for name, v in g["results"].items():
+            lines.append(f"| {name} | {v['req/s']} [{v['req/s spread'][0]}-{v['req/s spread'][1]}] "
+                         f"| {v['registry CPU ms/request']} [{v['registry CPU ms/request spread'][0]}-"
+                         f"{v['registry CPU ms/request spread'][1]}] | {v['GC CPU ms/request']} "
+                         f"| {v['collections per 1000 requests']} | {v['heap goal MB']} |")
     return "\n".join(lines) + "\n"
+
+
+def auth_token_markdown(t: dict) -> list[str]:
+    """Section 5: token vs basic vs auth off, every ratio with its spread and CPU per unit."""
+    lines = ["", "## 5. Token authentication vs basic auth vs auth off", "",
+             f"Settings: `{json.dumps(t['settings'])}`." + (f" Token variant: {t['token']}." if "token" in t else ""),
+             "", "| benchmark | variant | ratio (median) | spread | CPU ms per unit (variant / partner) "
+             "| CPU-bound ratio | rates (variant / partner) |", "|---|---|---|---|---|---|---|"]
+    for part, partner, unit in (("head", "auth off", "req/s"), ("pull", "auth off", "pulls/s"),
+                                ("flood", "alone", "pulls/s")):
+        for name, v in t.get(part, {}).items():
+            with_ = "under flood" if part == "flood" else "with auth"
+            lines.append(f"| {part} | {name} | {v['ratio']:.2f}x | {v['spread'][0]:.2f}-{v['spread'][1]:.2f}x "
+                         f"| {v['CPU ms']['total']} / {v[f'CPU ms {partner}']['total']} | {v['CPU-bound ratio']:.2f}x "
+                         f"| {v[f'{unit} {with_}']} / {v[f'{unit} {partner}']} |")
+    lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in t.get("goals", {}).items())]
+    return lines
 
 
 def fmt_cpu(by_role: dict) -> str:

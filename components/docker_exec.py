@@ -42,6 +42,7 @@ import docker
 import docker.errors
 import yaml
 
+from components.grammar import is_repository
 from components.render.registry_config import (
     CONFIG_PATH,
     HEALTH_URL,
@@ -116,7 +117,6 @@ class GcReport:
 
 _SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 _ELIGIBLE_MANIFEST = re.compile(r"^manifest eligible for deletion: (sha256:[a-f0-9]{64})\s*$")
-_REPOSITORY_LINE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$")
 
 
 def parse_gc_output(text: str) -> GcCounts:
@@ -150,7 +150,7 @@ def parse_untagged(text: str) -> dict[str, list[str]]:
             if current is None:
                 raise ValueError("an eligible manifest came before any repository name in the garbage-collect output")
             found.setdefault(current, []).append(eligible.group(1))
-        elif _REPOSITORY_LINE.match(line):
+        elif is_repository(line):
             current = line
     return found
 

@@ -169,7 +169,7 @@ def compile_tag_pattern(pattern: str):
 
     Backreferences and look-around (which need backtracking) are refused with PatternError, as
     are empty patterns (they would match every tag) and patterns over 256 characters. The
-    result's ``search(tag)`` tells whether a tag is kept.
+    result's ``fullmatch(tag)`` tells whether a tag is kept: a pattern matches the whole tag.
     """
     if not isinstance(pattern, str) or not pattern:
         raise PatternError("is empty: it would keep every tag; remove it or write a pattern like '^v[0-9]+'")

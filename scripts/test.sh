@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: unit and integration tests against real nginx, registry, Docker and skopeo.
 # Usage: scripts/test.sh [pytest arguments...]   e.g. scripts/test.sh tests/unit -x
-# Sets up .venv from requirements-dev.txt, starts the Docker engine if needed, builds the
-# stand-in images, then runs pytest from the repository root. Safe to run repeatedly.
+# Sets up .venv from requirements-dev.txt, starts the Docker engine if needed and builds the
+# stand-in images (skipped when every path given is under tests/unit: unit tests need neither),
+# then runs pytest from the repository root. Safe to run repeatedly.
 # With CI=true or REQUIRE_NO_SKIPS=1, any skipped test fails the run.
 set -euo pipefail
 
@@ -26,8 +27,22 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "$wanted" >"$stamp"
 fi
 
-scripts/start-dockerd.sh
-scripts/build-standin-images.sh
+# Unit tests need no Docker engine and no images; anything else (or no path at all) may.
+paths=0
+unit_only=1
+for arg in "$@"; do
+    arg=${arg#./}
+    case "$arg" in
+        -*) ;;
+        tests/unit | tests/unit/ | tests/unit/*) paths=$((paths + 1)) ;;
+        *) if [ -e "${arg%%::*}" ]; then paths=$((paths + 1)); unit_only=0; fi ;;
+    esac
+done
+if [ "$paths" -eq 0 ] || [ "$unit_only" -eq 0 ]; then
+    scripts/start-dockerd.sh
+    scripts/build-standin-images.sh
+fi
+# The program's token mode builds the token service's image from these wheels (unit tests check them).
 PYTHON=$venv/bin/python scripts/token-wheels.sh
 
 exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"

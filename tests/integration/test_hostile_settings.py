@@ -359,11 +359,14 @@ def test_the_nginx_check_sees_a_name_that_injects_a_location(baseline):
 
 
 def test_login_command_quotes_even_an_address_that_skipped_validation(monkeypatch, tmp_path):
-    """With host-name validation switched off, a name holding `$(...)` and ';' still reaches
-    `docker login` as one argument and runs nothing: loginCommand quotes it itself."""
+    """With host-name validation switched off (in settings and in the nginx renderer's own check),
+    a name holding `$(...)` and ';' still reaches `docker login` as one argument and runs
+    nothing: loginCommand quotes it itself."""
+    import components.render.nginx as nginx_module
     import components.settings as settings_module
 
     monkeypatch.setattr(settings_module, "_check_dns_name", lambda name: name)
+    monkeypatch.setattr(nginx_module, "is_dns_name", lambda name: True)
     host = f"e;$(touch {CANARY})"
     config = {"hosts": [host], "ips": ["10.0.0.5"], "users": {"alice": PASSWORD}}
     settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS))

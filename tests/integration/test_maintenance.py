@@ -1,8 +1,9 @@
-"""The maintenance providers against real software: distribution 2.8.2 (stand-in image) behind
-the project's nginx TLS + basic-auth config (the registry on its Unix socket, the stand-by on a
-second one, as the program deploys them), images pushed and pulled with skopeo, garbage collection through the
-Docker API. The providers' own check/create/diff/update/read/delete
-are called as plain Python, as the Pulumi engine would call them.
+"""The maintenance providers against real software: the program's registry (distribution 2.8.2
+stand-in image) behind its nginx TLS + basic-auth proxy (the registry on its Unix socket, the
+stand-by on a second one), deployed by tests/support/deploy.py, images pushed and pulled with
+skopeo, garbage collection through the Docker API. The providers' check/create/diff/update/
+read/delete are called in this process; test_engine_protocol.py runs them in the provider host
+over gRPC, as the engine does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from components import docker_exec, maintenance
+from components import docker_exec, maintenance_providers
 from components.docker_exec import CONFIG_PATH
-from components.maintenance import (
+from components.maintenance_providers import (
     GarbageCollectionProvider,
     ImageDeletionProvider,
     MaintenanceError,
@@ -24,15 +25,8 @@ from components.maintenance import (
 )
 from components.registry import RESTART_POLICY
 from components.registry_api import RegistryNotFoundError
-from tests.integration.test_registry_api import (  # noqa: F401 - fixtures
-    docker_client,
-    free_port,
-    registry_stack,
-    set_created,
-    start_stack,
-    teardown,
-)
-from tests.support import oci
+from tests.support import deploy, oci
+from tests.support.ports import free_port
 
 
 def conn(stack, **overrides) -> dict:
@@ -203,7 +197,7 @@ def test_retention_keeps_exactly_what_the_rules_say(registry_stack, tmp_path):
         if tag == "latest":
             continue
         oci.write_image(layout, tag, [oci.random_bytes(32 * 1024, seed=tag)], seed=tag)
-        set_created(layout, tag, stamp(age))
+        oci.set_created(layout, tag, stamp(age))
         registry_stack.push(layout, tag, "team/api")
     registry_stack.push(layout, "v5", "team/api", "latest")
     oci.write_image(layout, "x", [oci.random_bytes(8 * 1024, seed="x")], seed="x")
@@ -366,8 +360,7 @@ def test_gc_dry_run_changes_nothing_and_stop_mode_frees_space(registry_stack, pu
     assert_pulls(registry_stack, "app", "three", pushed.digests["three"])
 
 
-def test_bad_input_raises_clear_errors_without_the_password(registry_stack, pushed, docker_client, tmp_path,
-                                                            monkeypatch):
+def test_bad_input_raises_clear_errors_without_the_password(registry_stack, pushed, tmp_path, monkeypatch):
     """Unknown repository, malformed tag, wrong credentials, unreachable registry, deletion
     disabled: each fails with a message naming what and why, never containing the password."""
     provider = ImageDeletionProvider()
@@ -392,19 +385,16 @@ def test_bad_input_raises_clear_errors_without_the_password(registry_stack, push
     secret_texts.append(wrong)
     assert "authentication failed" in failure({**conn(registry_stack, password=wrong), "repository": "app",
                                                "tags": ["one"]})
-    monkeypatch.setattr(maintenance, "READY_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(maintenance_providers, "READY_TIMEOUT_SECONDS", 1.0)
     unreachable = f"https://localhost:{free_port()}"
     assert "unreachable" in failure({**conn(registry_stack, registryUrl=unreachable), "repository": "app",
                                      "tags": ["one"]})
 
-    disabled, cleanup = start_stack(docker_client, tmp_path / "disabled", delete_enabled=False)
-    try:
+    with deploy.registry_stack(tmp_path / "disabled", delete_enabled=False) as disabled:
         secret_texts.append(disabled.password)
         disabled.push(pushed.layout, "three", "app")
         message = failure({**conn(disabled), "repository": "app", "tags": ["three"]})
         assert "405" in message and "storage.delete.enabled" in message and "repository 'app'" in message
-    finally:
-        teardown(cleanup)
 
 
 def test_create_waits_for_a_registry_that_is_still_starting(registry_stack, pushed):

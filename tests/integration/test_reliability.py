@@ -36,7 +36,7 @@ import docker
 import pytest
 import requests
 
-from components.maintenance import GarbageCollectionProvider, ImageDeletionProvider
+from components.maintenance_providers import GarbageCollectionProvider, ImageDeletionProvider
 from components.registry_api import MANIFEST_ACCEPT
 from tests.support import oci
 from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, docker_cli, live_stack, wait_https

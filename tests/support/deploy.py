@@ -1,5 +1,10 @@
 """Apply what the program declares to the real Docker engine, the way pulumi-docker would.
 
+The one way tests stand up a registry: :func:`live_stack` runs the program (``__main__.py``
+under the engine-like mocks) and deploys what it declares; :func:`registry_stack` is the same,
+seen as the registry API tests and benchmarks use it (:class:`RegistryStack`: URL, CA,
+credentials, skopeo push and pull, container names).
+
 A :class:`ProgramRun` holds every docker network, volume and container exactly as the program
 registered them (image, uploads, mounts, ports, network aliases, environment, healthcheck,
 restart policy, stop signal, user, volume driver options). :class:`Deployment` creates them with the Docker SDK. Images
@@ -9,11 +14,9 @@ Debian's binaries (scripts/build-standin-images.sh); everything else is taken as
 
 from __future__ import annotations
 
-import io
 import re
-import socket
+import secrets
 import subprocess
-import tarfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -23,10 +26,18 @@ from typing import Iterator, Optional
 
 import docker
 import requests
+import yaml
 
+from components.registry_api import RegistryClient
+from components.render.registry_config import CONFIG_PATH
 from components.settings import DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE
 from tests.support.engine import Registered
+from tests.support.ports import free_port
 from tests.support.program import ProgramRun, run_program
+from tests.support.tarballs import tar_bytes
+
+__all__ = ["Deployment", "LiveStack", "RegistryStack", "docker_cli", "free_port", "live_stack", "registry_stack",
+           "upload_content", "wait_https"]
 
 STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
 STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
@@ -51,16 +62,10 @@ def _nanoseconds(duration: Optional[str]) -> Optional[int]:
 
 
 def _uploads_tar(uploads: list[dict]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for upload in uploads:
-            data = upload["content"].encode()
-            info = tarfile.TarInfo(upload["file"].lstrip("/"))
-            info.size = len(data)
-            info.mode = int(upload.get("permissions") or ("0755" if upload.get("executable") else "0644"), 8)
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return tar_bytes({
+        u["file"]: (u["content"], int(u.get("permissions") or ("0755" if u.get("executable") else "0644"), 8))
+        for u in uploads
+    })
 
 
 @dataclass
@@ -277,13 +282,6 @@ def docker_cli(*args: str, input: Optional[str] = None, check: bool = True) -> s
     return subprocess.run(["docker", *args], input=input, capture_output=True, text=True, check=check, timeout=300)
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class LiveStack:
     """A stack deployed on the local engine for a test module."""
@@ -298,9 +296,11 @@ class LiveStack:
 
 
 @contextmanager
-def live_stack(tmp: Path, prefix: str, users: dict, **settings) -> Iterator[LiveStack]:
+def live_stack(tmp: Path, prefix: str, users: dict, *, wait_healthy: bool = True, **settings) -> Iterator[LiveStack]:
     """Run the program for a stack on a free loopback port (own names, own volume), deploy it,
-    wait for HTTPS; remove containers, network and volume afterwards, even on failure."""
+    wait for HTTPS; remove containers, network and volume afterwards, even on failure.
+
+    ``wait_healthy=False`` waits for HTTPS only, not for Docker's first healthcheck (10 s)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     port = free_port()
     config = {
@@ -314,13 +314,119 @@ def live_stack(tmp: Path, prefix: str, users: dict, **settings) -> Iterator[Live
     run = run_program(config, secret_keys=["users"])
     deployment = Deployment(run)
     cert_dir = tmp / "certs"
-    cert_dir.mkdir()
+    cert_dir.mkdir(parents=True, exist_ok=True)
     ca_file = cert_dir / "ca.crt"
     ca_file.write_text(run.exports["caCertificatePem"])
     try:
-        deployment.up()
+        deployment.up(wait_healthy=wait_healthy)
         address = run.exports["registryAddress"]
         wait_https(f"https://{address}/healthz", str(ca_file))
         yield LiveStack(run, deployment, config, address, port, cert_dir, ca_file)
     finally:
         deployment.down(remove_volumes=True)
+
+
+# --- the registry as API tests use it ----------------------------------------------------------
+
+DOCKER_HOST = "unix:///var/run/docker.sock"
+USERNAME = "maint"
+# '@' and ':' on purpose: they break naive URL and header handling.
+PASSWORD_PREFIX = "Pw@:"
+
+
+@dataclass
+class RegistryStack:
+    """A deployed stack's registry, reachable at ``url`` through its proxy."""
+
+    docker: docker.DockerClient
+    url: str
+    host: str
+    ca_pem: str
+    username: str
+    password: str
+    registry_name: str
+    proxy_name: str
+    volume_name: str
+    cert_dir: Path
+    work: Path
+    docker_host: str = DOCKER_HOST
+
+    def client(self, **overrides) -> RegistryClient:
+        kwargs = {"username": self.username, "password": self.password, "ca_pem": self.ca_pem, **overrides}
+        return RegistryClient(self.url, **kwargs)
+
+    def skopeo(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["skopeo", *args], capture_output=True, timeout=timeout, check=check)
+
+    def push(self, layout: Path, tag: str, repository: str, dest_tag: str | None = None, *, multi: bool = False,
+             format: str | None = None):
+        extra = (["--all"] if multi else []) + (["--format", format] if format else [])
+        self.skopeo(
+            "copy", "-q", *extra, "--dest-cert-dir", str(self.cert_dir),
+            "--dest-creds", f"{self.username}:{self.password}",
+            f"oci:{layout}:{tag}", f"docker://{self.host}/{repository}:{dest_tag or tag}",
+        )
+
+    def pull(self, repository: str, tag: str, *, check: bool = True) -> subprocess.CompletedProcess:
+        """A real pull with skopeo into a fresh OCI layout: skopeo verifies every digest."""
+        target = self.work / f"pull-{uuid.uuid4().hex[:8]}"
+        try:
+            return self.skopeo(
+                "copy", "-q", "--src-cert-dir", str(self.cert_dir), "--src-creds", f"{self.username}:{self.password}",
+                f"docker://{self.host}/{repository}:{tag}", f"oci:{target}:{tag}", check=check,
+            )
+        finally:
+            subprocess.run(["rm", "-rf", str(target)], check=False)
+
+    def registry_container(self):
+        return self.docker.containers.get(self.registry_name)
+
+    def volume_bytes(self) -> int:
+        """Measured independently of docker_exec: ``du`` from a throwaway container on the volume."""
+        out = self.docker.containers.run(
+            STANDIN_REGISTRY, entrypoint=["du", "-sb", "/data"], command=[], remove=True,
+            volumes={self.volume_name: {"bind": "/data", "mode": "ro"}}, network_mode="none",
+        )
+        return int(out.split()[0])
+
+
+def _wait_ready(url: str, ca_file: Path, auth: tuple[str, str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = requests.get(f"{url}/v2/", verify=str(ca_file), auth=auth, timeout=2).status_code
+            if last == 200:
+                return
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"registry stack at {url} not ready after {timeout}s: {last}")
+
+
+def _disable_deletion(deployment: Deployment, name: str) -> None:
+    """Rewrite the registry's config with ``storage.delete.enabled: false`` and restart it."""
+    config = yaml.safe_load(upload_content(deployment.container("registry-container"), CONFIG_PATH))
+    config["storage"]["delete"]["enabled"] = False
+    api = deployment.client.api
+    api.put_archive(name, "/", tar_bytes({CONFIG_PATH: yaml.safe_dump(config)}))
+    api.restart(name, timeout=30)
+
+
+@contextmanager
+def registry_stack(work: Path, *, prefix: str = "maint", delete_enabled: bool = True) -> Iterator[RegistryStack]:
+    """The program's registry and proxy deployed (:func:`live_stack`) with one user, as a
+    :class:`RegistryStack`; ``delete_enabled=False`` turns the registry's deletion off."""
+    password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
+    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False) as live:
+        registry_name = live.deployment.container("registry-container").plain_inputs["name"]
+        if not delete_enabled:
+            _disable_deletion(live.deployment, registry_name)
+        url = f"https://{live.address}"
+        _wait_ready(url, live.ca_file, (USERNAME, password))
+        yield RegistryStack(
+            docker=live.deployment.client, url=url, host=live.address, ca_pem=live.ca_file.read_text(),
+            username=USERNAME, password=password, registry_name=registry_name,
+            proxy_name=live.deployment.container("proxy-container").plain_inputs["name"],
+            volume_name=live.config["volume"]["name"], cert_dir=live.cert_dir, work=work,
+        )

@@ -87,6 +87,7 @@ class Registered:
     retain_on_delete: bool = False
     protect: bool = False
     additional_secret_outputs: list = field(default_factory=list)
+    aliases: list = field(default_factory=list)  # alias specs, as dicts (e.g. {"spec": {"name": ...}})
     # The inputs exactly as sent to the engine, secrets marked where they are (e.g. one item of
     # a list): what the engine encrypts in state, value by value.
     wire_inputs: dict = field(default_factory=dict)
@@ -358,6 +359,7 @@ class EngineMonitor(MockMonitor):
                 retain_on_delete=request.retainOnDelete,
                 protect=request.protect,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
+                aliases=[json_format.MessageToDict(alias) for alias in request.aliases],
                 wire_inputs=json_format.MessageToDict(request.object),
             )
         )

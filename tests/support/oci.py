@@ -241,3 +241,40 @@ def index_children(layout_dir: str | PathLike, index_digest: str) -> dict[str, s
     return {
         f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in index["manifests"]
     }
+
+
+def set_created(layout: Path, tag: str, created: str | dict[str, str]) -> str:
+    """Rewrite the build time (config ``created``) of ``tag`` in an OCI layout; returns the new digest.
+
+    ``tests.support.oci`` writes every image as built in 1970; retention needs other times.
+    For an index, ``created`` maps architecture to time and each platform image is rewritten.
+    """
+
+    def write(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blob_path(layout, digest).write_bytes(data)
+        return digest
+
+    def rewrite_image(descriptor: dict, stamp: str) -> dict:
+        manifest = json.loads(read_blob(layout, descriptor["digest"]))
+        config = json.loads(read_blob(layout, manifest["config"]["digest"]))
+        config["created"] = stamp
+        config_bytes = json.dumps(config).encode()
+        manifest["config"] = {**manifest["config"], "digest": write(config_bytes), "size": len(config_bytes)}
+        manifest_bytes = json.dumps(manifest).encode()
+        return {**descriptor, "digest": write(manifest_bytes), "size": len(manifest_bytes)}
+
+    index_file = layout / "index.json"
+    top = json.loads(index_file.read_text())
+    entry = next(m for m in top["manifests"] if m.get("annotations", {}).get(REF_NAME) == tag)
+    if entry["mediaType"] == MEDIA_TYPE_INDEX:
+        index = json.loads(read_blob(layout, entry["digest"]))
+        index["manifests"] = [rewrite_image(child, created[child["platform"]["architecture"]])
+                              for child in index["manifests"]]
+        index_bytes = json.dumps(index).encode()
+        new_entry = {**entry, "digest": write(index_bytes), "size": len(index_bytes)}
+    else:
+        new_entry = rewrite_image(entry, created)
+    top["manifests"] = [new_entry if m is entry else m for m in top["manifests"]]
+    index_file.write_text(json.dumps(top))
+    return new_entry["digest"]

@@ -8,30 +8,36 @@ RegistryClient; the real registry is in tests/integration/test_maintenance.py.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import pickle
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dill
 import pulumi
 import pytest
 
-from components import maintenance
-from components.maintenance import (
+from components import maintenance_plan, maintenance_providers
+from components.maintenance import Maintenance, MaintenanceArgs, legacy_rule_hash, rule_hash
+from components.maintenance_plan import (
     UNKNOWN,
-    GarbageCollectionProvider,
     ImageDeletionProps,
-    ImageDeletionProvider,
-    Maintenance,
-    MaintenanceArgs,
-    MaintenanceError,
+    has_unknown,
     RepoSnapshot,
     RetentionProps,
-    RetentionProvider,
     plan_deletion,
     plan_retention,
     repository_matches,
-    stable_id,
     untagged_to_delete,
+)
+from components.maintenance_providers import (
+    GarbageCollectionProvider,
+    ImageDeletionProvider,
+    MaintenanceError,
+    RetentionProvider,
+    stable_id,
 )
 from components.registry_api import (
     OCI_INDEX,
@@ -46,7 +52,10 @@ from components.registry_api import (
 )
 from components.settings import DeletionRule, GcSettings, MaintenanceSettings, RetentionRule
 from tests.support.engine import is_secret
+from tests.support.provider_host import Wired as wired
+from tests.support.provider_host import as_host_sees
 
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Sup3r-s3cret@:pw"
 URL = "https://localhost:5443"
 CONN = {"registryUrl": URL, "caPem": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
@@ -124,7 +133,7 @@ def fake(monkeypatch):
         holder["registry"] = registry
         return registry
 
-    monkeypatch.setattr(maintenance.Connection, "client", lambda self: holder["registry"])
+    monkeypatch.setattr(maintenance_plan.ConnectionProps, "client", lambda self: holder["registry"])
     return install
 
 
@@ -304,7 +313,7 @@ def test_untagged_deletion_spares_platform_manifests_of_tagged_indexes():
 ])
 def test_check_reports_malformed_deletion_rules(news, words):
     """Malformed repository, tag or digest, or a rule naming nothing, fail check with the reason and no password."""
-    result = ImageDeletionProvider().check({}, {**CONN, **news})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, **news})
     assert len(result.failures) == 1 and words in result.failures[0].reason
     assert PASSWORD not in result.failures[0].reason
 
@@ -312,23 +321,23 @@ def test_check_reports_malformed_deletion_rules(news, words):
 def test_check_lists_pending_deletions_for_the_preview(fake):
     """check asks the registry and puts the tags that would go into pendingDeletions, for the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
-    result = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and result.inputs["pendingDeletions"] == ["app:v1"]
 
 
 def test_check_fails_the_preview_on_a_shared_digest_and_an_unknown_repository(fake):
     """Refusals create would make (shared digest, unknown repository) already fail the preview."""
     fake(FakeRegistry({"app": {"v1": d("1"), "latest": d("1")}}))
-    shared = ImageDeletionProvider().check({}, {**CONN, "repository": "app", "tags": ["v1"]})
+    shared = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "app", "tags": ["v1"]})
     assert "latest" in shared.failures[0].reason
-    unknown = ImageDeletionProvider().check({}, {**CONN, "repository": "nope", "tags": ["v1"]})
+    unknown = wired(ImageDeletionProvider()).check({}, {**CONN, "repository": "nope", "tags": ["v1"]})
     assert "NAME_UNKNOWN" in unknown.failures[0].reason
 
 
 def test_check_without_a_reachable_registry_passes_without_a_list():
     """First deployment: the registry is not up yet at preview time; that is not an error."""
     unreachable = {**CONN, "registryUrl": "https://127.0.0.1:9", "caPem": ""}
-    result = ImageDeletionProvider().check({}, {**unreachable, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**unreachable, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and "pendingDeletions" not in result.inputs
 
 
@@ -336,8 +345,43 @@ def test_check_with_unknown_inputs_asks_nothing(fake):
     """With unknown inputs (preview before the registry exists) check neither fails nor asks the registry."""
     registry = fake(FakeRegistry({}))
     registry.tags = None  # any call would fail
-    result = ImageDeletionProvider().check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).check({}, {**CONN, "password": UNKNOWN, "repository": "app", "tags": ["v1"]})
     assert result.failures == [] and "pendingDeletions" not in result.inputs
+
+
+def test_check_with_every_connection_input_unknown_fails_nothing_and_builds_no_client(monkeypatch):
+    """First deployment: URL, user, password and CA all arrive as ``Unknown`` objects; check
+    passes, keeps them unknown, and never builds a RegistryClient (an unknown CA is no PEM)."""
+    monkeypatch.setattr(maintenance_plan, "RegistryClient", None)  # building one would raise
+    unknowns = {key: UNKNOWN for key in CONN}
+    for provider, rule in [(ImageDeletionProvider(), {"repository": "app", "tags": ["v1"]}),
+                           (RetentionProvider(), {"repositories": "team/*", "keepLast": 2}),
+                           (GarbageCollectionProvider(), {"dockerHost": "unix:///x.sock", "containerName": UNKNOWN})]:
+        result = wired(provider).check({}, {**unknowns, **rule})
+        assert result.failures == [] and has_unknown(result.inputs["password"])
+
+
+def test_numbers_arrive_as_floats_and_take_their_field_type(fake):
+    """keepLast 2 arrives as 2.0 and plans as 2 (it slices a list); keepYoungerThanHours stays
+    a float; a fractional keepLast fails check naming the input."""
+    props = RetentionProps.from_dict(as_host_sees({**CONN, "repositories": "app", "keepLast": 2,
+                                                   "keepYoungerThanHours": 36}))
+    assert props.keep_last == 2 and type(props.keep_last) is int and type(props.keep_younger_than_hours) is float
+    fake(FakeRegistry({"app": {"a": d("1"), "b": d("2"), "c": d("3")}},
+                      created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(2)}))
+    checked = wired(RetentionProvider()).check({}, {**CONN, "repositories": "app", "keepLast": 2})
+    assert checked.failures == [] and checked.inputs["pendingDeletions"] == ["app:c"]
+    fractional = wired(RetentionProvider()).check({}, {**CONN, "repositories": "app", "keepLast": 1.5})
+    assert "keepLast must be a whole number" in fractional.failures[0].reason
+
+
+def test_diff_counts_an_unknown_object_as_a_change():
+    """In a preview the new password may be an ``Unknown`` object: that is a change, not equal."""
+    provider = ImageDeletionProvider()
+    stored = {**CONN, "repository": "app", "tags": ["v1"], "digests": [], "allowSharedDigest": False}
+    assert wired(provider).diff("id", stored, stored).changes is False
+    result = wired(provider).diff("id", stored, {**stored, "password": UNKNOWN})
+    assert result.changes is True and result.replaces == []
 
 
 def olds_for(provider, news, extra=None):
@@ -346,7 +390,7 @@ def olds_for(provider, news, extra=None):
 
 def test_diff_of_unchanged_inputs_is_no_change():
     """An unchanged stack previews as unchanged: same inputs, same pending list => no diff."""
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     news = {**CONN, "registryUrl": "https://127.0.0.1:9", "repository": "app", "tags": ["v1"]}
     olds = {**provider.check({}, news).inputs, "pendingDeletions": [], "deletedDigests": [d("1")]}
     checked = {**provider.check(olds, news).inputs, "pendingDeletions": []}
@@ -363,7 +407,7 @@ def test_diff_of_unchanged_inputs_is_no_change():
 ])
 def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, replaces):
     """A different rule is a different resource (replace); credentials or a re-pushed tag update."""
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     base = {**CONN, "repository": "app", "tags": ["v1"], "digests": [], "allowSharedDigest": False,
             "pendingDeletions": []}
     result = provider.diff("id", base, {**base, **change})
@@ -372,7 +416,7 @@ def test_diff_names_what_changed_and_replaces_only_for_rule_changes(change, repl
 
 def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
     """Unknown means changed; a missing optional input equals its default; only the pattern replaces a retention rule."""
-    provider = RetentionProvider()
+    provider = wired(RetentionProvider())
     base = {**CONN, "repositories": "app", "keepLast": 2}
     stored = {**base, "excludeRepositories": [], "keepPatterns": [], "dryRun": False}
     assert provider.diff("id", stored, base).changes is False
@@ -387,7 +431,7 @@ def test_diff_treats_unknown_values_as_changes_and_absent_defaults_as_equal():
 def test_create_deletes_reports_and_leaves_nothing_pending(fake):
     """create deletes the digest, records what it deleted, and leaves pendingDeletions empty under a deterministic id."""
     registry = fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}))
-    result = ImageDeletionProvider().create({**CONN, "repository": "app", "tags": ["v1"]})
+    result = wired(ImageDeletionProvider()).create({**CONN, "repository": "app", "tags": ["v1"]})
     assert registry.deleted == [("app", d("1"))]
     assert result.outs["pendingDeletions"] == [] and result.outs["deletedTags"] == ["v1"]
     assert result.outs["deletedDigests"] == [d("1")] and result.outs["deletionRuns"] == 1
@@ -397,7 +441,7 @@ def test_create_deletes_reports_and_leaves_nothing_pending(fake):
 def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
     """read reports the truth: a tag pushed again shows as pending; update removes it, runs += 1."""
     registry = fake(FakeRegistry({"app": {"v1": d("1")}}))
-    provider = ImageDeletionProvider()
+    provider = wired(ImageDeletionProvider())
     created = provider.create({**CONN, "repository": "app", "tags": ["v1"]})
     registry.repos["app"]["v1"] = d("1")
     refreshed = provider.read(created.id, created.outs)
@@ -412,7 +456,7 @@ def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
 def test_retention_dry_run_only_reports(fake):
     """A dry run lists what would go and deletes nothing."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}}, created={d("1"): NOW, d("2"): NOW - timedelta(1)}))
-    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
+    result = wired(RetentionProvider()).create({**CONN, "repositories": "app", "keepLast": 1, "dryRun": True})
     assert registry.deleted == [] and result.outs["pendingDeletions"] == ["app:b"]
     assert result.outs["deletedTags"] == [] and result.outs["deletionRuns"] == 0
 
@@ -421,7 +465,7 @@ def test_retention_deletes_what_the_rule_does_not_keep(fake):
     """A real run deletes only in the governed repository what the rule does not keep."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}, "other": {"x": d("3")}},
                                  created={d("1"): NOW, d("2"): NOW - timedelta(1), d("3"): NOW - timedelta(9)}))
-    result = RetentionProvider().create({**CONN, "repositories": "app", "keepLast": 1})
+    result = wired(RetentionProvider()).create({**CONN, "repositories": "app", "keepLast": 1})
     assert registry.deleted == [("app", d("2"))]
     assert result.outs["deletedTags"] == ["app:b"] and result.outs["pendingDeletions"] == []
     assert result.outs["keptTags"] == ["app:a"]
@@ -431,16 +475,17 @@ def test_registry_errors_become_maintenance_errors_from_the_cause(fake):
     """Registry failures surface as MaintenanceError naming the resource, chained from the registry error."""
     fake(FakeRegistry({}))
     with pytest.raises(MaintenanceError) as caught:
-        ImageDeletionProvider().create({**CONN, "repository": "nope", "tags": ["v1"]})
+        wired(ImageDeletionProvider()).create({**CONN, "repository": "nope", "tags": ["v1"]})
     assert isinstance(caught.value.__cause__, RegistryNotFoundError) and "'nope'" in str(caught.value)
 
 
-def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch):
+def test_gc_update_collects_again_only_when_the_deletions_change(monkeypatch, fake):
     """A new trigger (what was deleted) or mode re-runs the collection; a new password does not."""
     runs = []
-    monkeypatch.setattr(GarbageCollectionProvider, "_collect",
-                        staticmethod(lambda props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
-    provider = GarbageCollectionProvider()
+    fake(FakeRegistry({}))
+    monkeypatch.setattr(GarbageCollectionProvider, "collect",
+                        staticmethod(lambda client, props: runs.append(props.trigger) or {"bytesAfter": len(runs)}))
+    provider = wired(GarbageCollectionProvider())
     news = {**CONN, "dockerHost": "unix:///x.sock", "containerName": "reg", "trigger": "t1"}
     created = provider.create(news)
     assert runs == ["t1"] and created.id == provider.create(news).id
@@ -466,17 +511,17 @@ class Flaky:
 
 def test_waiting_for_the_registry_retries_only_while_it_starts(monkeypatch):
     """Unreachable and 502 (nginx up, registry not yet) are retried; auth errors are not."""
-    monkeypatch.setattr(maintenance.time, "sleep", lambda _: None)
+    monkeypatch.setattr(maintenance_providers.time, "sleep", lambda _: None)
     starting = Flaky(RegistryUnreachableError(URL, "refused"), RegistryError(URL, "HTTP 502", status=502))
-    maintenance.wait_until_serving(starting, timeout=5)
+    maintenance_providers.wait_until_serving(starting, timeout=5)
     assert starting.pings == 3
     refused = Flaky(RegistryAuthError(URL, "401", status=401))
     with pytest.raises(RegistryAuthError):
-        maintenance.wait_until_serving(refused, timeout=5)
+        maintenance_providers.wait_until_serving(refused, timeout=5)
     assert refused.pings == 1
     down = Flaky(*[RegistryUnreachableError(URL, "refused")] * 1000)
     with pytest.raises(RegistryUnreachableError):
-        maintenance.wait_until_serving(down, timeout=0)
+        maintenance_providers.wait_until_serving(down, timeout=0)
 
 
 # --- pickling ---------------------------------------------------------------------------------
@@ -486,11 +531,11 @@ def test_pickled_providers_hold_no_secret_even_after_use(fake):
     """Pulumi stores dill.dumps(provider) in state: it must carry no password, before or after work."""
     fake(FakeRegistry({"app": {"v1": d("1")}}))
     provider = ImageDeletionProvider()
-    provider.create({**CONN, "repository": "app", "tags": ["v1"]})
+    wired(provider).create({**CONN, "repository": "app", "tags": ["v1"]})
     for candidate in (provider, RetentionProvider(), GarbageCollectionProvider()):
         data = dill.dumps(candidate, protocol=pickle.DEFAULT_PROTOCOL, recurse=True)
         assert PASSWORD.encode() not in data
-        assert b"components.maintenance" in data and len(data) < 200
+        assert b"components.maintenance_providers" in data and len(data) < 200
 
 
 # --- the component under engine-like mocks ---------------------------------------------------
@@ -571,6 +616,39 @@ def test_component_names_follow_rule_content_not_position(pulumi_mocks):
     assert len(pulumi_mocks.by_type("pulumi-python:dynamic/registry:GarbageCollection")) == 1
 
 
+def test_names_hash_the_rules_fields_canonically_and_alias_the_names_repr_gave(pulumi_mocks):
+    """A rule's resource name is a hash of its fields as sorted JSON without fields at their
+    default: pinned here, so a change that would rename (and so replace, delete and collect
+    again) is seen. A rule type with one more defaulted field hashes the same; a different value
+    does not. Each child carries an alias to the name ``repr`` hashing gave it."""
+    rule = DeletionRule(repository="app", tags=("v1",))
+    assert rule_hash(rule) == "68410adb"
+    assert rule_hash(RetentionRule(repositories="team/*", keep_last=3)) == "4ffa208e"
+
+    @dataclasses.dataclass(frozen=True)
+    class DeletionRuleWithMore:
+        repository: str
+        tags: tuple = ()
+        digests: tuple = ()
+        allow_shared_digest: bool = False
+        added_later: bool = False
+
+    assert rule_hash(DeletionRuleWithMore(repository="app", tags=("v1",))) == rule_hash(rule)
+    assert rule_hash(DeletionRuleWithMore(repository="app", tags=("v1",), added_later=True)) != rule_hash(rule)
+    assert rule_hash(DeletionRule(repository="app", tags=("v2",))) != rule_hash(rule)
+
+    @pulumi.runtime.test
+    def run():
+        build()
+
+    run()
+    deletion = next(r for r in pulumi_mocks.by_type("pulumi-python:dynamic/registry:ImageDeletion")
+                    if r.plain_inputs["repository"] == "app")
+    assert deletion.name == f"maint-delete-app-{rule_hash(rule)}"
+    assert {"spec": {"name": f"maint-delete-app-{legacy_rule_hash(rule)}"}} in [
+        {"spec": {"name": a.get("spec", {}).get("name")}} for a in deletion.aliases]
+
+
 def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
     """The component's attributes are the outputs it registers; without GC its figures are None."""
     seen = {}
@@ -598,3 +676,44 @@ def test_component_registers_its_typed_outputs(pulumi_mocks, monkeypatch):
     assert set(registered) == {"pending_deletions", "deleted_tags", "gc_bytes_before", "gc_bytes_after",
                                "gc_blobs_removed", "gc_duration_seconds", "gc_writes_refused_seconds"}
     assert all(registered[name] is getattr(seen["component"], name) for name in registered)
+
+
+def test_component_gc_figures_are_whole_numbers_though_the_engine_returns_floats(pulumi_mocks, monkeypatch):
+    """The engine hands a resource's numeric outputs back as floats (protobuf Struct): the
+    component's byte and blob counts are ints again (the SDK converts what a resource declares
+    as ``Output[int]``); durations stay floats."""
+    from tests.support.engine import EngineMocks
+
+    original = EngineMocks.new_resource
+
+    def with_gc_figures(self, args):
+        id_, outputs = original(self, args)
+        if args.typ.endswith("GarbageCollection"):
+            outputs = {**outputs, "bytesBefore": 4096.0, "bytesAfter": 1024.0, "blobsRemoved": 3.0,
+                       "durationSeconds": 1.5}
+        return id_, outputs
+
+    monkeypatch.setattr(EngineMocks, "new_resource", with_gc_figures)
+    seen = {}
+
+    @pulumi.runtime.test
+    def run():
+        _, component = build()
+        return pulumi.Output.all(component.gc_bytes_before, component.gc_bytes_after, component.gc_blobs_removed,
+                                 component.gc_duration_seconds).apply(lambda values: seen.update(values=values))
+
+    run()
+    before, after, removed, duration = seen["values"]
+    assert (before, after, removed) == (4096, 1024, 3) and all(type(v) is int for v in (before, after, removed))
+    assert duration == 1.5
+
+
+@pytest.mark.parametrize("module", ["components.maintenance_providers", "components.maintenance"])
+def test_the_provider_import_paths_load_without_settings_or_pydantic(module):
+    """What the provider host imports to unpickle a provider (the state-contract paths, new and
+    legacy) pulls in neither the settings module nor pydantic."""
+    code = (f"import sys, {module}; "
+            "bad = sorted(m for m in sys.modules if m == 'components.settings' or m.split('.')[0] == 'pydantic'); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

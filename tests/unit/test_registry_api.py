@@ -237,8 +237,8 @@ def test_concurrency_is_bounded_by_max_workers():
     assert len(found) == 30 and 1 < adapter.peak <= 3
 
 
-def test_tags_by_digest_groups_tags_that_share_a_manifest():
-    """tags_sharing lists every tag on one digest; tags that vanish meanwhile are left out."""
+def test_digests_resolve_every_tag_and_leave_out_tags_gone_meanwhile():
+    """Tags resolve to their digests (shared ones included); a tag that vanished is left out."""
     client, _ = client_with({
         ("GET", "/v2/app/tags/list?n=100"): (200, {}, {"tags": ["v1", "latest", "v2", "gone"]}),
         ("HEAD", "/v2/app/manifests/v1"): (200, {"Docker-Content-Digest": DIGEST_A}, b""),
@@ -246,8 +246,7 @@ def test_tags_by_digest_groups_tags_that_share_a_manifest():
         ("HEAD", "/v2/app/manifests/v2"): (200, {"Docker-Content-Digest": DIGEST_B}, b""),
     })
     with client:
-        assert client.tags_by_digest("app") == {DIGEST_A: ["latest", "v1"], DIGEST_B: ["v2"]}
-        assert client.tags_sharing("app", DIGEST_A) == ["latest", "v1"]
+        assert client.digests("app", client.tags("app")) == {"latest": DIGEST_A, "v1": DIGEST_A, "v2": DIGEST_B}
 
 
 def _blob(document: dict) -> tuple[bytes, str]:

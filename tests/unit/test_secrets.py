@@ -329,7 +329,7 @@ def test_provider_failures_hold_no_secret(caplog, monkeypatch):
     causes, traceback) and the logs never show the password, and the provider still pickles
     without it afterwards. Control: dill does capture a password a provider keeps."""
     # Providers wait (bounded) for a registry that is still starting; no need to wait here.
-    monkeypatch.setattr("components.maintenance.READY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("components.maintenance_providers.READY_TIMEOUT_SECONDS", 0.5)
     props = {"registryUrl": UNREACHABLE, "caPem": CA_CERT, "username": "admin", "password": MAINT_PASSWORD}
     attempts = [
         (ImageDeletionProvider(), {**props, "repository": "app", "tags": ["v1"], "digests": []}),

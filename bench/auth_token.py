@@ -1,0 +1,586 @@
+"""Token authentication against basic auth and auth off, side by side in one run, with the CPU
+every request costs next to each ratio.
+
+    .venv/bin/python bench/auth_token.py [--seconds 5] [--rounds 5] [--new-cost 10] [--quick]
+
+1. **HEAD rate.** Manifest HEAD requests/s (ab, keep-alive, concurrency 8) through:
+   ``authoff`` (the program's nginx, auth off); ``basic-5`` and ``basic-<new cost>`` (the
+   program's nginx with its htpasswd at that bcrypt cost); ``token`` (nginx without basic auth
+   passing a bearer token to a registry configured with ``auth.token``, the token fetched once
+   per measurement from the token service); ``token-program`` (the program's own token mode,
+   deployed as a second stack, when this checkout's program has it). Goal: token >= 0.9x.
+2. **10-layer pull** by a logged-in client (skopeo with an auth file: basic credentials, or the
+   token flow for ``token``) against auth off. Goal: token >= 0.9x.
+3. **Wrong-password flood** from another loopback address (127.0.0.2, many connections, as fast
+   as answered) at what checks passwords (nginx's basic auth; the token endpoint) while a
+   legitimate logged-in client pulls: its pulls/s with the flood over without. Goal: >= 0.8x.
+
+Every figure is paired with its partner measured right before or after it in the same round
+(order alternating); ratios are the median over rounds, printed with their spread (min-max) and
+the CPU milliseconds per request (or per pull) of every process on the path, read from their
+own counters (containers' cgroups, docker-proxy's and the token service's /proc stat, ab's and
+skopeo's rusage), so a ratio moved by other jobs on the machine shows as such.
+
+The token variant needs the token service (``token_service``, ``python -m token_service``, its
+documented environment) importable; without it the other variants run and the result says the
+token variant was not measured. It is a bench-only stand-up of what token mode deploys: the
+service as a host process on loopback (the realm), the registry with ``auth.token``, nginx
+rendered with ``auth=False`` and the ``Authorization`` header passed through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import http.client
+import importlib.util
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auth_cost import CONCURRENCY, ab, htpasswd_at
+from common import (
+    AUTH_MODES,
+    LABEL,
+    PORT,
+    MiB,
+    STANDIN_NGINX,
+    STANDIN_REGISTRY,
+    BenchStack,
+    CpuMeter,
+    Variant,
+    fmt_ratio,
+    free_port,
+    log,
+    machine,
+    median,
+    versions,
+    write_result,
+)
+
+from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, KEY_PATH, NginxOptions, render_nginx_conf
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config
+from tests.support.oci import write_image
+
+FLOOD_SOURCE = "127.0.0.2"
+# What a wrong password may get: refused, or rate-limited (the program's /token limit).
+REFUSED = (401, 403, 429)
+ISSUER = "bench-token-issuer"
+SERVICE = "bench-registry"
+STRIP_AUTHORIZATION = '            proxy_set_header Authorization "";\n'
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter(CpuMeter):
+    """CpuMeter plus long-running host processes (the token service), by pid."""
+
+    def __init__(self, containers: dict, host_ports: tuple = (), pids: dict | None = None):
+        super().__init__(containers, host_ports)
+        self.pids = pids or {}
+
+    def _snapshot(self) -> dict:
+        snap = super()._snapshot()
+        for label, pid in self.pids.items():
+            snap[label] = _proc_cpu_seconds(pid)
+        return snap
+
+
+def token_service_available() -> bool:
+    return importlib.util.find_spec("token_service") is not None
+
+
+@dataclass
+class TokenSide:
+    """Token service (host process) + registry with auth.token + nginx passing Authorization."""
+
+    stack: BenchStack
+    cost: int
+    registry_env: tuple = ()
+    port: int = field(default_factory=free_port)
+    service_port: int = field(default_factory=free_port)
+
+    def up(self) -> Variant:
+        s = self.stack
+        self.dir = s.workdir / "token"
+        self.dir.mkdir()
+        key_pem, cert_pem = _signing_key_and_cert()
+        (self.dir / "key.pem").write_bytes(key_pem)
+        os.chmod(self.dir / "key.pem", 0o600)
+        (self.dir / "cert.pem").write_bytes(cert_pem)
+        (self.dir / "htpasswd").write_text(htpasswd_at(s, self.cost))
+        (self.dir / "policy.json").write_text(json.dumps({"version": 1, "admins": [s.user], "rules": []}))
+        self.realm = f"http://127.0.0.1:{self.service_port}/token"
+        env = {**os.environ, "TOKEN_ISSUER": ISSUER, "TOKEN_SERVICE": SERVICE,
+               "TOKEN_KEY_FILE": str(self.dir / "key.pem"), "TOKEN_CERT_FILE": str(self.dir / "cert.pem"),
+               "TOKEN_HTPASSWD_FILE": str(self.dir / "htpasswd"), "TOKEN_POLICY_FILE": str(self.dir / "policy.json"),
+               "TOKEN_LISTEN": f"127.0.0.1:{self.service_port}", "TOKEN_TTL": "3600"}
+        self.log_file = open(self.dir / "service.log", "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "token_service"], env=env, cwd=str(ROOT),
+                                        stdout=self.log_file, stderr=subprocess.STDOUT)
+        registry_name = f"{s.prefix}-tokenreg"
+        # Over TCP, like the bench's other comparison registries; its auth-off partner is the
+        # program's nginx.conf (auth off) to the TCP registry (``authoff-tcp``), the same hop.
+        config = registry_config(http_secret=uuid.uuid4().hex)
+        config["http"].pop("net")
+        config["http"].pop("debug")
+        config["http"]["addr"] = f":{PORT}"
+        config["auth"] = {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
+                                    "rootcertbundle": "/certs/token.crt"}}
+        import yaml
+
+        volume = f"{s.prefix}-token-data"
+        s.client.volumes.create(volume, labels=LABEL)
+        s.extra_volumes.append(volume)
+        self._container(registry_name, STANDIN_REGISTRY, None, PORT, {
+            CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644),
+            "/certs/token.crt": (cert_pem.decode(), 0o644)}, volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
+        conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{registry_name}:{PORT}",), backup_upstreams=(),
+                                              server_names=("localhost", "127.0.0.1"), public_port=self.port))
+        if STRIP_AUTHORIZATION not in conf:
+            raise RuntimeError("the rendered nginx.conf no longer strips Authorization as this bench expects")
+        conf = conf.replace(STRIP_AUTHORIZATION, "")
+        nginx_name = f"{s.prefix}-tokennginx"
+        self._container(nginx_name, STANDIN_NGINX, self.port, CONTAINER_HTTPS_PORT, {
+            CONF_PATH: (conf, 0o644), CERT_PATH: (s.cert_pem, 0o644), KEY_PATH: (s.key_pem, 0o600)},
+            stop_signal="SIGQUIT")
+        variant = Variant("token", f"localhost:{self.port}", tls=True, auth=True, port=self.port,
+                          containers={"nginx": nginx_name, "registry": registry_name})
+        s.variants["token"] = variant
+        s.ports["token"] = self.port
+        off_port = free_port()
+        off_conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{s.tcp_registry}:{PORT}",),
+                                                  backup_upstreams=(), server_names=("localhost", "127.0.0.1"),
+                                                  public_port=off_port))
+        self._container(f"{s.prefix}-authoff-tcp", STANDIN_NGINX, off_port, CONTAINER_HTTPS_PORT, {
+            CONF_PATH: (off_conf, 0o644), CERT_PATH: (s.cert_pem, 0o644), KEY_PATH: (s.key_pem, 0o600)},
+            stop_signal="SIGQUIT")
+        s.variants["authoff-tcp"] = Variant("authoff-tcp", f"localhost:{off_port}", tls=True, auth=False,
+                                            port=off_port, containers={"nginx": f"{s.prefix}-authoff-tcp",
+                                                                       "registry": s.tcp_registry})
+        s.ports["authoff-tcp"] = off_port
+        self._wait()
+        s._write_authfile()  # noqa: SLF001 - adds the token variant's address to skopeo's auth file
+        return variant
+
+    def _container(self, name, image, host_port, internal, files, volumes=None, stop_signal=None) -> None:
+        s = self.stack
+        api = s.client.api
+        bindings = {internal: ("127.0.0.1", host_port)} if host_port else None
+        created = api.create_container(
+            image=image, name=name, ports=[internal] if host_port else None, labels=LABEL, stop_signal=stop_signal,
+            environment=list(self.registry_env) if image == STANDIN_REGISTRY else None,
+            host_config=api.create_host_config(port_bindings=bindings, binds=volumes or None),
+            networking_config=api.create_networking_config({s.network: api.create_endpoint_config()}))
+        s.extra_containers.append(name)
+        from common import _tar
+
+        api.put_archive(created["Id"], "/", _tar(files))
+        api.start(created["Id"])
+
+    def _wait(self, timeout: float = 60) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(self.realm.replace("/token", "/healthz"), timeout=2).status_code == 200 and \
+                        requests.get(f"https://{self.stack.variants['token'].address}/v2/", timeout=2,
+                                     verify=self.stack.ca_file).status_code == 401:
+                    return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"token side not ready: {(self.dir / 'service.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def token(self, scope: str) -> str:
+        import requests
+
+        reply = requests.get(self.realm, params={"service": SERVICE, "scope": scope},
+                             auth=(self.stack.user, self.stack.password), timeout=60)
+        reply.raise_for_status()
+        return reply.json()["token"]
+
+    def pids(self) -> dict:
+        return {"token service": self.process.pid}
+
+    def down(self) -> None:
+        if getattr(self, "process", None) is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+class ProgramToken:
+    """The program's own token mode (``auth.mode: token``) as a second stack: its nginx (``/token``
+    rate-limited per client address), token service container and registry, exactly as
+    declared (tests/support/deploy.py); the bench's user and password."""
+
+    role = {"proxy-container": "nginx", "registry-container": "registry", "token-container": "token service"}
+
+    def __init__(self, stack: BenchStack):
+        self.stack = stack
+
+    def up(self) -> Variant:
+        from tests.support.deploy import live_stack
+
+        s = self.stack
+        tmp = s.workdir / "program-token"
+        tmp.mkdir()
+        self._context = live_stack(tmp, f"{s.prefix}-tok", {s.user: s.password}, auth={"mode": "token"})
+        self.live = self._context.__enter__()
+        containers = {}
+        for spec in self.live.deployment.containers():
+            role = next((r for suffix, r in self.role.items() if spec.name.endswith(suffix)), spec.name)
+            containers[role] = spec.plain_inputs["name"]
+        variant = Variant("token-program", self.live.address, tls=True, auth=True, port=self.live.port,
+                          containers=containers, cert_dir=self.live.cert_dir)
+        s.variants[variant.name] = variant
+        s.ports[variant.name] = self.live.port
+        s._write_authfile()  # noqa: SLF001 - adds this stack's address to skopeo's auth file
+        self.realm = f"https://{self.live.address}/token"
+        return variant
+
+    def token(self, scope: str) -> str:
+        import requests
+
+        reply = requests.get(self.realm, params={"service": self.live.address, "scope": scope},
+                             auth=(self.stack.user, self.stack.password), verify=str(self.live.ca_file), timeout=60)
+        reply.raise_for_status()
+        return reply.json()["token"]
+
+    def flood_target(self, repository: str) -> str:
+        return f"{self.realm}?service={self.live.address}&scope=repository:{repository}:pull"
+
+    def down(self) -> None:
+        if getattr(self, "_context", None) is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+
+def _signing_key_and_cert() -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench token signer")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+            cert.public_bytes(serialization.Encoding.PEM))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- the benchmark's pieces ---------------------------------------------------------------
+@dataclass
+class Bench:
+    stack: BenchStack
+    costs: list[int]
+    token: TokenSide | None
+    program: ProgramToken | None = None
+
+    def variants(self) -> list[str]:
+        return ([f"basic-{c}" for c in self.costs] + (["token"] if self.token else [])
+                + (["token-program"] if self.program else []))
+
+    def partner(self, name: str) -> str:
+        """The auth-off variant on the same path (the token stand-up reaches its registry over TCP)."""
+        return "authoff-tcp" if name == "token" else "authoff"
+
+    def issuer(self, name: str):
+        return self.program if name == "token-program" else self.token
+
+    def select(self, name: str) -> tuple[Variant, Meter, str | None]:
+        """Make ``name`` current (htpasswd cost for basic-N); its variant, a fresh meter, and the
+        Authorization header value to send (None: none)."""
+        s = self.stack
+        if name in ("authoff", "authoff-tcp"):
+            v = s.variants[name]
+            return v, Meter(v.containers, (v.port,)), None
+        if name.startswith("basic-"):
+            s.set_htpasswd(htpasswd_at(s, int(name.split("-")[1])))
+            time.sleep(0.2)
+            v = s.variants["ours"]
+            return v, Meter(v.containers, (v.port,)), s.basic_auth_header()
+        if name == "token-program":
+            v = s.variants[name]
+            return v, Meter(v.containers, (v.port,)), None
+        v = s.variants["token"]
+        return v, Meter(v.containers, (v.port,), self.token.pids()), None
+
+    def head(self, name: str, seconds: float, path: str, repository: str) -> dict:
+        variant, meter, authorization = self.select(name)
+        if name in ("token", "token-program"):
+            authorization = "Bearer " + self.issuer(name).token(f"repository:{repository}:pull")
+        with meter:
+            figures = ab(self.stack.url(variant, path), seconds, authorization)
+        return {"rate": figures["rps"], "n": figures["requests"],
+                "cpu": {k: 1000 * v / figures["requests"] for k, v in meter.seconds.items()}}
+
+    def pull(self, name: str, repository: str) -> dict:
+        variant, meter, _ = self.select(name)
+        with meter:
+            seconds = self.stack.pull(variant, repository, "v1")
+        return {"rate": 1 / seconds, "n": 1, "cpu": {k: 1000 * v for k, v in meter.seconds.items()}}
+
+
+def paired(bench: Bench, rounds: int, measure, label: str, unit: str) -> dict:
+    """Every variant against auth off in every round, the pair's order alternating."""
+    series = {name: [] for name in bench.variants()}
+    for r in range(rounds):
+        names = bench.variants() if r % 2 == 0 else list(reversed(bench.variants()))
+        for i, name in enumerate(names):
+            first_off = (r + i) % 2 == 0
+            off = measure(bench.partner(name)) if first_off else None
+            on = measure(name)
+            off = off or measure(bench.partner(name))
+            series[name].append((on, off))
+            log(f"{label} round {r + 1}/{rounds} {name:10s} {on['rate']:8.2f} {unit} vs auth off {off['rate']:8.2f}"
+                f"  {fmt_ratio(on['rate'] / off['rate'])}  CPU/{unit.split('/')[0]} {on['cpu']['total']:.2f} ms"
+                f" vs {off['cpu']['total']:.2f} ms")
+    return {name: summarize(pairs, unit) for name, pairs in series.items()}
+
+
+def summarize(pairs: list, unit: str, with_: str = "with auth", partner: str = "auth off") -> dict:
+    """Median figures of (measurement, partner) pairs, the ratio's spread, CPU ms per unit by process."""
+    ratios = [on["rate"] / off["rate"] for on, off in pairs]
+    cpu_on = {k: round(median(on["cpu"][k] for on, _ in pairs), 3) for k in pairs[0][0]["cpu"]}
+    cpu_off = {k: round(median(off["cpu"][k] for _, off in pairs), 3) for k in pairs[0][1]["cpu"]}
+    return {
+        f"{unit} {with_}": round(median(on["rate"] for on, _ in pairs), 2),
+        f"{unit} {partner}": round(median(off["rate"] for _, off in pairs), 2),
+        "ratio": round(median(ratios), 3),
+        "spread": [round(min(ratios), 3), round(max(ratios), 3)],
+        "ratios": [round(x, 3) for x in ratios],
+        f"{partner} rates": [round(off["rate"], 2) for _, off in pairs],
+        "CPU ms": cpu_on,
+        f"CPU ms {partner}": cpu_off,
+        "CPU ms, per round": [round(on["cpu"]["total"], 3) for on, _ in pairs],
+        f"CPU ms {partner}, per round": [round(off["cpu"]["total"], 3) for _, off in pairs],
+        # The ratio a machine doing nothing else would show: CPU per unit of work, off / on.
+        "CPU-bound ratio": round(cpu_off["total"] / cpu_on["total"], 3),
+    }
+
+
+# ---- the flood ------------------------------------------------------------------------------
+def flood(url: str, seconds: float, connections: int, authorization: str, ca_file: str) -> dict:
+    """Requests with a wrong password from FLOOD_SOURCE, ``connections`` keep-alive connections,
+    each sending the next as soon as the last is answered. Returns counts by status."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    context = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
+    statuses: dict[int, int] = {}
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker() -> None:
+        while time.monotonic() < stop:
+            if context:
+                conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=context, timeout=30,
+                                                   source_address=(FLOOD_SOURCE, 0))
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30,
+                                                  source_address=(FLOOD_SOURCE, 0))
+            try:
+                while time.monotonic() < stop:
+                    conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                                 headers={"Authorization": authorization})
+                    response = conn.getresponse()
+                    response.read()
+                    with lock:
+                        statuses[response.status] = statuses.get(response.status, 0) + 1
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    errors[0] += 1
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"statuses": statuses, "connection errors": errors[0]}
+
+
+def flood_benchmark(bench: Bench, rounds: int, seconds: float, connections: int, repository: str) -> dict:
+    """A logged-in client pulls back to back for ``seconds``, alone and under a wrong-password
+    flood from FLOOD_SOURCE aimed at what checks passwords; pulls/s flood over alone."""
+    s = bench.stack
+    wrong = "Basic " + base64.b64encode(f"{s.user}:not-the-password-{uuid.uuid4().hex}".encode()).decode()
+    results = {}
+    for name in bench.variants():
+        ca_file = s.ca_file
+        if name == "token":
+            target = f"{bench.token.realm}?service={SERVICE}&scope=repository:{repository}:pull"
+        elif name == "token-program":
+            target, ca_file = bench.program.flood_target(repository), str(bench.program.live.ca_file)
+        else:
+            target = s.url(s.variants["ours"], "/v2/")
+        pairs = []
+        for r in range(rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            figures = {}
+            for with_flood in order:
+                variant, meter, _ = bench.select(name)
+                box: dict = {}
+                flooder = None
+                if with_flood:
+                    flooder = threading.Thread(target=lambda: box.update(
+                        flood(target, seconds, connections, wrong, ca_file)))
+                    flooder.start()
+                pulls, failed, errors, start = 0, 0, [], time.monotonic()
+                with meter:
+                    while time.monotonic() - start < seconds:
+                        try:
+                            s.pull(variant, repository, "v1")
+                            pulls += 1
+                        except RuntimeError as exc:  # a refused pull counts as none, and is reported
+                            failed += 1
+                            errors.append(str(exc)[-300:])
+                elapsed = time.monotonic() - start
+                if flooder:
+                    flooder.join()
+                figures[with_flood] = {"rate": pulls / elapsed, "pulls": pulls, "failed pulls": failed,
+                                       "errors": errors[:3],
+                                       "cpu": {k: 1000 * v / max(pulls, 1) for k, v in meter.seconds.items()},
+                                       "flood": box}
+            on, off = figures[True], figures[False]
+            statuses = on["flood"].get("statuses", {})
+            refused = sum(n for status, n in statuses.items() if status in REFUSED)
+            other = {st: n for st, n in statuses.items() if st not in REFUSED}
+            if other:
+                raise RuntimeError(f"the flood got answers other than {REFUSED}: {other}")
+            if off["failed pulls"]:
+                raise RuntimeError(f"{name}: pulls failed with no flood: {off['errors']}")
+            pairs.append((on, off))
+            log(f"flood round {r + 1}/{rounds} {name:13s} pulls/s {on['rate']:.2f} under flood vs {off['rate']:.2f}"
+                f" alone  {fmt_ratio(on['rate'] / max(off['rate'], 1e-9))}  {on['failed pulls']} failed pulls;"
+                f" flood: {dict(sorted(statuses.items()))} ({refused / seconds:.0f} refused/s),"
+                f" {on['flood'].get('connection errors', 0)} connection errors")
+        summary = summarize(pairs, "pulls/s", "under flood", "alone")
+        summary["flood requests refused per second"] = [
+            round(sum(n for st, n in on["flood"]["statuses"].items() if st in REFUSED) / seconds, 1)
+            for on, _ in pairs]
+        summary["flood statuses"] = [on["flood"]["statuses"] for on, _ in pairs]
+        summary["failed pulls under flood"] = [on["failed pulls"] for on, _ in pairs]
+        summary["first errors"] = next((on["errors"] for on, _ in pairs if on["errors"]), [])
+        summary["flood target"] = {"token": "token service (host process, no limit)",
+                                   "token-program": "the program's nginx /token (per-address limit)"}.get(
+            name, "nginx basic auth (/v2/)")
+        results[name] = summary
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-cost", type=int, default=10, help="bcrypt cost of token mode's htpasswd")
+    parser.add_argument("--pull-layers", type=int, default=10)
+    parser.add_argument("--pull-layer-mib", type=int, default=1)
+    parser.add_argument("--flood-connections", type=int, default=8)
+    parser.add_argument("--flood-seconds", type=float, default=10)
+    parser.add_argument("--registry-gogc", type=int, default=None,
+                        help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
+    parser.add_argument("--skip", default="", help="comma list of head,pull,flood,token-program to skip")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds, args.flood_seconds = 2, 1, 4
+    skip = set(filter(None, args.skip.split(",")))
+    costs = sorted({5, args.new_cost})
+    result: dict = {"benchmark": "auth_token", "machine": machine(), "versions": versions(),
+                    "settings": {"seconds": args.seconds, "rounds": args.rounds, "bcrypt costs": costs,
+                                 "token htpasswd cost": args.new_cost, "concurrency": CONCURRENCY,
+                                 "flood": f"{args.flood_connections} keep-alive connections from {FLOOD_SOURCE}"}}
+    token = None
+    registry_env = (f"GOGC={args.registry_gogc}",) if args.registry_gogc else ()
+    result["settings"]["registry environment added"] = list(registry_env)
+    with BenchStack(variants_wanted=("ours", "direct", "authoff"), registry_env=registry_env) as stack:
+        try:
+            if token_service_available():
+                token = TokenSide(stack, args.new_cost, registry_env=registry_env)
+                token.up()
+            else:
+                result["token"] = "not measured: token_service is not importable from this checkout"
+                log(result["token"])
+            program = None
+            if AUTH_MODES and "token-program" not in skip:
+                program = ProgramToken(stack)
+                program.up()
+            else:
+                result["token-program"] = "not measured: this checkout's program has no token mode"
+            bench = Bench(stack, costs, token, program)
+            small = Path(tempfile.mkdtemp(prefix="small-", dir=stack.workdir))
+            write_image(small, "v1", [4096], seed=f"{stack.tag}-small")
+            ten = Path(tempfile.mkdtemp(prefix="ten-", dir=stack.workdir))
+            write_image(ten, "v1", [args.pull_layer_mib * MiB] * args.pull_layers, seed=f"{stack.tag}-ten")
+            stack.push(small, "v1", stack.variants["ours"], "bench/small")
+            stack.push(ten, "v1", stack.variants["ours"], "bench/ten")
+            for name in ("token", "token-program"):
+                if name in stack.variants:
+                    stack.push(small, "v1", stack.variants[name], "bench/small")
+                    stack.push(ten, "v1", stack.variants[name], "bench/ten")
+            if "head" not in skip:
+                result["head"] = paired(bench, args.rounds,
+                                        lambda n: bench.head(n, args.seconds, "/v2/bench/small/manifests/v1",
+                                                             "bench/small"), "HEAD", "req/s")
+            if "pull" not in skip:
+                result["pull"] = paired(bench, args.rounds * 2, lambda n: bench.pull(n, "bench/ten"), "pull",
+                                        "pulls/s")
+            if "flood" not in skip:
+                result["flood"] = flood_benchmark(bench, max(2, args.rounds // 2), args.flood_seconds,
+                                                  args.flood_connections, "bench/ten")
+        finally:
+            if token:
+                token.down()
+            if program:
+                program.down()
+            stack.set_htpasswd(stack.htpasswd) if stack.deployment else None
+    goals = {"head": (("token", "token-program"), 0.9), "pull": (("token", "token-program"), 0.9),
+             "flood": (None, 0.8)}
+    result["goals"] = {}
+    for part, (variant, goal) in goals.items():
+        if part not in result:
+            continue
+        for name, figures in result[part].items():
+            if variant is None or name in variant:
+                result["goals"][f"{part} {name} >= {goal}x"] = figures["ratio"] >= goal
+            partner = "alone" if part == "flood" else "auth off"
+            log(f"{part:5s} {name:10s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
+                f"{fmt_ratio(figures['spread'][1])}]  CPU ms {figures['CPU ms']['total']:.2f} vs {partner} "
+                f"{figures[f'CPU ms {partner}']['total']:.2f} (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
+    # The bench-only GOGC variant is kept apart from the as-deployed result run_all reports.
+    write_result("auth_token" + (f"-gogc{args.registry_gogc}" if args.registry_gogc else ""), result)
+
+
+if __name__ == "__main__":
+    main()
