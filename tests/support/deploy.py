@@ -418,7 +418,8 @@ def registry_stack(work: Path, *, prefix: str = "maint", delete_enabled: bool = 
     """The program's registry and proxy deployed (:func:`live_stack`) with one user, as a
     :class:`RegistryStack`; ``delete_enabled=False`` turns the registry's deletion off."""
     password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
-    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False) as live:
+    # Basic mode: callers send the password with every request (token mode: tests/integration/test_token_*.py).
+    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False, auth={"mode": "basic"}) as live:
         registry_name = live.deployment.container("registry-container").plain_inputs["name"]
         if not delete_enabled:
             _disable_deletion(live.deployment, registry_name)
