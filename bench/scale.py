@@ -84,7 +84,7 @@ def main() -> None:
         swarm_config = {
             "httpsPort": swarm_port, "namePrefix": name, "users": {"bench": PASSWORD}, "ips": ips,
             "docker": {"host": node.socket}, "storage": store.settings(), "swarm": {"enabled": True, "replicas": 1},
-            "redis": {"enabled": True},
+            "redis": {"enabled": True}, "auth": {"mode": "basic"},
         }
         state: dict = {}
         run = run_program(swarm_config, secret_keys=["users", "storage"], state=state)

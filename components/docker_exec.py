@@ -36,7 +36,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import docker
 import docker.errors
@@ -203,6 +203,14 @@ def standby_config(text: str) -> str:
     http["draintimeout"] = f"{STANDBY_DRAIN_SECONDS}s"
     config["http"] = http
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def token_bundle_path(text: str) -> Optional[str]:
+    """``auth.token.rootcertbundle`` of a registry config, or None without token auth."""
+    config = yaml.safe_load(text) or {}
+    token = (config.get("auth") or {}).get("token") if isinstance(config, dict) else None
+    bundle = token.get("rootcertbundle") if isinstance(token, dict) else None
+    return bundle if isinstance(bundle, str) and bundle.startswith("/") else None
 
 
 def registry_socket(text: str) -> str:
@@ -403,6 +411,10 @@ class StandbyRegistry(_Served):
         try:
             # It holds the registry's HTTP secret: readable by the registry process (root) only.
             created.put_archive("/", _tar_one(STANDBY_CONFIG_PATH, config_text, 0o600))
+            # Token auth: the stand-by trusts the same token signing certificate.
+            bundle = token_bundle_path(config_text)
+            if bundle:
+                created.put_archive("/", _tar_one(bundle, registry.read_file(bundle), 0o644))
             created.start()
         except BaseException as exc:
             standby.discard(timeout=0)

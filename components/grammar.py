@@ -73,6 +73,13 @@ S3_REGION_RE = re.compile(S3_REGION)
 OBJECT_PATH_RE = re.compile(OBJECT_PATH)
 CREDENTIAL_RE = re.compile(CREDENTIAL)
 
+# Repository globs of access rules (token_service/access.py matches them): '/'-separated
+# segments, each '**' (one or more whole segments) or name characters with '*' wildcards,
+# starting with a letter, digit or '*' as a name segment does.
+ACCESS_GLOB_SEGMENT = r"(?:\*\*|[a-z0-9*][a-z0-9._*-]{0,127})"
+ACCESS_GLOB = rf"{ACCESS_GLOB_SEGMENT}(?:/{ACCESS_GLOB_SEGMENT})*"
+ACCESS_GLOB_RE = re.compile(ACCESS_GLOB)
+
 def is_repository(value: object) -> bool:
     """A repository name as distribution accepts it (path components, at most 255 characters)."""
     return isinstance(value, str) and len(value) <= NAME_TOTAL_LENGTH_MAX and REPOSITORY_RE.fullmatch(value) is not None
@@ -122,6 +129,12 @@ def is_docker_name(value: object) -> bool:
 def is_user_name(value: object) -> bool:
     """A registry user name (see ``USER_NAME``)."""
     return isinstance(value, str) and USER_NAME_RE.fullmatch(value) is not None
+
+
+def is_access_glob(value: object) -> bool:
+    """An access rule's repository glob (see ``ACCESS_GLOB``), at most 255 characters."""
+    return (isinstance(value, str) and len(value) <= NAME_TOTAL_LENGTH_MAX
+            and ACCESS_GLOB_RE.fullmatch(value) is not None)
 
 
 def is_docker_host(value: object) -> bool:

@@ -19,9 +19,11 @@ from components.maintenance import Maintenance, MaintenanceArgs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
+from components.render.token_service import registry_token_auth
 from components.settings import Settings
 from components.settings_scale import redis_enabled
 from components.swarm import SwarmRegistry, SwarmRegistryArgs, swarm_garbage_collection
+from components.token_auth import TokenAuth, TokenAuthArgs, TokenSigner, TokenSignerArgs
 from components.users import Htpasswd, HtpasswdArgs
 
 
@@ -83,9 +85,15 @@ class PrivateRegistry(pulumi.ComponentResource):
                 passwords={u: pulumi.Output.secret(p.get_secret_value()) for u, p in s.users.items()},
                 default_user=s.default_user,
                 generated_password_length=s.generated_password_length,
-                bcrypt_rounds=s.bcrypt_rounds,
+                bcrypt_rounds=s.bcrypt_cost,
             ),
             opts=child,
+        )
+        token = s.auth.token
+        signer = (
+            TokenSigner(f"{name}-token-signer", TokenSignerArgs(prefix=s.prefix, certificate=s.certificate, now=s.now),
+                        opts=child)
+            if token else None
         )
         use_redis = redis_enabled(s.redis, s.swarm)
         own_redis_password = (
@@ -134,15 +142,26 @@ class PrivateRegistry(pulumi.ComponentResource):
                     prefix=s.prefix,
                     image=s.images.registry,
                     volume_name=s.volume_name,
-                        keep_volume_on_destroy=s.volume.keep_on_destroy,
+                    keep_volume_on_destroy=s.volume.keep_on_destroy,
                     storage=wiring.storage,
                     redis=wiring.redis,
                     redirect=wiring.redirect,
                     extra_uploads=[docker.ContainerUploadArgs(file=path, content=text) for path, text in wiring.uploads],
                     envs=wiring.envs,
+                    auth=registry_token_auth(address=s.address, prefix=s.prefix) if token else None,
+                    token_cert_pem=signer.cert_pem if signer else None,
                 ),
                 opts=on_docker,
             )
+            token_auth = None
+            if signer:
+                token_auth = TokenAuth(
+                    f"{name}-token",
+                    TokenAuthArgs(prefix=s.prefix, address=s.address, auth=s.auth, network_name=registry.network_name,
+                                  cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem,
+                                  htpasswd=users.content),
+                    opts=on_docker,
+                )
             if own_redis_password is not None:
                 RedisCache(
                     f"{name}-redis",
@@ -168,8 +187,12 @@ class PrivateRegistry(pulumi.ComponentResource):
                     cert_pem=server_cert.cert_pem,
                     private_key_pem=server_cert.private_key_pem,
                     htpasswd=users.content,
+                    token_upstream=token_auth.upstream_address if token_auth else None,
+                    token_rate_per_second=s.auth.rate_limit_per_second,
+                    token_burst=s.auth.rate_limit_burst,
                 ),
-                opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider}, depends_on=[registry]),
+                opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider},
+                                            depends_on=[registry] + ([token_auth] if token_auth else [])),
             )
             front, registry_container, volume_name = proxy, registry.container_name, registry.volume_name
         for target in s.trust:

@@ -35,6 +35,11 @@ class ProxyArgs:
     cert_pem: pulumi.Input[str]
     private_key_pem: pulumi.Input[str]
     htpasswd: pulumi.Input[str]
+    # Token mode: the token service (host:port) behind /token, rate-limited per client address;
+    # no basic auth on /v2/ (the registry checks tokens).
+    token_upstream: Optional[str] = None
+    token_rate_per_second: int = 5
+    token_burst: int = 20
 
 
 class Proxy(pulumi.ComponentResource):
@@ -47,7 +52,9 @@ class Proxy(pulumi.ComponentResource):
         super().__init__("registry:proxy:Proxy", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         conf = render_nginx_conf(
-            NginxOptions(server_names=tuple(args.server_names), public_port=args.https_port)
+            NginxOptions(server_names=tuple(args.server_names), public_port=args.https_port,
+                         auth=args.token_upstream is None, token_upstream=args.token_upstream,
+                         token_rate_per_second=args.token_rate_per_second, token_burst=args.token_burst)
         )
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         container = docker.Container(
@@ -72,8 +79,10 @@ class Proxy(pulumi.ComponentResource):
                 # The master (root) reads the key; workers (nobody, group root) read the
                 # htpasswd file at request time; nobody else reads either.
                 docker.ContainerUploadArgs(file=KEY_PATH, content=args.private_key_pem, permissions="0600"),
-                docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0640"),
-            ],
+            ]
+            # Basic mode only: in token mode the token service alone holds the htpasswd.
+            + ([docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0640")]
+               if args.token_upstream is None else []),
             healthcheck=wget_healthcheck(f"http://127.0.0.1:{HEALTH_PORT}/healthz"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )

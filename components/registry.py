@@ -24,6 +24,7 @@ from components.render.registry_config import (
     render_registry_config,
     serve_command,
 )
+from components.render.token_service import REGISTRY_BUNDLE_PATH
 
 RESTART_POLICY = "unless-stopped"
 # The registry runs as root (the official image's user; the data volume is root's).
@@ -61,6 +62,10 @@ class RegistryArgs:
     redirect: bool = False
     extra_uploads: Sequence[docker.ContainerUploadArgs] = ()
     envs: Sequence[str] = ()
+    # Token mode: the config's ``auth`` section and the token signing certificate it trusts
+    # (uploaded to components/render/token_service.REGISTRY_BUNDLE_PATH).
+    auth: Optional[dict] = None
+    token_cert_pem: Optional[pulumi.Input[str]] = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -96,10 +101,15 @@ class Registry(pulumi.ComponentResource):
         config = pulumi.Output.secret(
             pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
                 lambda values: render_registry_config(
-                    http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect
+                    http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect,
+                    auth=args.auth,
                 )
             )
         )
+        uploads = [docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600")]
+        if args.token_cert_pem is not None:
+            uploads.append(docker.ContainerUploadArgs(file=REGISTRY_BUNDLE_PATH, content=args.token_cert_pem,
+                                                      permissions="0644"))
         container = docker.Container(
             f"{name}-container",
             name=f"{args.prefix}-registry",
@@ -115,8 +125,7 @@ class Registry(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=sockets.name, container_path=SOCKET_DIR),
             ],
             # Holds the HTTP secret: readable by the registry (root) only.
-            uploads=[docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600"),
-                     *args.extra_uploads],
+            uploads=[*uploads, *args.extra_uploads],
             envs=list(args.envs) or None,
             healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry

@@ -29,6 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from components.grammar import is_digest, is_repository, is_tag
+from components.registry_auth import RegistryAuth
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -214,7 +215,8 @@ class RegistryClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_workers, pool_block=True, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.session.auth = (username, password)
+        # Basic auth, or distribution's token flow when the registry challenges for a bearer token.
+        self.session.auth = RegistryAuth(username, password, self.url, verify=lambda: self._verify, timeout=timeout)
         self.session.headers["User-Agent"] = "private-registry-maintenance/1"
         if ca_pem is not None:
             if "-----BEGIN CERTIFICATE-----" not in ca_pem:

@@ -45,6 +45,7 @@ from components.settings_scale import (
     SwarmSettings,
     check_scale,
 )
+from components.settings_auth import TOKEN_BCRYPT_ROUNDS, AuthSettings
 
 PROJECT = "private-registry"
 
@@ -425,7 +426,7 @@ class Settings:
     default_user: StrictStr = "admin"
     min_password_length: StrictInt = Field(default=16, ge=1, le=72)
     generated_password_length: StrictInt = Field(default=32, ge=16, le=72)
-    bcrypt_rounds: StrictInt = Field(default=DEFAULT_BCRYPT_ROUNDS, ge=4, le=17)
+    bcrypt_rounds: Optional[StrictInt] = Field(default=None, ge=4, le=17)  # None: see bcrypt_cost
     certificate: CertificateSettings = field(default_factory=CertificateSettings)
     ca_certificate_pem: Optional[StrictStr] = None
     ca_private_key_pem: Optional[SecretStr] = None
@@ -439,6 +440,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @field_validator("now")
     @classmethod
@@ -548,6 +550,10 @@ class Settings:
                 object.__setattr__(self, "ca_certificate_pem", canonical)
             except ValueError as exc:
                 problems.append(str(exc))
+        try:
+            self.auth.check(self.user_names, users_configured=bool(self.users))
+        except ValueError as exc:
+            problems.append(str(exc))
         names = [t.name for t in self.trust]
         if len(set(names)) != len(names):
             problems.append("trust: target names must be unique; rename one of them")
@@ -566,6 +572,11 @@ class Settings:
             )
         except ValueError as exc:
             problems.append(str(exc))
+        if self.swarm.enabled and self.auth.token:
+            problems.append(
+                "auth.mode: Swarm mode does not run the token service yet: set auth.mode to basic for a Swarm "
+                "stack (token authentication runs on a single host)"
+            )
         if self.docker.ssh_opts and self.maintenance.runs_gc:
             problems.append(
                 "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "
@@ -598,6 +609,12 @@ class Settings:
     def user_names(self) -> tuple[str, ...]:
         return tuple(self.users) or (self.default_user,)
 
+    @property
+    def bcrypt_cost(self) -> int:
+        """bcryptRounds, or the mode's default: 5 with basic auth (checked per request), 11 with tokens."""
+        default = TOKEN_BCRYPT_ROUNDS if self.auth.token else DEFAULT_BCRYPT_ROUNDS
+        return self.bcrypt_rounds if self.bcrypt_rounds is not None else default
+
 
 # Settings whose values must be stored as Pulumi secrets, with what is secret in them.
 _SECRET_KEYS = {
@@ -607,7 +624,8 @@ _SECRET_KEYS = {
 _FIX = {
     "httpsPort": "use a TCP port between 1 and 65535, e.g. 443",
     "registryHostPort": "leave it unset (the registry has no plain-HTTP port)",
-    "bcryptRounds": "use a bcrypt cost between 4 and 17 (default 5)",
+    "bcryptRounds": "use a bcrypt cost between 4 and 17 (default 11 in token mode, 5 in basic mode)",
+    "auth.mode": "use token (default) or basic",
     "minPasswordLength": "use a whole number between 1 and 72 (default 16)",
     "generatedPasswordLength": "use a whole number between 16 and 72 (default 32)",
     "certificate.keyAlgorithm": "use one of ECDSA-P256, ECDSA-P384, RSA-2048, RSA-3072, RSA-4096, ED25519",

@@ -14,11 +14,17 @@ set -euo pipefail
 REGISTRY_IMAGE=private-registry-standin/registry:2.8.2
 NGINX_IMAGE=private-registry-standin/nginx:1.22.1
 BUSYBOX_IMAGE=private-registry-standin/busybox:test
+# Stands in for docker.io/library/python:3.12-slim (the token service's base): Debian's Python
+# 3.11 with its standard library and pip, python3 and pip at the official image's paths.
+PYTHON_IMAGE=private-registry-standin/python:3.12-slim
 FINGERPRINT_LABEL=org.private-registry.standin.fingerprint
 
 REGISTRY_BIN=/usr/bin/docker-registry
 NGINX_BIN=/usr/sbin/nginx
 BUSYBOX_BIN=/bin/busybox
+PYTHON_BIN=/usr/bin/python3.11
+PYTHON_LIB=/usr/lib/python3.11
+PIP_WHEEL_GLOB=/usr/share/python-wheels/pip-*.whl
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 
@@ -35,9 +41,11 @@ for arg in "$@"; do
     esac
 done
 
-for bin in "$REGISTRY_BIN" "$NGINX_BIN" "$BUSYBOX_BIN"; do
-    [ -x "$bin" ] || die "$bin is missing: apt-get install docker-registry nginx busybox-static"
+for bin in "$REGISTRY_BIN" "$NGINX_BIN" "$BUSYBOX_BIN" "$PYTHON_BIN"; do
+    [ -x "$bin" ] || die "$bin is missing: apt-get install docker-registry nginx busybox-static python3 python3-pip-whl"
 done
+# shellcheck disable=SC2086
+ls $PIP_WHEEL_GLOB >/dev/null 2>&1 || die "pip wheel missing: apt-get install python3-pip-whl"
 command -v docker >/dev/null || die "docker client missing: apt-get install docker.io"
 docker info >/dev/null 2>&1 || die "Docker engine not reachable: run scripts/start-dockerd.sh"
 
@@ -168,6 +176,38 @@ EOF
         'EXPOSE 80'
 }
 
+# Python's binary and standard library, the libraries its extension modules link (plus
+# libgcc_s and glibc's stubs, which manylinux wheels such as cryptography and bcrypt link), and pip.
+python_inputs() {
+    local f
+    printf '%s\n' "$PYTHON_BIN" $PIP_WHEEL_GLOB
+    for f in "$PYTHON_BIN" "$PYTHON_LIB"/lib-dynload/*.so; do shared_libs "$f"; done | sort -u
+    # manylinux wheels also link glibc's compatibility stubs.
+    local libdir
+    libdir=$(dirname "$(shared_libs "$PYTHON_BIN" | grep '/libc\.so' | head -n1)")
+    printf "$libdir/%s\n" libgcc_s.so.1 libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1
+}
+
+build_python() {
+    local root=$1/python fp=$2 version
+    version=$(basename "$PYTHON_LIB")
+    base_rootfs "$root"
+    # shellcheck disable=SC2046
+    copy_into "$root" $(python_inputs | grep -v '\.whl$') $(nss_libs "$PYTHON_BIN")
+    tar -C / --exclude="$version/test" --exclude="$version/idlelib" --exclude="$version/tkinter" \
+        --exclude="$version/ensurepip" --exclude='__pycache__' --exclude="$version/EXTERNALLY-MANAGED" \
+        -cf - "${PYTHON_LIB#/}" | tar -C "$root" -xf -
+    mkdir -p "$root/usr/lib/python3/dist-packages" "$root/usr/local/bin"
+    # shellcheck disable=SC2086
+    "$PYTHON_BIN" -m zipfile -e $PIP_WHEEL_GLOB "$root/usr/lib/python3/dist-packages"
+    ln -s "$PYTHON_BIN" "$root/usr/bin/python3"
+    ln -s "$PYTHON_BIN" "$root/usr/local/bin/python3"
+    ln -s "$PYTHON_BIN" "$root/usr/local/bin/python"
+    printf '#!/bin/sh\nexec python3 -m pip "$@"\n' >"$root/usr/local/bin/pip"
+    chmod 755 "$root/usr/local/bin/pip"
+    import_rootfs "$root" "$PYTHON_IMAGE" "$fp" 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
+}
+
 build_busybox() {
     local root=$1/busybox fp=$2
     base_rootfs "$root"
@@ -240,17 +280,23 @@ EOF
     docker top "$proxy" -o pid,user,args | grep -Eq "^ *[0-9]+ +nobody +nginx: worker process" \
         || die "verify: nginx workers do not run as nobody: $(docker top "$proxy" -o pid,user,args)"
     log "verified: registry /v2/ 200 on the default bridge and via nginx; names resolve both ways"
+    docker run --rm "$PYTHON_IMAGE" python3 -c 'import ssl, ctypes, hashlib, json, sqlite3' \
+        || die "verify: $PYTHON_IMAGE cannot import its standard library"
+    docker run --rm "$PYTHON_IMAGE" pip --version >/dev/null || die "verify: pip does not run in $PYTHON_IMAGE"
+    log "verified: $PYTHON_IMAGE runs python3 and pip"
 }
 
 registry_fp=$(fingerprint "$REGISTRY_BIN" "$BUSYBOX_BIN" $(shared_libs "$REGISTRY_BIN") $(nss_libs "$REGISTRY_BIN"))
 nginx_fp=$(fingerprint "$NGINX_BIN" "$BUSYBOX_BIN" $(shared_libs "$NGINX_BIN") $(nss_libs "$NGINX_BIN"))
 busybox_fp=$(fingerprint "$BUSYBOX_BIN")
+# shellcheck disable=SC2046
+python_fp=$(fingerprint "$BUSYBOX_BIN" $(python_inputs) "$PYTHON_LIB/os.py")
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 built=0
 for spec in "registry $REGISTRY_IMAGE $registry_fp" "nginx $NGINX_IMAGE $nginx_fp" \
-            "busybox $BUSYBOX_IMAGE $busybox_fp"; do
+            "busybox $BUSYBOX_IMAGE $busybox_fp" "python $PYTHON_IMAGE $python_fp"; do
     read -r kind image fp <<<"$spec"
     if [ "$force" = 1 ] || [ "$(image_fingerprint "$image")" != "$fp" ]; then
         "build_$kind" "$workdir" "$fp"
@@ -261,5 +307,5 @@ done
 if [ "$built" = 1 ] || [ "$verify" = 1 ]; then
     verify_images
 else
-    log "images up to date: $REGISTRY_IMAGE $NGINX_IMAGE $BUSYBOX_IMAGE"
+    log "images up to date: $REGISTRY_IMAGE $NGINX_IMAGE $BUSYBOX_IMAGE $PYTHON_IMAGE"
 fi

@@ -42,5 +42,7 @@ if [ "$paths" -eq 0 ] || [ "$unit_only" -eq 0 ]; then
     scripts/start-dockerd.sh
     scripts/build-standin-images.sh
 fi
+# The program's token mode builds the token service's image from these wheels (unit tests check them).
+PYTHON=$venv/bin/python scripts/token-wheels.sh
 
 exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"

@@ -14,6 +14,7 @@ escape whatever a client sends.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -101,6 +102,12 @@ class NginxOptions:
     # net.ipv4.tcp_keepalive_* in nginx's network namespace): a registry that vanished without
     # closing its connections (a task killed on another node) is noticed instead of waited for.
     upstream_keepalive: bool = False
+    # Token mode: the token service (host:port on the Docker network, looked up through Docker's
+    # DNS per request) behind ``location = /token``, rate-limited per client address; the
+    # registry checks tokens itself, so /v2/ passes Authorization through (set auth=False with it).
+    token_upstream: Optional[str] = None
+    token_rate_per_second: int = 5
+    token_burst: int = 20
 
 
 def _host_suffix(port: int) -> str:
@@ -131,8 +138,7 @@ def _proxied(o: NginxOptions, auth: str, max_body: str) -> str:
             proxy_set_header Forwarded "";
             proxy_set_header X-Forwarded-Host "";
             proxy_set_header X-Forwarded-Port "";
-            # The registry does no auth of its own; the credentials stop here.
-            proxy_set_header Authorization "";
+            {_authorization(o)}
 
             proxy_request_buffering {"on" if o.request_buffering else "off"};
             client_body_buffer_size {o.client_body_buffer_size};
@@ -155,6 +161,36 @@ def _pass(o: NginxOptions, path: str = "") -> str:
 
 def _keepalive(o: NginxOptions) -> str:
     return "\n            proxy_socket_keepalive on;" if o.upstream_keepalive else ""
+
+
+def _authorization(o: NginxOptions) -> str:
+    if o.token_upstream:
+        return "# Token mode: the registry checks the bearer token itself."
+    return """# The registry does no auth of its own; the credentials stop here.
+            proxy_set_header Authorization "";"""
+
+
+def _token_location(o: NginxOptions) -> str:
+    """Token mode: the realm, rate-limited per client address so password guessing is slow and
+    cannot starve other users."""
+    if not o.token_upstream:
+        return ""
+    return f"""        location = /token {{
+            limit_req zone=token burst={o.token_burst} nodelay;
+            add_header Strict-Transport-Security "{HSTS}" always;
+            client_max_body_size 16k;
+            resolver 127.0.0.11 valid=1s ipv6=off;
+            set $token_service {o.token_upstream};
+            proxy_pass http://$token_service;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header Forwarded "";
+            proxy_connect_timeout {o.connect_timeout_seconds}s;
+            proxy_read_timeout 30s;
+        }}
+
+"""
 
 
 def _health_location(o: NginxOptions) -> str:
@@ -187,6 +223,14 @@ def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
     only validated tokens reach a directive, whatever the caller checked before.
     """
     o = options
+    if o.token_upstream and o.auth:
+        raise ValueError("token mode: the registry checks tokens; nginx basic auth must be off (auth=False)")
+    if o.token_upstream and not re.fullmatch(r"[a-z0-9-]{1,63}:[0-9]{1,5}", o.token_upstream):
+        raise ValueError(f"token upstream {o.token_upstream!r} is not name:port")
+    token_zone = (
+        f"    limit_req_zone $binary_remote_addr zone=token:10m rate={o.token_rate_per_second}r/s;\n"
+        if o.token_upstream else ""
+    )
     for name in o.server_names:
         if not is_dns_name(name) and parse_ip(name) != name:
             raise ValueError(f"server name {name!r} is not a DNS name or an IP address")
@@ -256,7 +300,7 @@ http {{
     limit_req_zone $failed_auth_key zone=failed_auth:10m rate={o.failed_auth_rate_per_second}r/s;
     limit_req_status 429;
     limit_conn_zone $binary_remote_addr zone=per_address:10m;
-    limit_conn_status 429;
+{token_zone}    limit_conn_status 429;
 
     # Send Docker-Distribution-Api-Version exactly once: the registry's own header on proxied
     # responses, ours on responses nginx makes itself (401). 'add_header ... always' alone
@@ -334,7 +378,7 @@ http {{
             try_files /nonexistent =401;
         }}
 
-        location / {{
+{_token_location(o)}        location / {{
             add_header Strict-Transport-Security "{HSTS}" always;
             return 404;
         }}

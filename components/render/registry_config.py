@@ -43,7 +43,7 @@ def serve_command(config_path: str = CONFIG_PATH) -> list[str]:
 def registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
 ) -> dict:
     """The registry configuration as a dict (see :func:`render_registry_config`).
 
@@ -51,7 +51,8 @@ def registry_config(
     redirects stay off unless ``redirect`` (clients may not reach the object store). ``redis``:
     the top-level ``redis`` section; the blob descriptor cache then lives there, shared by every
     replica. ``tcp_addr`` (Swarm mode, where nginx runs on other nodes): listen on TCP there
-    instead of the Unix socket.
+    instead of the Unix socket. ``auth``: the ``auth`` section, e.g. token auth from
+    components/render/token_service.py.
     """
     config = {
         "version": 0.1,
@@ -93,19 +94,21 @@ def registry_config(
     if tcp_addr is not None:
         del config["http"]["net"]
         config["http"]["addr"] = tcp_addr
+    if auth:
+        config["auth"] = auth
     return config
 
 
 def render_registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
 ) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
         registry_config(
             http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
-            redirect=redirect, tcp_addr=tcp_addr,
+            redirect=redirect, tcp_addr=tcp_addr, auth=auth,
         ),
         sort_keys=False,
     )

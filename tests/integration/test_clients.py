@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.support.clients import CLIENTS, Client, Policy, SkopeoClient, basic_policy, docker_trust
+from tests.support.clients import CLIENTS, Client, Policy, SkopeoClient, basic_policy, docker_trust, token_policy
 from tests.support.deploy import LiveStack, live_stack
 
 USER = "alice"
 PASSWORD = "Cl1ents-pass@word:9f3e7a1c"
 WRONG_PASSWORD = "Cl1ents-WRONG@word:9f3e7a1c"
+READER = "reader"
+READER_PASSWORD = "Cl1ents-reader@word:4b8d2e6f"
 
 
 @dataclass
@@ -45,7 +47,12 @@ class Case:
 # One case per auth mode the program deploys. Token mode adds its settings, a second user and
 # ``token_policy(...)`` (a reader allowed to pull only, anonymous pulls under a public prefix).
 CASES = [
-    Case("basic", {USER: PASSWORD}, {}, basic_policy(USER, PASSWORD, WRONG_PASSWORD)),
+    Case("basic", {USER: PASSWORD}, {"auth": {"mode": "basic"}}, basic_policy(USER, PASSWORD, WRONG_PASSWORD)),
+    Case("token", {USER: PASSWORD, READER: READER_PASSWORD},
+         {"auth": {"mode": "token",
+                   "rules": [{"repositories": ["public/**"], "pull": [READER], "push": [USER], "delete": [USER]}],
+                   "anonymousPull": ["public/**"]}},
+         token_policy((USER, PASSWORD), (READER, READER_PASSWORD), WRONG_PASSWORD, True, "public")),
 ]
 
 

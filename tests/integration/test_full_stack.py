@@ -54,13 +54,23 @@ def test_address_and_certificate_served(stack):
 
 
 def test_auth_required_and_api_header_once(stack):
-    """/v2/ is 401 without or with wrong credentials and 200 with the right ones; the
-    Docker-Distribution-Api-Version header appears exactly once on each."""
+    """Token mode (the default): /v2/ is 401 with a Bearer challenge for the realm on the same
+    name, without credentials or with a password sent to /v2/ itself; the realm refuses a wrong
+    password and issues a token for the right one, with which /v2/ is 200. The
+    Docker-Distribution-Api-Version header appears exactly once on each /v2/ answer."""
     _, address, ca_file, _ = stack
     url = f"https://{address}/v2/"
-    for auth, expected in ((None, 401), (("alice", "wrong-password-123456"), 401), (("alice", PASSWORD), 200)):
-        response = requests.get(url, auth=auth, verify=str(ca_file), timeout=5)
-        assert response.status_code == expected, (auth and auth[0], response.status_code)
+    realm = f"https://{address}/token"
+    assert requests.get(realm, params={"service": address}, auth=("alice", "wrong-password-123456"),
+                        verify=str(ca_file), timeout=5).status_code == 401
+    token = requests.get(realm, params={"service": address}, auth=("alice", PASSWORD), verify=str(ca_file),
+                         timeout=5).json()["token"]
+    for headers, expected in (({}, 401), ({"Authorization": requests.auth._basic_auth_str("alice", PASSWORD)}, 401),
+                              ({"Authorization": f"Bearer {token}"}, 200)):
+        response = requests.get(url, headers=headers, verify=str(ca_file), timeout=5)
+        assert response.status_code == expected, (headers.keys(), response.status_code)
+        if expected == 401:
+            assert response.headers["WWW-Authenticate"] == f'Bearer realm="{realm}",service="{address}"'
         raw = response.raw.headers.getlist("Docker-Distribution-Api-Version")
         assert raw == ["registry/2.0"], raw
 

@@ -41,8 +41,9 @@ BASELINE_NAMES = ["baseline.example", "10.9.9.9"]
 
 def local_config(**more) -> dict:
     """A local stack (local engine, one local trust target) with ``more`` on top."""
+    # Basic mode: nginx itself checks every htpasswd user (token mode: tests/integration/test_token_*.py).
     return {"hosts": [BASELINE_NAMES[0]], "ips": [BASELINE_NAMES[1]], "httpsPort": 5443,
-            "trust": [{"name": "here", "kinds": KINDS}], **more}
+            "trust": [{"name": "here", "kinds": KINDS}], "auth": {"mode": "basic"}, **more}
 
 
 def _proxy_uploads(run) -> dict[str, str]:

@@ -51,7 +51,8 @@ class Stack:
 def stack(tmp_path_factory) -> Stack:
     """The deployed stack; everything is removed afterwards."""
     tmp = tmp_path_factory.mktemp("load")
-    with live_stack(tmp, "load", {USER: PASSWORD}) as live:
+    # Basic mode: these clients send the password on every request.
+    with live_stack(tmp, "load", {USER: PASSWORD}, auth={"mode": "basic"}) as live:
         yield Stack(live.address, live.ca_file, live.cert_dir, tmp)
 
 

@@ -172,7 +172,8 @@ def stack(tmp_path_factory) -> Stack:
     tmp = tmp_path_factory.mktemp("reliability")
     stack = None
     try:
-        with live_stack(tmp, "rel", {USER: PASSWORD}) as live:
+        # Basic mode: these clients send the password on every request.
+        with live_stack(tmp, "rel", {USER: PASSWORD}, auth={"mode": "basic"}) as live:
             stack = Stack(live.deployment, live.config, live.address, live.ca_file, live.cert_dir, tmp)
             stack.survivors += [
                 stack.push("keep/app", "v1", [SHARED, 300_000]),

@@ -92,7 +92,7 @@ class Served:
         # The published port is in the config (the Host the registry sees, redirects).
         self.run = run_program(
             {"users": {USER: PASSWORD}, "hosts": ["localhost"], "ips": ["127.0.0.1"], "httpsPort": self.port,
-             "certificate": {"keyAlgorithm": algorithm}},
+             "certificate": {"keyAlgorithm": algorithm}, "auth": {"mode": "basic"}},  # nginx's own auth
             secret_keys=["users"],
         )
         proxy_files = uploads(self.run, "registry-proxy-container")

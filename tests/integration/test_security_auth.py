@@ -61,7 +61,8 @@ def _push(layout: Path, address: str, cert_dir: Path) -> None:
 def stack(tmp_path_factory) -> Stack:
     """The deployed stack with one real image in it; everything is removed afterwards."""
     tmp = tmp_path_factory.mktemp("auth")
-    with live_stack(tmp, "sec-auth", {USER: PASSWORD}) as live:
+    # Basic mode: this suite attacks nginx's password check (token mode: tests/integration/test_token_access.py).
+    with live_stack(tmp, "sec-auth", {USER: PASSWORD}, auth={"mode": "basic"}) as live:
         layout = tmp / "oci"
         digest = oci.write_image(layout, TAG, [CANARY, 4096], seed="auth", compresslevel=0)
         _push(layout, live.address, live.cert_dir)

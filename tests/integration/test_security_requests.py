@@ -107,7 +107,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
     tmp = tmp_path_factory.mktemp("requests")
-    with live_stack(tmp, "sec-req", {USER: PASSWORD}) as live:
+    # Basic mode: these attacks target nginx's password check (token mode: tests/integration/test_token_*.py).
+    with live_stack(tmp, "sec-req", {USER: PASSWORD}, auth={"mode": "basic"}) as live:
         prefix = live.config["namePrefix"]
         network = f"{prefix}-net"
         client = live.deployment.client

@@ -62,6 +62,7 @@ def stack(tmp_path_factory):
             "ips": ["127.0.0.1", swarm.manager.host_address, swarm.worker.host_address],
             "docker": {"host": swarm.manager.socket},
             "storage": store.settings(), "swarm": {"enabled": True, "replicas": REPLICAS},
+            "auth": {"mode": "basic"},
         }
         state: dict = {}
         run = run_program(config, secret_keys=["users", "storage"], state=state)

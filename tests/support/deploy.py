@@ -42,6 +42,7 @@ __all__ = ["Deployment", "LiveStack", "RegistryStack", "docker_cli", "free_port"
 STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
 STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
 STANDIN_BUSYBOX = "private-registry-standin/busybox:test"
+STANDIN_PYTHON = "private-registry-standin/python:3.12-slim"
 STANDINS = {DEFAULT_REGISTRY_IMAGE: STANDIN_REGISTRY, DEFAULT_NGINX_IMAGE: STANDIN_NGINX}
 
 NETWORK = "docker:index/network:Network"
@@ -77,6 +78,7 @@ class Deployment:
     created_networks: list = field(default_factory=list)
     created_volumes: list = field(default_factory=list)
     created_containers: list = field(default_factory=list)
+    built_images: list = field(default_factory=list)
 
     def containers(self) -> list[Registered]:
         return self.run.monitor.by_type(CONTAINER)
@@ -87,8 +89,14 @@ class Deployment:
 
     def _image_for(self, container: Registered) -> str:
         reference = container.plain_inputs["image"]
-        declared = {r.plain_outputs.get("imageId"): r.plain_inputs["name"] for r in self.run.monitor.by_type(IMAGE)}
-        reference = declared.get(reference, reference)
+        images = {r.plain_outputs.get("imageId"): r for r in self.run.monitor.by_type(IMAGE)}
+        image = images.get(reference)
+        if image is not None and image.plain_inputs.get("build"):
+            built = build_declared_image(image.plain_inputs)
+            if built not in self.built_images:
+                self.built_images.append(built)
+            return built
+        reference = image.plain_inputs["name"] if image is not None else reference
         if reference not in self.standins:
             raise KeyError(f"no stand-in image for {reference!r}; pass standins={{...}}")
         return self.standins[reference]
@@ -229,6 +237,9 @@ class Deployment:
                 except docker.errors.NotFound:
                     pass
             self.created_volumes.clear()
+        for name in self.built_images:
+            docker_cli("rmi", name, check=False)
+        self.built_images.clear()
 
 
 def upload_content(spec: Registered, path: str) -> str:
@@ -246,6 +257,24 @@ def wait_https(url: str, ca_file: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+# Base images of images the program builds, mapped to their stand-ins (build argument BASE).
+BUILD_BASE_STANDINS = {"BASE": STANDIN_PYTHON}
+
+
+def build_declared_image(inputs: dict) -> str:
+    """Build a declared ``RemoteImage`` with a ``build`` (as the provider would on the Docker
+    host), on the stand-in base image; once per name. Returns the image name."""
+    name = inputs["name"]
+    if docker_cli("image", "inspect", name, check=False).returncode != 0:
+        build = inputs["build"]
+        # A relative context is relative to the project root, Pulumi's working directory.
+        context = Path(__file__).resolve().parents[2] / build["context"]
+        args = [f"--build-arg={k}={v}" for k, v in BUILD_BASE_STANDINS.items()]
+        docker_cli("build", "-q", *args, "-t", name, "-f", str(context / build.get("dockerfile", "Dockerfile")),
+                   str(context))
+    return name
 
 
 def docker_cli(*args: str, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -389,7 +418,8 @@ def registry_stack(work: Path, *, prefix: str = "maint", delete_enabled: bool = 
     """The program's registry and proxy deployed (:func:`live_stack`) with one user, as a
     :class:`RegistryStack`; ``delete_enabled=False`` turns the registry's deletion off."""
     password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
-    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False) as live:
+    # Basic mode: callers send the password with every request (token mode: tests/integration/test_token_*.py).
+    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False, auth={"mode": "basic"}) as live:
         registry_name = live.deployment.container("registry-container").plain_inputs["name"]
         if not delete_enabled:
             _disable_deletion(live.deployment, registry_name)

@@ -28,6 +28,8 @@ CONFIG = {
     "trust": [{"name": "laptop", "kinds": ["docker"]},
               {"name": "builder", "host": "10.1.2.3", "user": "ops", "privateKey": SSH_KEY}],
 }
+# Basic mode: nginx checks passwords. Token mode (the default): tests/unit/test_token_auth.py.
+BASIC = {"auth": {"mode": "basic"}}
 SECRET_KEYS = ["users", "trust"]
 
 COMPONENT = "registry:index:PrivateRegistry"
@@ -36,7 +38,7 @@ PROXY_CONTAINER = "registry-proxy-container"
 
 
 def run(config=CONFIG, **kwargs):
-    return run_program(config, secret_keys=kwargs.pop("secret_keys", SECRET_KEYS), **kwargs)
+    return run_program({**BASIC, **config}, secret_keys=kwargs.pop("secret_keys", SECRET_KEYS), **kwargs)
 
 
 def named(monitor, name):

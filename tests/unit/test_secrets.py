@@ -38,6 +38,7 @@ from components.maintenance import (
     RetentionProvider,
 )
 from components.render.nginx import HTPASSWD_PATH
+from components.render.token_service import HTPASSWD_PATH as TOKEN_HTPASSWD_PATH
 from components.settings import DeletionRule, GcSettings, RetentionRule
 from tests.support.engine import EngineMonitor, is_secret, redact, reveal
 from tests.support.program import run_program, use_mocks
@@ -108,7 +109,7 @@ def held_secrets(run) -> dict[str, str]:
         found[password.name] = password.plain_outputs["result"]
     for container in m.by_type("docker:index/container:Container"):
         for upload in container.plain_inputs.get("uploads") or []:
-            if upload["file"] == HTPASSWD_PATH:
+            if upload["file"] in (HTPASSWD_PATH, TOKEN_HTPASSWD_PATH):
                 for line in upload["content"].splitlines():
                     found[f"htpasswd hash of {line.split(':')[0]}"] = line.split(":", 1)[1]
     for user, password in run.exports["passwords"].items():

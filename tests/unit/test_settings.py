@@ -219,7 +219,7 @@ def test_defaults():
     a volume kept on destroy, the local Docker socket, no trust targets."""
     s = parse_settings({}, stack="dev", now=0)
     assert (s.hosts, s.ips, s.https_port, s.bind_address) == (("localhost",), ("127.0.0.1",), 443, "0.0.0.0")
-    assert (s.users, s.user_names, s.bcrypt_rounds, s.generated_password_length) == ({}, ("admin",), 5, 32)
+    assert (s.users, s.user_names, s.bcrypt_cost, s.generated_password_length) == ({}, ("admin",), 11, 32)
     c = s.certificate
     assert (c.key_algorithm, c.validity_hours, c.renew_before_hours, c.ca_validity_hours) == ("ECDSA-P256", 2160, 720, 87600)
     assert c.rotation_period_hours == 1440

@@ -13,6 +13,8 @@ S3 = {"driver": "s3", "s3": {"bucket": "images", "endpoint": "http://s3:8333", "
 
 
 def parse(raw: dict, secret_keys=("storage", "redis")):
+    if (raw.get("swarm") or {}).get("enabled") and "auth" not in raw:
+        raw = dict(raw, auth={"mode": "basic"})  # Swarm mode runs basic auth only
     return parse_settings(raw, stack="dev", secret_keys=set(secret_keys))
 
 
@@ -104,3 +106,9 @@ def test_single_host_gc_with_redis_refused():
     assert "redis.enabled: garbage collection on one host" in text
     parse({"redis": {"enabled": True}, "maintenance": {**deletions, "gc": {"enabled": False}}})
     parse({"swarm": {"enabled": True}, "storage": S3, "maintenance": deletions})
+
+
+def test_swarm_with_token_auth_is_refused():
+    """Swarm mode does not run the token service: token mode (the default) with Swarm is refused, naming auth.mode."""
+    text = problems({"swarm": {"enabled": True}, "storage": S3, "auth": {"mode": "token"}})
+    assert "auth.mode: Swarm mode does not run the token service yet" in text

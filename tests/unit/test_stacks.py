@@ -45,9 +45,10 @@ def test_dev_stack_is_local_on_5443():
 
 
 def test_dev_stack_runs_and_generates_admin():
-    """The dev stack's program run declares both containers and exports a generated admin password."""
+    """The dev stack's program run declares its containers (registry, token service, proxy) and
+    exports a generated admin password."""
     run = run_program(stack_config(ROOT / "stacks" / "Pulumi.dev.yaml"))
-    assert len(run.monitor.by_type("docker:index/container:Container")) == 2
+    assert len(run.monitor.by_type("docker:index/container:Container")) == 3
     assert run.exports["userNames"] == ["admin"]
     assert len(run.exports["passwords"]["admin"]) == 32
     assert "passwords" in run.secret_exports

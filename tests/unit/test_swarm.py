@@ -12,7 +12,7 @@ from tests.support.program import run_program
 
 S3 = {"driver": "s3", "s3": {"bucket": "images", "endpoint": "http://s3:8333", "pathStyle": True,
                              "accessKey": "AKID0123", "secretKey": "Secret0123"}}
-CONFIG = {"swarm": {"enabled": True, "replicas": 3}, "storage": S3, "httpsPort": 8443,
+CONFIG = {"swarm": {"enabled": True, "replicas": 3}, "storage": S3, "httpsPort": 8443, "auth": {"mode": "basic"},
           "maintenance": {"deletions": [{"repository": "team/app", "tags": ["old"]}]}}
 
 

@@ -1,0 +1,84 @@
+"""Files and settings the token service and the registry read in token mode, as pure functions.
+
+- :func:`registry_token_auth`: the registry's ``auth.token`` section (distribution 2.8): realm
+  (``https://<address>/token``, through nginx on the registry's TLS name), service (the
+  registry's address, the tokens' ``aud``), issuer and the signing certificate as
+  ``rootcertbundle`` (tokens carry it in ``x5c``; see token_service/tokens.py).
+- :func:`render_policy`: the policy file (JSON via the json library) from the auth settings.
+- :func:`token_env`: the token container's environment (token_service/config.py).
+- :func:`source_digest`: a digest of the files the image is built from, its tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTEXT = "token_service"  # the image's build context, relative to the project root
+CONTEXT_DIR = ROOT / CONTEXT
+WHEELS_DIR = CONTEXT_DIR / "wheels"
+TOKEN_PORT = 5001
+TOKEN_ALIAS = "token"
+TOKEN_PATH = "/token"
+# In the registry container, beside its config (the GC stand-by copies it from there).
+REGISTRY_BUNDLE_PATH = "/etc/docker/registry/token-signer.crt"
+# In the token container (token_service/config.py defaults).
+KEY_PATH = "/run/token/key.pem"
+CERT_PATH = "/run/token/cert.pem"
+HTPASSWD_PATH = "/run/token/htpasswd"
+POLICY_PATH = "/run/token/policy.json"
+
+
+def realm(address: str) -> str:
+    return f"https://{address}{TOKEN_PATH}"
+
+
+def issuer(prefix: str) -> str:
+    return f"{prefix}-token-service"
+
+
+def registry_token_auth(*, address: str, prefix: str) -> dict:
+    """The registry config's ``auth`` section."""
+    return {
+        "token": {
+            "realm": realm(address),
+            "service": address,
+            "issuer": issuer(prefix),
+            "rootcertbundle": REGISTRY_BUNDLE_PATH,
+        }
+    }
+
+
+def render_policy(document: dict) -> str:
+    """The policy file's text (sorted keys: the same settings give the same bytes)."""
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def token_env(*, address: str, prefix: str, ttl: int) -> list[str]:
+    return [f"TOKEN_ISSUER={issuer(prefix)}", f"TOKEN_SERVICE={address}", f"TOKEN_TTL={ttl}",
+            f"TOKEN_LISTEN=0.0.0.0:{TOKEN_PORT}"]
+
+
+def source_digest(context: Path = CONTEXT_DIR) -> str:
+    """sha256 over the image's inputs: Dockerfile, lock file and the service's modules."""
+    digest = hashlib.sha256()
+    for path in sorted([context / "Dockerfile", context / "requirements.lock", *context.glob("*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def missing_wheels(context: Path = CONTEXT_DIR) -> Optional[str]:
+    """None when the wheels the image installs are present, else what is missing and the fix."""
+    wheels = context / "wheels"
+    lock = (context / "requirements.lock").read_text()
+    names = [line.split("==")[0].split("[")[0].lower() for line in lock.splitlines()
+             if line and not line.startswith((" ", "#"))]
+    present = {p.name.split("-")[0].lower() for p in wheels.glob("*.whl")} if wheels.is_dir() else set()
+    absent = [n for n in names if n.replace("-", "_") not in present and n not in present]
+    if absent:
+        return (f"the token service image needs wheels of {', '.join(absent)} in {wheels}: "
+                "run scripts/token-wheels.sh (it downloads them, checked against token_service/requirements.lock)")
+    return None
