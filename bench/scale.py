@@ -90,7 +90,8 @@ def main() -> None:
         run = run_program(swarm_config, secret_keys=["users", "storage"], state=state)
         (cert_dir / "ca.crt").write_text(run.exports["caCertificatePem"])
         fs_run = run_program(
-            {"httpsPort": fs_port, "namePrefix": f"{name}-fs", "users": {"bench": PASSWORD}, "ips": ips},
+            {"httpsPort": fs_port, "namePrefix": f"{name}-fs", "users": {"bench": PASSWORD}, "ips": ips,
+             "auth": {"mode": "basic"}},
             secret_keys=["users"],
         )
         fs_cert_dir = work / "fs-certs"
