@@ -119,7 +119,15 @@ def test_pickled_providers_are_references_that_load_from_another_cwd_when_instal
         "RetentionProvider": {"repositories": "app", "keepLast": 2},
         "GarbageCollectionProvider": {"dockerHost": "unix:///nowhere.sock", "containerName": "reg"},
     }
-    with ProviderHost(cwd=elsewhere, env={"PYTHONPATH": str(target)}) as installed:
+    # The test venv holds the project as an editable install (requirements.txt's `-e .`): hide
+    # it, so that only the package installed into `target` (or nothing) can provide `components`.
+    hide = tmp_path / "hide-editable"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in str(getattr(f, '__module__', ''))]\n"
+    )
+    with ProviderHost(cwd=elsewhere, env={"PYTHONPATH": f"{hide}:{target}"}) as installed:
         installed.start_session()
         for blobs in (LEGACY_BLOBS, current):
             for name, blob in blobs.items():
@@ -127,7 +135,7 @@ def test_pickled_providers_are_references_that_load_from_another_cwd_when_instal
                 checked, failures = resource.check({**FIRST_DEPLOYMENT, **inputs[name]})
                 assert failures == [] and checked["__provider"] == blob
     # Control: without the installed package, the same host cannot load them.
-    with ProviderHost(cwd=elsewhere) as bare:
+    with ProviderHost(cwd=elsewhere, env={"PYTHONPATH": str(hide)}) as bare:
         bare.start_session()
         with pytest.raises(ProviderCallError, match="No module named 'components'"):
             EngineResource(bare, LEGACY_BLOBS["ImageDeletionProvider"], "ImageDeletion", "d").check(
