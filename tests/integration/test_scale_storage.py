@@ -14,7 +14,6 @@ import uuid
 
 import docker
 import pytest
-import requests
 import yaml
 
 from components.migration import copy_volume_to_bucket, verify_registry
