@@ -7,7 +7,7 @@ import sys
 
 import waitress
 
-from token_service.config import Config, ConfigError, build_app
+from token_service.config import SERVER_OPTIONS, Config, ConfigError, build_app
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
         print(f"token_service: {exc}", file=sys.stderr)
         return 2
     waitress.serve(build_app(config), host=config.host, port=config.port, threads=config.threads,
-                   ident="token", clear_untrusted_proxy_headers=True, max_request_body_size=65536)
+                   ident="token", max_request_body_size=65536, **SERVER_OPTIONS)
     return 0
 
 

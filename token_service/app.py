@@ -14,6 +14,14 @@ Routes (the realm is ``https://<registry name>/token`` through nginx):
   use: the password is checked once at login, later tokens come from the refresh token.
 - ``GET /healthz``: 200 when the key, certificate, htpasswd and policy files are readable.
 
+Password checks are throttled (token_service/throttle.py): a pair that passed a check within the
+credential cache's lifetime is accepted without bcrypt; any other check spends one of the client
+address's failure budget (refunded when the password was right) and waits for one of the
+bcrypt slots in arrival order. An address with no budget left gets 429 with ``Retry-After`` at
+once, without bcrypt: ``{"errors": [{"code": "TOOMANYREQUESTS"}]}`` for GET,
+``{"error": "slow_down"}`` for POST. Refresh-token grants and anonymous requests never check a
+password and are never throttled here.
+
 The access claim is :meth:`token_service.access.Policy.grant` of the requested scopes. A
 ``service`` other than the configured one is refused (400). Nothing secret is logged: one line
 per token request with the route, grant, user name, granted scope count and status.
@@ -26,13 +34,14 @@ import binascii
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs
 
 from token_service.access import Policy, parse_scopes
 from token_service.credentials import Credentials
 from token_service.files import FileUnavailable, WatchedFile
+from token_service.throttle import FailureBudget, FairSlots, retry_after
 from token_service.tokens import Issuer
 
 log = logging.getLogger("token_service")
@@ -51,6 +60,8 @@ class TokenApp:
     issuer: Issuer
     credentials: Credentials
     policy: WatchedFile
+    failures: FailureBudget = field(default_factory=FailureBudget)
+    checks: FairSlots = field(default_factory=lambda: FairSlots(2))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -81,7 +92,13 @@ class TokenApp:
         header = environ.get("HTTP_AUTHORIZATION", "")
         if header:
             basic = _basic(header)
-            if basic is None or not self.credentials.check(*basic):
+            wait = self._wait(environ, *basic) if basic else 0.0
+            if wait:
+                log.info("GET /token: 429 for %s", _printable(basic[0]))
+                return _reply(start_response, 429, {"errors": [{"code": "TOOMANYREQUESTS",
+                                                                 "message": "too many failed logins"}]},
+                              [("Retry-After", retry_after(wait))])
+            if basic is None or not self._check(environ, *basic):
                 log.info("GET /token: 401 for %s", _printable(basic[0]) if basic else "a malformed header")
                 return _reply(
                     start_response, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
@@ -113,7 +130,11 @@ class TokenApp:
         refresh: Optional[str] = None
         if grant == "password":
             user = first("username")
-            if not user or len(user) > USER_MAX or not self.credentials.check(user, first("password")):
+            wait = self._wait(environ, user, first("password")) if user and len(user) <= USER_MAX else 0.0
+            if wait:
+                log.info("POST /token password: 429 for %s", _printable(user))
+                return _reply(start_response, 429, {"error": "slow_down"}, [("Retry-After", retry_after(wait))])
+            if not user or len(user) > USER_MAX or not self._check(environ, user, first("password")):
                 log.info("POST /token password: 400 for %s", _printable(user))
                 return _reply(start_response, 400, {"error": "invalid_grant"})
             if first("access_type") == "offline":
@@ -138,6 +159,25 @@ class TokenApp:
         return _reply(start_response, 200, body)
 
     # --- shared -------------------------------------------------------------------------------
+    def _wait(self, environ: dict, user: str, password: str) -> float:
+        """0.0 when the pair may be checked now (known good, or a failure token taken for the
+        address: :meth:`_check` must follow), else the seconds until the address may try again."""
+        if self.credentials.cached(user, password):
+            environ["token_service.known_good"] = True
+            return 0.0
+        return self.failures.take(environ.get("REMOTE_ADDR", ""))
+
+    def _check(self, environ: dict, user: str, password: str) -> bool:
+        """The password check after :meth:`_wait` returned 0.0: bcrypt in a fair slot, the
+        address's token given back when the password was right."""
+        if environ.get("token_service.known_good"):
+            return True
+        with self.checks.slot():
+            ok = self.credentials.check(user, password)
+        if ok:
+            self.failures.refund(environ.get("REMOTE_ADDR", ""))
+        return ok
+
     def _service_ok(self, params: dict, required: bool = False) -> bool:
         services = params.get("service", [])
         if not services:
@@ -180,7 +220,7 @@ def _reply(start_response: Callable, status: int, body: dict, headers: Optional[
     body = {k: v for k, v in body.items() if not k.startswith("_")}
     data = json.dumps(body).encode()
     reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-              405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+              405: "Method Not Allowed", 429: "Too Many Requests", 503: "Service Unavailable"}[status]
     start_response(
         f"{status} {reason}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(data))),

@@ -13,7 +13,15 @@ TOKEN_TTL                  access token lifetime, seconds (60-3600)             
 TOKEN_REFRESH_TTL          refresh token lifetime, seconds (3600-31536000)        7776000 (90 days)
 TOKEN_LISTEN               host:port to listen on                                 0.0.0.0:5001
 TOKEN_THREADS              worker threads (1-32)                                  4
+TOKEN_FAILURES_PER_SECOND  failed password checks a client address may make a     1
+                           second (1-100), token_service/throttle.py
+TOKEN_FAILURE_BURST        failed checks an address may save up (1-1000)          5
 =========================  =====================================================  ==========
+
+bcrypt checks run at most min(TOKEN_THREADS, CPU count) at once, in arrival order.
+:data:`SERVER_OPTIONS` (waitress) take the client address from ``X-Forwarded-For``, the one
+value nginx's ``/token`` location sets (its ``$remote_addr``, replacing any the client sent):
+the service's port is reachable only from nginx on the stack's network, never published.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 PORT = 5001
+SERVER_OPTIONS = {"trusted_proxy": "*", "trusted_proxy_count": 1, "trusted_proxy_headers": {"x-forwarded-for"},
+                  "clear_untrusted_proxy_headers": True}
 
 
 class ConfigError(ValueError):
@@ -42,6 +52,8 @@ class Config:
     host: str = "0.0.0.0"
     port: int = PORT
     threads: int = 4
+    failures_per_second: int = 1
+    failure_burst: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":
@@ -72,6 +84,8 @@ class Config:
             host=host,
             port=int(port),
             threads=number("TOKEN_THREADS", 4, 1, 32),
+            failures_per_second=number("TOKEN_FAILURES_PER_SECOND", 1, 1, 100),
+            failure_burst=number("TOKEN_FAILURE_BURST", 5, 1, 1000),
         )
 
 
@@ -80,9 +94,12 @@ def build_app(config: Config):
     from token_service.app import TokenApp, load_policy
     from token_service.credentials import Credentials
     from token_service.files import WatchedFile
+    from token_service.throttle import FailureBudget, FairSlots
     from token_service.tokens import Issuer, KeyFiles
 
     issuer = Issuer(KeyFiles(config.key_file, config.cert_file), config.issuer, config.service,
                     config.ttl, config.refresh_ttl)
     return TokenApp(issuer, Credentials(config.htpasswd_file, cache_seconds=config.ttl),
-                    WatchedFile(config.policy_file, load_policy, "policy"))
+                    WatchedFile(config.policy_file, load_policy, "policy"),
+                    FailureBudget(config.failures_per_second, config.failure_burst),
+                    FairSlots(max(1, min(config.threads, os.cpu_count() or 1))))

@@ -65,6 +65,26 @@ class Credentials:
         digest = self.stored(user)
         return None if digest is None else line_binding(user, digest)
 
+    def _cache_key(self, user: str, secret: bytes, digest: str) -> bytes:
+        return hmac.new(self._key, b"\0".join([user.encode(), secret, digest.encode()]), hashlib.sha256).digest()
+
+    def _hit(self, key: bytes, now: float) -> bool:
+        with self._lock:
+            expiry = self._cache.get(key)
+            if expiry is not None and expiry > now:
+                self._cache.move_to_end(key)
+                return True
+        return False
+
+    def cached(self, user: str, password: str) -> bool:
+        """Whether this pair passed a check within ``cache_seconds`` (no bcrypt run: a False
+        means only "not known good")."""
+        secret = password.encode("utf-8", errors="surrogateescape")
+        digest = self.stored(user)
+        if digest is None or len(secret) > PASSWORD_MAX:
+            return False
+        return self._hit(self._cache_key(user, secret, digest), time.monotonic())
+
     def check(self, user: str, password: str) -> bool:
         """Whether ``password`` is the user's password."""
         secret = password.encode("utf-8", errors="surrogateescape")
@@ -72,13 +92,10 @@ class Credentials:
         if digest is None or len(secret) > PASSWORD_MAX:
             self._burn(digest)
             return False
-        key = hmac.new(self._key, b"\0".join([user.encode(), secret, digest.encode()]), hashlib.sha256).digest()
+        key = self._cache_key(user, secret, digest)
         now = time.monotonic()
-        with self._lock:
-            expiry = self._cache.get(key)
-            if expiry is not None and expiry > now:
-                self._cache.move_to_end(key)
-                return True
+        if self._hit(key, now):
+            return True
         try:
             ok = bcrypt.checkpw(secret, digest.replace("$2y$", "$2b$", 1).encode())
         except ValueError:

@@ -172,7 +172,9 @@ def _authorization(o: NginxOptions) -> str:
 
 def _token_location(o: NginxOptions) -> str:
     """Token mode: the realm, rate-limited per client address so password guessing is slow and
-    cannot starve other users."""
+    cannot starve other users. The client address reaches the token service (which throttles
+    failed password checks per address) only as nginx's ``$remote_addr``: the forwarding headers
+    are overwritten, never passed on from the client."""
     if not o.token_upstream:
         return ""
     return f"""        location = /token {{
@@ -185,6 +187,7 @@ def _token_location(o: NginxOptions) -> str:
             proxy_http_version 1.1;
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header Forwarded "";
             proxy_connect_timeout {o.connect_timeout_seconds}s;
             proxy_read_timeout 30s;

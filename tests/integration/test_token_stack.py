@@ -2,7 +2,7 @@
 (``auth.token``) and the token service built from token_service/, with least-privilege rules
 like stacks/Pulumi.prod.example.yaml's. Real pushes and pulls with skopeo through the realm on
 the registry's own TLS name; maintenance's client with scoped tokens; the token endpoint's
-per-address rate limit; read-only GC's stand-by trusting the same token certificate; and what
+per-address rate limit and the service's throttle of failed logins; read-only GC's stand-by trusting the same token certificate; and what
 a password check (login) costs at the default bcrypt cost against a refresh-token grant."""
 
 from __future__ import annotations
@@ -120,6 +120,46 @@ def test_token_endpoint_is_rate_limited_per_address(stack):
     assert set(statuses) <= {401, 429} and limited >= 10
     assert requests.get(f"https://{live.address}/healthz", verify=str(live.ca_file), timeout=5).status_code == 200
     time.sleep(3)  # let the bucket refill for the next tests
+
+
+def test_failed_logins_are_throttled_by_nginxs_address(stack):
+    """The token service spends one failure budget per address nginx saw, whatever forwarding
+    headers the client sends: wrong passwords paced under nginx's limit, each with a new
+    X-Forwarded-For and X-Real-IP, reach the service's own 429 (JSON, Retry-After, no bcrypt)
+    once the budget (burst 5, 1/s) is spent; a refresh-token grant and a known-good login from
+    the same address are still answered 200."""
+    live, _ = stack
+    realm = f"https://{live.address}/token"
+    verify = str(live.ca_file)
+    login = {"grant_type": "password", "service": live.address, "client_id": "t", "username": "admin",
+             "password": USERS["admin"], "access_type": "offline"}
+    refresh = requests.post(realm, data=login, verify=verify, timeout=30).json()["refresh_token"]  # cached pair
+
+    def guess(i: int) -> requests.Response:
+        spoof = f"192.0.2.{i % 250 + 1}"
+        return requests.get(realm, params={"service": live.address}, auth=("ci", f"guess-{i:04d}-wrong"),
+                            headers={"X-Forwarded-For": spoof, "X-Real-IP": spoof}, verify=verify, timeout=30)
+
+    throttled, statuses = None, []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for second in range(15):
+            started = time.monotonic()
+            for reply in pool.map(guess, (2 * second, 2 * second + 1)):
+                statuses.append(reply.status_code)
+                if reply.status_code == 429 and reply.headers.get("Content-Type") == "application/json":
+                    throttled = reply
+            if throttled is not None:
+                break
+            time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))  # 2 a second: under nginx's 2/s
+    print(f"\nthrottle through nginx, wrong passwords 2/s with rotating forwarding headers: {statuses}")
+    assert throttled is not None, statuses
+    assert throttled.json()["errors"][0]["code"] == "TOOMANYREQUESTS" and throttled.headers["Retry-After"].isdigit()
+    assert set(statuses) <= {401, 429}
+    again = requests.post(realm, data={"grant_type": "refresh_token", "service": live.address, "client_id": "t",
+                                       "refresh_token": refresh}, verify=verify, timeout=30)
+    assert again.status_code == 200
+    assert requests.post(realm, data=login, verify=verify, timeout=30).status_code == 200
+    time.sleep(5)  # let both budgets refill for the next tests
 
 
 def test_gc_standby_trusts_the_token_certificate(stack):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from token_service.config import Config, build_app
+from token_service.config import SERVER_OPTIONS, Config, build_app
 
 ISSUER = "registry-token-test"
 SERVICE = "registry.test"
@@ -112,7 +112,7 @@ def serve(files: TokenFiles, ttl: int = 300) -> RunningService:
 
     port = free_port()
     server = waitress.server.create_server(build_app(files.config(port, ttl)), host="127.0.0.1", port=port,
-                                           threads=4, clear_untrusted_proxy_headers=True)
+                                           threads=4, **SERVER_OPTIONS)
     stopping = threading.Event()
 
     def loop() -> None:
