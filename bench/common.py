@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from components.render.registry_config import CONFIG_PATH, DATA_DIR, SOCKET_DIR,
 from components.settings import DEFAULT_BCRYPT_ROUNDS  # noqa: E402
 from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, upload_content, wait_https  # noqa: E402
 from tests.support.program import run_program  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402,F401
 
 # Whether this checkout's program has auth modes (settings key ``auth``: token or basic).
 AUTH_MODES = importlib.util.find_spec("components.settings_auth") is not None
@@ -84,12 +84,6 @@ def median(values) -> float:
 
 def fmt_ratio(value: float) -> str:
     return f"{value:.2f}x"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(message: str) -> None:

@@ -10,7 +10,6 @@ import datetime
 import gzip
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import oci
+from tests.support.ports import free_port as _free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_IMAGE = "private-registry-standin/registry:2.8.2"
@@ -78,12 +78,6 @@ def network(docker_client):
     for container in net.containers:
         net.disconnect(container, force=True)
     net.remove()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):

@@ -27,17 +27,12 @@ from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, 
 from components.render.registry_config import CONFIG_PATH, REGISTRY_SOCKET, STANDBY_SOCKET, UMASK
 from tests.support import oci
 from tests.support.program import run_program
+from tests.support.ports import free_port
 
 USER = "alice"
 PASSWORD = "p@ss:w0rd@with:colons-0123"  # '@' and ':' are allowed; the tutorial forbade '@'
 ALGORITHMS = ["ECDSA-P256", "RSA-2048", "ED25519"]
 API_HEADER = "Docker-Distribution-Api-Version"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:

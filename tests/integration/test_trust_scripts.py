@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.program import run_program
+from tests.support.ports import free_port
 
 PORT = 5443
 ADDRESS = f"registry.example.com:{PORT}"
@@ -219,12 +219,6 @@ def test_two_registries_removed_last_installed_first_restore_the_tree(tmp_path):
 
 
 # --- for real ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_docker_trust_for_real_on_this_machine():

@@ -13,7 +13,6 @@ import copy
 import datetime
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.support.ports import free_port
 
 # A command a hostile value tries to run; the file it would create must never appear.
 # Fixed length (the PID zero-padded), so which values fit a length limit never depends on the PID.
@@ -255,12 +255,6 @@ def server_names(text: str) -> list[list[str]]:
 
 def locations(text: str) -> list[str]:
     return [" ".join(words[1:]) for _, words in nginx_directives(text) if words and words[0] == "location"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def localize_nginx_conf(conf: str, root: Path, upstream: str) -> tuple[str, dict[str, int]]:

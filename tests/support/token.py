@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from token_service.config import SERVER_OPTIONS, Config, build_app
+from tests.support.ports import free_port
 
 ISSUER = "registry-token-test"
 SERVICE = "registry.test"
@@ -84,12 +84,6 @@ def token_files(root: Path, users: dict[str, str], policy: dict, kind: str = "ec
     files.write_users(users)
     files.write_policy(policy)
     return files
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
