@@ -208,6 +208,8 @@ class PrivateRegistry(pulumi.ComponentResource):
         if s.maintenance.deletions or s.maintenance.retention:
             # Runs where `pulumi up` runs, against the registry through the proxy, as the first user.
             # In Swarm mode, garbage collection is SwarmGarbageCollection (across the replicas).
+            registry_url = f"https://{s.address}"
+            password = pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user]))
             maintenance = Maintenance(
                 f"{name}-maintenance",
                 MaintenanceArgs(
@@ -215,10 +217,10 @@ class PrivateRegistry(pulumi.ComponentResource):
                         dataclasses.replace(s.maintenance, gc=dataclasses.replace(s.maintenance.gc, enabled=False))
                         if s.swarm.enabled else s.maintenance
                     ),
-                    registry_url=f"https://{s.address}",
+                    registry_url=registry_url,
                     ca_pem=ca.cert_pem,
                     username=first_user,
-                    password=pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user])),
+                    password=password,
                     docker_host=s.docker.host,
                     container_name=registry_container,
                 ),
@@ -227,8 +229,7 @@ class PrivateRegistry(pulumi.ComponentResource):
             if s.swarm.enabled and s.maintenance.gc.enabled:
                 swarm_gc = swarm_garbage_collection(
                     f"{name}-swarm-gc", s, maintenance, swarm,
-                    registry_url=f"https://{s.address}", ca_pem=ca.cert_pem, username=first_user,
-                    password=pulumi.Output.secret(users.passwords.apply(lambda p: p[first_user])),
+                    registry_url=registry_url, ca_pem=ca.cert_pem, username=first_user, password=password,
                     use_redis=use_redis, opts=pulumi.ResourceOptions(parent=self, depends_on=[swarm]),
                 )
         self.address = pulumi.Output.from_input(s.address)
