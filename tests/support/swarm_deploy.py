@@ -138,22 +138,19 @@ class SwarmDeployment:
                                                   attachable=bool(i.get("attachable")), labels={LABEL: "1"})
             self.ids[_mock_id(net)] = created.id
             self.created["network"].append(created.id)
-        existing_secrets = {s.name: s.id for s in self.client.secrets.list()}
-        for secret in run.monitor.by_type(SECRET):
-            name = secret.plain_inputs["name"]
-            if name not in existing_secrets:
-                data = base64.b64decode(secret.plain_inputs["data"])
-                existing_secrets[name] = self.client.api.create_secret(name, data, labels={LABEL: "1"})["ID"]
-                self.created["secret"].append(existing_secrets[name])
-            self.ids[_mock_id(secret)] = existing_secrets[name]
-        existing_configs = {c.name: c.id for c in self.client.configs.list()}
-        for config in run.monitor.by_type(CONFIG):
-            name = config.plain_inputs["name"]
-            if name not in existing_configs:
-                data = base64.b64decode(config.plain_inputs["data"])
-                existing_configs[name] = self.client.api.create_config(name, data, labels={LABEL: "1"})["ID"]
-                self.created["config"].append(existing_configs[name])
-            self.ids[_mock_id(config)] = existing_configs[name]
+        # Secrets and configs alike: named by content, so one that exists already is reused.
+        for kind, type_token, listing, create in (
+            ("secret", SECRET, self.client.secrets.list, self.client.api.create_secret),
+            ("config", CONFIG, self.client.configs.list, self.client.api.create_config),
+        ):
+            existing = {item.name: item.id for item in listing()}
+            for resource in run.monitor.by_type(type_token):
+                name = resource.plain_inputs["name"]
+                if name not in existing:
+                    data = base64.b64decode(resource.plain_inputs["data"])
+                    existing[name] = create(name, data, labels={LABEL: "1"})["ID"]
+                    self.created[kind].append(existing[name])
+                self.ids[_mock_id(resource)] = existing[name]
 
     def up(self) -> "SwarmDeployment":
         self._objects(self.run)
