@@ -117,10 +117,9 @@ def stack(tmp_path_factory):
 
 def test_replicas_reach_the_tls_endpoint_through_the_configured_ca(stack):
     """The S3 endpoint is https with a certificate from a private CA; the registry service
-    carries that CA as a Swarm config at the CA path and SSL_CERT_DIR naming its folder, no AWS_*
-    variable and no `secure: false`/`skipverify`; images pushed through node A are in the
-    bucket and pull through node B. Both registry configs (writable, read-only) keep `secure: true`
-    and set no `skipverify`."""
+    carries that CA as a Swarm config at the CA path and SSL_CERT_DIR naming its folder, and no
+    AWS_* variable; both registry configs (writable, read-only) keep `secure: true` and set no
+    `skipverify`; images pushed through node A are in the bucket and pull through node B."""
     assert stack.store.internal_endpoint.startswith("https://")
     container = stack.registry_spec()["TaskTemplate"]["ContainerSpec"]
     assert [c["File"]["Name"] for c in container.get("Configs") or []] == [S3_CA_PATH]
