@@ -122,8 +122,8 @@ def test_replicas_reach_the_tls_endpoint_through_the_configured_ca(stack):
     `skipverify`; images pushed through node A are in the bucket and pull through node B."""
     assert stack.store.internal_endpoint.startswith("https://")
     container = stack.registry_spec()["TaskTemplate"]["ContainerSpec"]
-    assert [c["File"]["Name"] for c in container.get("Configs") or []] == [S3_CA_PATH]
-    ca_config = stack.deployment.client.configs.get(container["Configs"][0]["ConfigID"])
+    ca_ref = next(c for c in container.get("Configs") or [] if c["File"]["Name"] == S3_CA_PATH)
+    ca_config = stack.deployment.client.configs.get(ca_ref["ConfigID"])
     assert base64.b64decode(ca_config.attrs["Spec"]["Data"]).decode() == stack.store.ca_pem
     assert S3_CA_ENV in container["Env"] and not [e for e in container["Env"] if e.startswith("AWS_")]
     secrets = {r.plain_inputs["name"]: r.plain_inputs["data"] for r in stack.deployment.run.monitor.by_type(SECRET)}
