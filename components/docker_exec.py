@@ -7,7 +7,8 @@ files inside a container are read with ``exec cat`` and written with ``put_archi
 The centrepiece is :func:`garbage_collect`, ``registry garbage-collect`` done safely:
 
 * ``readonly`` (default): pulls never stop. A :class:`StandbyRegistry` starts beside the
-  registry: same image, volumes, environment and user, no network, and the registry's config
+  registry: same image, volumes, environment, user and trusted files (token certificate, S3
+  endpoint CA), no network (on S3: the registry's, to reach the store), and the registry's config
   with ``storage.maintenance.readonly.enabled: true``, listening on the stand-by socket that
   nginx's ``upstream`` lists as its ``backup`` (components/render/nginx.py). nginx tries the
   registry's socket first on every request and the stand-by's only when that refuses, so the
@@ -18,7 +19,8 @@ The centrepiece is :func:`garbage_collect`, ``registry garbage-collect`` done sa
   stayed up across a collection serves corrupt answers until it restarts): nginx's next
   request goes to it, and the stand-by drains its requests and goes.
 * ``stop``: the tutorial's way. Stop the registry, collect from a one-off container of the
-  same image with the same volumes, start it again. Nothing is served meanwhile.
+  same image with the same volumes (and environment, networks and files as the stand-by), start
+  it again. Nothing is served meanwhile.
 * ``dry-run``: ``garbage-collect --dry-run`` in the live container; nothing changes.
 
 Whatever fails, the registry is started again, on one restore path for both modes. In
@@ -51,6 +53,7 @@ from components.render.registry_config import (
     STANDBY_SOCKET,
     serve_command,
 )
+from components.render.storage import S3_CA_ENV, S3_CA_PATH
 
 DEFAULT_DATA_DIR = "/var/lib/registry"
 GC_MODES = ("readonly", "stop", "dry-run")
@@ -97,11 +100,12 @@ class GcCounts:
 
 @dataclass(frozen=True)
 class GcReport:
-    """The outcome of :func:`garbage_collect`; times in seconds, sizes in bytes of the data directory."""
+    """The outcome of :func:`garbage_collect`; times in seconds, sizes in bytes of the data
+    directory (None on object storage, which the Docker host cannot measure)."""
 
     mode: str
-    bytes_before: int
-    bytes_after: int
+    bytes_before: Optional[int]
+    bytes_after: Optional[int]
     blobs_removed: int
     blobs_eligible: int
     manifests_eligible: int
@@ -168,15 +172,17 @@ def readonly_config(text: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def storage_root(text: str) -> str:
-    """Where the filesystem storage driver keeps data (the registry's default if unset)."""
+def storage_root(text: str) -> Optional[str]:
+    """Where the filesystem storage driver keeps data (the registry's default if unset); None
+    for object storage (``s3``: nothing on the Docker host to measure)."""
     config = yaml.safe_load(text) or {}
     storage = config.get("storage") or {}
-    filesystem = storage.get("filesystem")
-    if filesystem is None:
-        drivers = sorted(k for k in storage if k not in ("cache", "delete", "maintenance", "redirect", "tag"))
-        raise ValueError(f"only the filesystem storage driver can be measured, not {', '.join(drivers) or 'none'}")
-    return (filesystem or {}).get("rootdirectory") or DEFAULT_DATA_DIR
+    if "filesystem" in storage:
+        return (storage.get("filesystem") or {}).get("rootdirectory") or DEFAULT_DATA_DIR
+    drivers = sorted(k for k in storage if k not in ("cache", "delete", "maintenance", "redirect", "tag"))
+    if drivers == ["s3"]:
+        return None
+    raise ValueError(f"the registry's storage driver must be filesystem or s3, not {', '.join(drivers) or 'none'}")
 
 
 def gc_command(*, dry_run: bool = False, delete_untagged: bool = False, config_path: str = CONFIG_PATH) -> list[str]:
@@ -384,37 +390,39 @@ class StandbyRegistry(_Served):
         return cls(registry, found)
 
     @classmethod
-    def start(cls, registry: "RegistryContainer", config_text: str) -> "StandbyRegistry":
+    def start(cls, registry: "RegistryContainer", config_text: str,
+              files: Optional[dict[str, str]] = None) -> "StandbyRegistry":
         """Create and start the stand-by: the registry's image, volumes (its socket volume
-        included), environment and user, no network, with ``config_text`` as its config; it is
-        not waited for."""
+        included), environment, user and networks (none on the filesystem driver, see
+        :meth:`RegistryContainer.twin_settings`), with ``config_text`` as its config and
+        ``files`` (default: :meth:`RegistryContainer.carried_files`); it is not waited for."""
         registry.container.reload()
         attrs = registry.container.attrs
         for mount in attrs.get("Mounts") or []:
             if STANDBY_CONFIG_PATH.startswith(mount.get("Destination", "").rstrip("/") + "/"):
                 raise registry._fail(f"{mount['Destination']} is a mount; the stand-by's config cannot go there")
+        if files is None:
+            files = registry.carried_files(config_text)
         name = cls.name_for(registry.name)
+        settings, networks = registry.twin_settings(config_text)
         try:
             created = registry.client.containers.create(
                 image=attrs["Image"],
                 name=name,
                 entrypoint=serve_command(STANDBY_CONFIG_PATH),
-                environment=attrs.get("Config", {}).get("Env") or [],
-                user=attrs.get("Config", {}).get("User") or "",
                 volumes_from=[registry.container.id],
-                network_mode="none",
                 labels={ROLE_LABEL: STANDBY_ROLE, STANDBY_OF_LABEL: registry.name},
+                **settings,
             )
         except docker.errors.APIError as exc:
             raise registry._fail(f"cannot create the stand-by '{name}': {exc.explanation or exc}") from exc
         standby = cls(registry, created)
         try:
+            registry.connect(created, networks)
             # It holds the registry's HTTP secret: readable by the registry process (root) only.
             created.put_archive("/", _tar_one(STANDBY_CONFIG_PATH, config_text, 0o600))
-            # Token auth: the stand-by trusts the same token signing certificate.
-            bundle = token_bundle_path(config_text)
-            if bundle:
-                created.put_archive("/", _tar_one(bundle, registry.read_file(bundle), 0o644))
+            for path, text in files.items():
+                created.put_archive("/", _tar_one(path, text, 0o644))
             created.start()
         except BaseException as exc:
             standby.discard(timeout=0)
@@ -479,25 +487,71 @@ class RegistryContainer(_Served):
         except docker.errors.APIError as exc:
             raise self._fail(f"start failed: {exc.explanation or exc}") from exc
 
-    def run_gc_one_off(self, config_text: str) -> str:
-        """``registry garbage-collect`` in a throwaway container sharing this one's volumes; its output.
+    def carried_files(self, config_text: str) -> dict[str, str]:
+        """Files besides its config that a twin of the registry (stand-by, one-off) must trust
+        as the registry does, read from the registry while it runs: the token signing
+        certificate (token auth) and the S3 endpoint's CA (when the registry's environment
+        points ``SSL_CERT_DIR`` at it, as :func:`components.cache.storage_wiring` declares)."""
+        files: dict[str, str] = {}
+        bundle = token_bundle_path(config_text)
+        if bundle:
+            files[bundle] = self.read_file(bundle)
+        self.container.reload()
+        if S3_CA_ENV in (self.container.attrs.get("Config", {}).get("Env") or []):
+            files[S3_CA_PATH] = self.read_file(S3_CA_PATH)
+        return files
+
+    def twin_settings(self, config_text: str) -> tuple[dict, list[str]]:
+        """``containers.create`` settings a twin of the registry shares with it (environment,
+        user, network) and the further networks to connect it to.
+
+        On the filesystem driver a twin has no network at all (nginx reaches the stand-by
+        through its socket). On object storage it needs the registry's networks: the store is
+        reached over them.
+        """
+        attrs = self.container.attrs
+        settings: dict = {"environment": attrs.get("Config", {}).get("Env") or [],
+                          "user": attrs.get("Config", {}).get("User") or ""}
+        networks = sorted((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+        storage = (yaml.safe_load(config_text) or {}).get("storage") or {}
+        if "s3" not in storage or not networks:
+            return {**settings, "network_mode": "none"}, []
+        return {**settings, "network": networks[0]}, networks[1:]
+
+    def connect(self, container: Any, networks: list[str]) -> None:
+        for network in networks:
+            try:
+                self.client.networks.get(network).connect(container)
+            except docker.errors.APIError as exc:
+                raise self._fail(f"cannot connect '{container.name}' to network '{network}': "
+                                 f"{exc.explanation or exc}") from exc
+
+    def run_gc_one_off(self, config_text: str, files: Optional[dict[str, str]] = None) -> str:
+        """``registry garbage-collect`` in a throwaway container sharing this one's volumes,
+        environment, user and (on object storage) networks, with ``files`` (see
+        :meth:`carried_files`, read before the registry stopped); its output.
 
         For ``stop`` mode: the registry container is stopped, so nothing can exec in it. The
         config goes to the one-off container's own ``/tmp`` so no mounted file is touched.
         """
+        self.container.reload()
+        settings, networks = self.twin_settings(config_text)
         try:
             one_off = self.client.containers.create(
                 image=self.container.image.id,
                 entrypoint=[REGISTRY_BIN],
                 command=["garbage-collect", _ONE_OFF_CONFIG],
                 volumes_from=[self.container.id],
-                network_mode="none",
                 labels={ROLE_LABEL: "gc-one-off"},
+                **settings,
             )
         except docker.errors.APIError as exc:
             raise self._fail(f"cannot create the garbage-collect container: {exc.explanation or exc}") from exc
         try:
+            self.connect(one_off, networks)
             one_off.put_archive("/", _tar_one(_ONE_OFF_CONFIG, config_text, 0o600))
+            for path, text in (files or {}).items():
+                one_off.put_archive("/", _tar_one(path, text, 0o644))
             one_off.start()
             code = one_off.wait(timeout=3600).get("StatusCode", -1)
             out = one_off.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -520,8 +574,8 @@ class RegistryContainer(_Served):
     def find_standby(self) -> StandbyRegistry | None:
         return StandbyRegistry.find(self)
 
-    def start_standby(self, config_text: str) -> StandbyRegistry:
-        return StandbyRegistry.start(self, config_text)
+    def start_standby(self, config_text: str, files: Optional[dict[str, str]] = None) -> StandbyRegistry:
+        return StandbyRegistry.start(self, config_text, files)
 
     def _signal(self, signal: str) -> None:
         try:
@@ -652,7 +706,7 @@ def garbage_collect(
         _restore(target, leftover, mode=mode, failure=None, probe=None, timeout=timeout, timeline={})
     original = target.read_file(CONFIG_PATH)
     root = storage_root(original)
-    bytes_before = target.volume_bytes(root)
+    bytes_before = target.volume_bytes(root) if root is not None else None
     if prepare is not None:
         prepare()
 
@@ -669,7 +723,9 @@ def garbage_collect(
             reads_unavailable_seconds=0.0, timeline=timeline, output=output,
         )
 
-    standby = target.start_standby(standby_config(original)) if mode == "readonly" else None
+    # Read while the registry runs: the one-off of ``stop`` mode starts once it has stopped.
+    files = target.carried_files(original)
+    standby = target.start_standby(standby_config(original), files) if mode == "readonly" else None
     output = ""
     failure: BaseException | None = None
     refused_from = time.monotonic()
@@ -689,7 +745,7 @@ def garbage_collect(
             timeline["writes_refused_from"] = time.time()
             target.stop()
             timeline["collect_start"] = time.time()
-            output = target.run_gc_one_off(original)
+            output = target.run_gc_one_off(original, files)
         timeline["collect_end"] = time.time()
     except BaseException as exc:  # noqa: BLE001 - restored below, then re-raised
         failure = exc
@@ -699,7 +755,7 @@ def garbage_collect(
     return GcReport(
         mode=mode,
         bytes_before=bytes_before,
-        bytes_after=target.volume_bytes(root),
+        bytes_after=target.volume_bytes(root) if root is not None else None,
         blobs_removed=counts.blobs_deleted,
         blobs_eligible=counts.blobs_eligible,
         manifests_eligible=counts.manifests_eligible,

@@ -9,7 +9,12 @@ Distribution collects garbage only while nothing writes. With replicas on shared
   job on the same storage, the shared Redis cache is flushed (it would otherwise describe
   deleted blobs), and the service is rolled back to the writable config.
 * ``stop``: the service is scaled to 0, collected, flushed, scaled back.
-* ``dry-run``: only the job with ``--dry-run``.
+* ``dry-run``: only the job with ``--dry-run``; replicas untouched, nothing deleted.
+
+The job runs the registry's image with the replicas' environment and Swarm configs (the S3
+endpoint's CA and the ``SSL_CERT_DIR`` naming it) on the stack's network. In ``readonly`` mode
+nothing is collected unless, after the switch, every running task has the read-only config and
+``2 * replicas + 2`` pushes through the load-balanced address are all refused.
 
 Whatever fails after the switch, the service is put back (writable config, replica count).
 The provider talks to a swarm manager (``dockerHost``) with the Docker SDK, and to the registry
@@ -147,7 +152,8 @@ class SwarmCollector:
 
     # --- one-off jobs ------------------------------------------------------------------------
     def run_job(self, role: str, image: str, args: list[str], secrets: list[dict], *, command=None,
-                env: Optional[list[str]] = None, network: Optional[str] = None) -> str:
+                env: Optional[list[str]] = None, configs: Optional[list[dict]] = None,
+                network: Optional[str] = None) -> str:
         """Run a one-off task to completion; return its output. Removed afterwards."""
         name = f"{self.service}-{role}-{uuid.uuid4().hex[:6]}"
         container = {"Image": image, "Args": args, "Secrets": secrets}
@@ -155,6 +161,8 @@ class SwarmCollector:
             container["Command"] = command
         if env:
             container["Env"] = env
+        if configs:
+            container["Configs"] = configs
         template: dict = {"ContainerSpec": container, "RestartPolicy": {"Condition": "none"}}
         if network:
             template["Networks"] = [{"Target": network}]
@@ -212,7 +220,8 @@ def collect(props: dict[str, Any]) -> dict[str, Any]:
     writable, readonly = props["writableConfigSecret"], props["readonlyConfigSecret"]
     refused_from = refused_to = None
     try:
-        image = collector.inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        registry_spec = collector.inspect()["Spec"]["TaskTemplate"]["ContainerSpec"]
+        image = registry_spec["Image"]
         replicas = collector.replicas()
         if collector.config_secret() != writable:
             # A run that died midway left the read-only config in place: start from the writable one.
@@ -230,7 +239,9 @@ def collect(props: dict[str, Any]) -> dict[str, Any]:
                 refused_from = time.monotonic()
             args = ["garbage-collect", CONFIG_PATH] + (["--dry-run"] if mode == "dry-run" else [])
             # On the stack's network: a task with none has no way out of its node to the object store.
+            # With the replicas' environment and configs: the S3 endpoint's CA and SSL_CERT_DIR naming it.
             output = collector.run_job("gc", image, args, [collector.secret_ref(readonly, CONFIG_PATH)],
+                                       env=registry_spec.get("Env"), configs=registry_spec.get("Configs"),
                                        network=props.get("networkName"))
             if mode != "dry-run" and props.get("redisHost"):
                 # The cache describes blobs that are gone now: empty it before writes resume.

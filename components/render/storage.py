@@ -6,10 +6,12 @@ writes with a library) or validated text out.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from components import grammar
-from components.settings_scale import S3Settings
+
+if TYPE_CHECKING:  # the dynamic providers import the paths below: no settings (pydantic) at run time
+    from components.settings_scale import S3Settings
 
 # Where an S3 endpoint's CA goes in the registry container; Go reads every file in each
 # directory of SSL_CERT_DIR, so the system's roots stay trusted next to it.

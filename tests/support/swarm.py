@@ -37,6 +37,7 @@ from typing import Iterator, Optional
 
 import docker
 
+from tests.support.certs import ServerPki
 from tests.support.objectstore import ObjectStore
 
 SUBNET_BASE = "10.213"
@@ -198,9 +199,16 @@ def two_node_swarm(images: list[str], *, prefix: Optional[str] = None) -> Iterat
 
 
 @contextmanager
-def weed_in_namespace(node: Node, *, bucket: str = "images", port: int = 8333) -> Iterator[ObjectStore]:
+def weed_in_namespace(node: Node, *, bucket: str = "images", port: Optional[int] = None,
+                      tls: Optional[ServerPki] = None) -> Iterator[ObjectStore]:
     """SeaweedFS (``weed server -s3``) as a process in ``node``'s namespace: tasks reach its S3
-    gateway at the node's swarm address, the test at the node's host address."""
+    gateway at the node's swarm address, the test at the node's host address. Its servers' ports
+    are picked at random (S3 ``port`` too, unless given): weed names its Unix sockets
+    ``/tmp/seaweedfs-<server>-<port>.sock``, shared by every namespace, so two swarms on the
+    same machine must not use the same ports. With ``tls`` (a certificate for both addresses)
+    the gateway serves HTTPS only."""
+    base = 10000 + secrets.randbelow(4000) * 10  # grpc ports are these + 10000
+    port = port or base + 3
     weed = Path(sys.executable).parent / "weed"
     if not weed.exists():
         weed = Path(shutil.which("weed") or "weed")
@@ -214,17 +222,26 @@ def weed_in_namespace(node: Node, *, bucket: str = "images", port: int = 8333) -
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
     config.chmod(0o600)
+    tls_args: list[str] = []
+    if tls:
+        (data / "s3.crt").write_bytes(tls.cert_pem)
+        (data / "s3.key").write_bytes(tls.key_pem)
+        (data / "s3.key").chmod(0o600)
+        (data / "ca.crt").write_text(tls.ca_pem)
+        tls_args = [f"-s3.cert.file={data / 's3.crt'}", f"-s3.key.file={data / 's3.key'}"]
+    scheme = "https" if tls else "http"
     log = open(data / "weed.log", "ab")
     process = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{node.netns}", str(weed), "server", f"-dir={data}", "-s3",
-         f"-s3.config={config}", f"-s3.port={port}", "-ip=127.0.0.1", "-ip.bind=0.0.0.0",
-         "-master.volumeSizeLimitMB=64", "-volume.max=64"],
+         f"-s3.config={config}", f"-s3.port={port}", f"-master.port={base}", f"-volume.port={base + 1}",
+         f"-filer.port={base + 2}", "-s3.port.iceberg=0", "-ip=127.0.0.1", "-ip.bind=0.0.0.0",
+         "-master.volumeSizeLimitMB=64", "-volume.max=64", *tls_args],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=data,
     )
     store = ObjectStore(
-        container=f"weed:{process.pid}", internal_endpoint=f"http://{node.swarm_address}:{port}",
-        host_endpoint=f"http://{node.host_address}:{port}", access_key=access_key, secret_key=secret_key,
-        bucket=bucket,
+        container=f"weed:{process.pid}", internal_endpoint=f"{scheme}://{node.swarm_address}:{port}",
+        host_endpoint=f"{scheme}://{node.host_address}:{port}", access_key=access_key, secret_key=secret_key,
+        bucket=bucket, ca_pem=tls.ca_pem if tls else None, ca_file=str(data / "ca.crt") if tls else None,
     )
     try:
         deadline = time.monotonic() + 60

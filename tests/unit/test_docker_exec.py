@@ -28,6 +28,9 @@ from components.docker_exec import (
     storage_root,
 )
 from components.render.registry_config import REGISTRY_SOCKET, STANDBY_SOCKET, render_registry_config, serve_command
+from components.render.storage import S3_CA_ENV, S3_CA_PATH
+
+S3_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 # Verbatim from distribution 2.8.2 (`registry garbage-collect --dry-run --delete-untagged`,
 # stdout) on a registry holding `app` (two tags) and `multi` (one tagged OCI index).
@@ -104,12 +107,14 @@ def test_readonly_config_adds_the_maintenance_section_when_missing():
                                     "maintenance": {"readonly": {"enabled": True}}}
 
 
-def test_storage_root_reads_the_filesystem_driver_or_refuses_others():
-    """Sizes are measured under the filesystem driver's root; other drivers cannot be measured."""
+def test_storage_root_reads_the_filesystem_driver_none_for_s3_or_refuses_others():
+    """Sizes are measured under the filesystem driver's root; S3 has none on the Docker host
+    (None); any other driver is refused by name."""
     assert storage_root("storage:\n  filesystem:\n    rootdirectory: /srv/reg\n") == "/srv/reg"
     assert storage_root("storage:\n  filesystem: {}\n") == "/var/lib/registry"
-    with pytest.raises(ValueError, match="s3"):
-        storage_root("storage:\n  s3:\n    bucket: b\n  delete:\n    enabled: true\n")
+    assert storage_root("storage:\n  s3:\n    bucket: b\n  delete:\n    enabled: true\n") is None
+    with pytest.raises(ValueError, match="filesystem or s3, not azure"):
+        storage_root("storage:\n  azure:\n    container: c\n")
 
 
 def test_gc_command_uses_the_registry_binary_and_flags():
@@ -199,6 +204,8 @@ class FakeDockerContainer:
     def exec_run(self, argv, demux=True):
         if argv[0] == "cat" and argv[1] == CONFIG_PATH:
             return 0, (render_registry_config(http_secret="s" * 32).encode(), b"")
+        if argv[0] == "cat" and argv[1] == S3_CA_PATH:
+            return 0, (S3_CA_PEM.encode(), b"")
         if self.exec_fails:
             raise docker.errors.APIError("exec broke")
         return 0, (self.proc_net.pop(0).encode(), b"")
@@ -241,6 +248,7 @@ class FakeDockerClient:
     def __init__(self):
         self.created: list[dict] = []
         self.events: list[str] = []
+        self.archives: list[tuple] = []
         client = self
 
         class Created:
@@ -250,6 +258,7 @@ class FakeDockerClient:
                 with tarfile.open(fileobj=io.BytesIO(data)) as archive:
                     member = archive.getmembers()[0]
                     client.archive = (path, member.name, member.mode, archive.extractfile(member).read().decode())
+                client.archives.append(client.archive)
                 client.events.append("put_archive")
                 return True
 
@@ -261,7 +270,19 @@ class FakeDockerClient:
                 client.created.append(kwargs)
                 return Created()
 
+        class Network:
+            def __init__(self, name):
+                self.name = name
+
+            def connect(self, container):
+                client.events.append(f"connect {self.name}")
+
+        class Networks:
+            def get(self, name):
+                return Network(name)
+
         self.containers = Containers()
+        self.networks = Networks()
 
 
 def test_the_standby_copies_image_volumes_environment_and_user_has_no_network_and_gets_its_config_first():
@@ -292,6 +313,40 @@ def test_the_standby_copies_image_volumes_environment_and_user_has_no_network_an
     assert isinstance(standby, docker_exec.StandbyRegistry)
     assert standby.name == "reg-gc-standby" and standby.config_path == docker_exec.STANDBY_CONFIG_PATH
     assert standby.socket == STANDBY_SOCKET
+
+
+S3_CONFIG = render_registry_config(http_secret="s" * 32, storage={"s3": {"bucket": "b", "region": "us-east-1"}})
+
+
+def test_on_s3_the_standby_joins_the_registry_networks_and_trusts_the_endpoint_ca():
+    """On S3 the stand-by reaches the store as the registry does: on the registry's networks
+    (the first at creation, the others connected before it starts), with the registry's
+    environment (SSL_CERT_DIR naming the CA folder) and the S3 endpoint's CA file copied from
+    the registry (0644, before it starts), next to its read-only config."""
+    container = FakeDockerContainer(proc_net=[])
+    container.attrs = {
+        "Image": "sha256:img", "Config": {"Env": [S3_CA_ENV], "User": "0:0"}, "Mounts": [],
+        "State": {"Status": "running"}, "NetworkSettings": {"Networks": {"reg-net": {}, "reg-extra": {}}},
+    }
+    target = registry_container(container)
+    target.client = FakeDockerClient()
+    target.start_standby(standby_config(S3_CONFIG))
+    created = target.client.created[0]
+    assert created["network"] == "reg-extra" and "network_mode" not in created
+    assert created["environment"] == [S3_CA_ENV]
+    assert target.client.events == ["connect reg-net", "put_archive", "put_archive", "start"]
+    assert target.client.archives[1] == ("/", S3_CA_PATH.lstrip("/"), 0o644, S3_CA_PEM)
+
+
+def test_on_the_filesystem_the_standby_carries_no_ca_and_no_network():
+    """Without SSL_CERT_DIR for the S3 CA the registry has no such file: none is read or
+    copied; the filesystem driver keeps the stand-by off every network."""
+    container = FakeDockerContainer(proc_net=[])
+    container.attrs = {"Image": "sha256:img", "Config": {"Env": []}, "Mounts": [], "State": {"Status": "running"},
+                       "NetworkSettings": {"Networks": {"reg-net": {}}}}
+    target = registry_container(container)
+    assert target.carried_files(render_registry_config(http_secret="s" * 32)) == {}
+    assert target.twin_settings(render_registry_config(http_secret="s" * 32))[0]["network_mode"] == "none"
 
 
 def test_a_config_mount_over_the_standby_config_folder_gets_no_standby():
@@ -345,6 +400,7 @@ class FakeContainer:
         self.standby = FakeStandby(self.calls, answers=standby_answers, gc_fails=gc_fails)
         self.leftover = FakeStandby(self.calls) if leftover else None
         self.standby_config: str | None = None
+        self.files = {S3_CA_PATH: S3_CA_PEM}
 
     def _fail(self, reason):
         return DockerExecError(self.host, self.name, reason)
@@ -361,9 +417,13 @@ class FakeContainer:
         self.calls.append(f"du {path}")
         return self.bytes.pop(0)
 
-    def start_standby(self, config_text):
+    def carried_files(self, config_text):
+        self.calls.append("read carried files")
+        return self.files
+
+    def start_standby(self, config_text, files):
         self.calls.append("standby started")
-        self.standby_config = config_text
+        self.standby_config, self.standby_files = config_text, files
         return self.standby
 
     def stop_when_idle(self):
@@ -394,8 +454,9 @@ class FakeContainer:
         self.calls.append(f"gc dry_run={dry_run}")
         return REAL_RUN
 
-    def run_gc_one_off(self, config_text):
+    def run_gc_one_off(self, config_text, files):
         self.calls.append("gc one-off")
+        self.one_off_files = files
         return REAL_RUN
 
 
@@ -418,12 +479,12 @@ def test_readonly_mode_hands_reads_to_a_standby_while_collecting(sleeps):
                              prepare=lambda: fake.calls.append("prepare"))
     assert fake.calls == [
         "find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "prepare",
-        "standby started", "standby answering", "stop when idle", "check read-only", "standby gc dry_run=False",
+        "read carried files", "standby started", "standby answering", "stop when idle", "check read-only", "standby gc dry_run=False",
         "start", "answering", "standby removed", "healthy via probe",
         "du /var/lib/registry",
     ]
     assert sleeps == []
-    assert fake.standby_config == standby_config(fake.config)
+    assert fake.standby_config == standby_config(fake.config) and fake.standby_files == fake.files
     assert (report.bytes_before, report.bytes_after, report.blobs_removed) == (1000, 400, 3)
     assert report.writes_refused_seconds > 0 and report.reads_unavailable_seconds == 0.0
     marks = ["writes_refused_from", "registry_stopped", "collect_start", "collect_end", "registry_serving",
@@ -489,9 +550,21 @@ def test_stop_mode_stops_collects_from_a_one_off_and_starts():
     by the same restore path as in readonly mode."""
     fake = FakeContainer()
     report = garbage_collect(fake, mode="stop")
-    assert fake.calls == ["find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "stop", "gc one-off", "start",
-                          "answering", "du /var/lib/registry"]
+    assert fake.calls == ["find standby", f"read {CONFIG_PATH}", "du /var/lib/registry", "read carried files", "stop",
+                          "gc one-off", "start", "answering", "du /var/lib/registry"]
     assert report.reads_unavailable_seconds == report.writes_refused_seconds > 0
+    assert fake.one_off_files == fake.files
+
+
+@pytest.mark.parametrize("mode", ["readonly", "stop", "dry-run"])
+def test_on_s3_nothing_is_measured_on_the_docker_host(sleeps, mode):
+    """On S3 the collection runs (the same steps) but measures no bytes: None before and after."""
+    fake = FakeContainer()
+    fake.config = S3_CONFIG
+    report = garbage_collect(fake, mode=mode)
+    assert not any(call.startswith("du ") for call in fake.calls)
+    assert (report.bytes_before, report.bytes_after) == (None, None)
+    assert report.blobs_eligible == 3
 
 
 def test_dry_run_mode_changes_nothing():
