@@ -15,6 +15,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ from components.migration import verify_registry
 from components.render import token_service as ts
 from components.swarm_gc import SwarmGarbageCollectionProvider
 from tests.support import oci
-from tests.support.clients import Identity, SkopeoClient
+from tests.support.clients import CLIENTS, Identity, docker_trust
 from tests.support.deploy import IMAGE, STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, \
     build_declared_image, docker_cli, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
@@ -55,8 +56,6 @@ class Stack:
         return RegistryUser(self.node_address(node), name, password or PASSWORDS[name], self.ca_file.parent,
                             self.tmp)
 
-    def skopeo(self, node: str) -> SkopeoClient:
-        return SkopeoClient(self.tmp / f"skopeo-{uuid.uuid4().hex[:6]}", self.node_address(node), self.ca_file.parent)
 
 
 @pytest.fixture(scope="module")
@@ -142,35 +141,44 @@ def test_token_service_on_the_manager_wired_to_registry_and_nginx(stack):
     assert bad.status_code == 401
 
 
-def test_login_push_through_one_node_pull_through_the_other(stack):
-    """skopeo: alice logs in and pushes through node A's nginx; reader logs in through node B's
-    and pulls the image back with the digest alice pushed; reader's push through B is refused
-    (the rules grant only pull), and so is an anonymous pull."""
-    writer, reader = stack.skopeo("a"), stack.skopeo("b")
-    alice, bob = Identity("writer", "alice", PASSWORDS["alice"]), Identity("reader", "reader", PASSWORDS["reader"])
-    try:
+@pytest.mark.parametrize("client", ["skopeo", "docker"])
+def test_login_push_through_one_node_pull_through_the_other(stack, client):
+    """skopeo, and the Docker client through the shared dockerd: alice logs in and pushes
+    through node A's nginx; reader logs in through node B's and pulls the image back with the
+    digest the registry holds; reader's push through B is refused (the rules grant only pull),
+    and so is an anonymous pull."""
+    kind = CLIENTS[client]
+    home = stack.tmp / f"{client}-{uuid.uuid4().hex[:6]}"
+    with ExitStack() as cleanup:
+        if client == "docker":
+            for node in ("a", "b"):
+                cleanup.enter_context(docker_trust(stack.node_address(node), stack.ca_file))
+        writer, reader, anonymous = (kind(home / role, stack.node_address(node), stack.ca_file.parent)
+                                     for role, node in (("writer", "a"), ("reader", "b"), ("anonymous", "b")))
+        for c in (writer, reader, anonymous):
+            cleanup.callback(c.cleanup)
+        alice = Identity("writer", "alice", PASSWORDS["alice"])
+        bob = Identity("reader", "reader", PASSWORDS["reader"])
         assert writer.login(alice).ok
-        ref_a = writer.ref("team/app", "v1")
+        ref_a = writer.ref(f"team/{client}", "v1")
         assert writer.build(ref_a, f"swarm-token-{uuid.uuid4().hex}").ok
         pushed = writer.push(ref_a)
         assert pushed.ok, pushed
         with stack.user("alice", "a").client() as api:
-            digest = api.resolve("team/app", "v1")
+            digest = api.resolve(f"team/{client}", "v1")
         login = reader.login(bob)
         assert login.ok, login
-        ref_b = reader.ref("team/app", "v1")
+        ref_b = reader.ref(f"team/{client}", "v1")
         pulled = reader.pull(ref_b)
         assert pulled.ok, pulled
         assert reader.content_digest(ref_b) == digest
-        assert reader.build(reader.ref("team/reader", "v1"), f"reader-{uuid.uuid4().hex}").ok
-        refused = reader.push(reader.ref("team/reader", "v1"))
+        own = reader.ref(f"team/{client}-reader", "v1")
+        assert reader.build(own, f"reader-{uuid.uuid4().hex}").ok
+        refused = reader.push(own)
         assert refused.denied, refused
-        anonymous = stack.skopeo("b")
-        anonymous.identity = Identity("anonymous", None, None)
-        assert anonymous.pull(ref_b).denied
-    finally:
-        writer.cleanup()
-        reader.cleanup()
+        anonymous.identity = Identity("anonymous")
+        refused = anonymous.pull(ref_b)
+        assert refused.denied, refused
 
 
 def test_deletion_and_readonly_gc_with_token_auth(stack):
