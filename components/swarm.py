@@ -16,9 +16,9 @@ DNS round robin (``endpoint_mode: dnsrr``; no routing mesh or virtual IPs needed
 Files the tasks read travel as Swarm secrets (registry config, which holds ``http.secret`` and the
 S3 keys; Redis's config with its password; the TLS key and certificate; htpasswd) or configs
 (nginx.conf, the S3 endpoint's CA); in token mode the signing key and htpasswd are secrets of the
-token service, its policy and the signing certificate configs. Swarm secrets and configs cannot change, so each is named
-after a hash of its content: a new content is a new object the service switches to, and the old
-one is deleted after the switch.
+token service, its policy and the signing certificate configs. Swarm secrets and configs cannot
+change, so each is named after a hash of its content: a new content is a new object the service
+switches to, and the old one is deleted after the switch.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from components.render.nginx import (
     render_nginx_conf,
 )
 from components.render.registry_config import CONFIG_PATH, HEALTH_URL, render_registry_config
-from components.render.token_service import registry_token_auth
 from components.render import token_service as ts
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
 from components.token_auth import HEALTH_TEST as TOKEN_HEALTH_TEST
@@ -144,7 +143,7 @@ class SwarmRegistry(pulumi.ComponentResource):
 
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         token = args.token
-        auth = registry_token_auth(address=token.address, prefix=args.prefix) if token else None
+        auth = ts.registry_token_auth(address=token.address, prefix=args.prefix) if token else None
         registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
             lambda v: render_registry_config(
                 http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}", auth=auth
@@ -286,7 +285,9 @@ class SwarmRegistry(pulumi.ComponentResource):
                 ],
             ),
             labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="proxy")],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[registry] + ([token_service] if token_service else [])),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[registry, *([token_service] if token_service else [])]
+            ),
         )
         self.network_name = network.name
         self.registry_service_name = registry.name

@@ -197,8 +197,8 @@ def test_token_mode_changes_roll_only_what_they_touch():
                                state=state))
     changed = {k for k in first if first[k] != password[k]}
     assert changed == {"registry-swarm-token-htpasswd"}
-    rules = names(run_token({**TOKEN, "auth": {**TOKEN["auth"], "rules": [{"repositories": ["**"], "push": ["reader"]}]}},
-                            state=state))
+    pushers = {**TOKEN["auth"], "rules": [{"repositories": ["**"], "push": ["reader"]}]}
+    rules = names(run_token({**TOKEN, "auth": pushers}, state=state))
     assert {k for k in first if first[k] != rules[k]} == {"registry-swarm-token-policy"}
 
 
