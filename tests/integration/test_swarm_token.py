@@ -86,7 +86,12 @@ def stack(tmp_path_factory):
             cert_dir.mkdir()
             ca_file = cert_dir / "ca.crt"
             ca_file.write_text(run.exports["caCertificatePem"])
-            deployment = SwarmDeployment(run, swarm.manager.client(), {**STANDINS, **redis_standins()})
+            # pulumi-docker's RemoteImage.image_id is the image's id (docker inspect's .Id, the
+            # same after save and load): what the service names, where the mocks put the name.
+            image_id = docker_cli("image", "inspect", "--format", "{{.Id}}", token_image).stdout.strip()
+            assert image_id.startswith("sha256:")
+            standins = {**STANDINS, **redis_standins(), token_image: image_id}
+            deployment = SwarmDeployment(run, swarm.manager.client(), standins)
             try:
                 started = time.monotonic()
                 deployment.up()
@@ -116,6 +121,7 @@ def test_token_service_on_the_manager_wired_to_registry_and_nginx(stack):
     assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.role == manager"]
     assert spec["UpdateConfig"]["Order"] == "start-first" and spec["EndpointSpec"]["Mode"] == "dnsrr"
     container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"].startswith("sha256:")  # by id, as pulumi-docker's image_id names it
     assert {(s["File"]["Name"], s["File"]["UID"], s["File"]["Mode"]) for s in container["Secrets"]} == {
         (ts.KEY_PATH, "65534", 0o400), (ts.HTPASSWD_PATH, "65534", 0o400)}
     assert {c["File"]["Name"] for c in container["Configs"]} == {ts.CERT_PATH, ts.POLICY_PATH}
