@@ -26,7 +26,7 @@ from components.render import token_service as ts
 from components.swarm_gc import SwarmGarbageCollectionProvider
 from tests.support import oci
 from tests.support.clients import CLIENTS, Identity, docker_trust
-from tests.support.deploy import IMAGE, STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, \
+from tests.support.deploy import IMAGE, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, \
     build_declared_image, docker_cli, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
 from tests.support.program import run_program
@@ -62,7 +62,7 @@ class Stack:
 def stack(tmp_path_factory):
     build_scale_standins()
     tmp = tmp_path_factory.mktemp("swarm-token")
-    images = [STANDIN_REGISTRY, STANDIN_NGINX, STANDIN_BUSYBOX, REDIS_STANDIN]
+    images = [STANDIN_REGISTRY, STANDIN_NGINX, REDIS_STANDIN]
     with two_node_swarm(images) as swarm, weed_in_namespace(swarm.manager) as store:
         port = free_port()
         name = f"swt-{uuid.uuid4().hex[:6]}"
