@@ -19,10 +19,10 @@ from components.maintenance import Maintenance, MaintenanceArgs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
-from components.render.token_service import registry_token_auth
+from components.render.token_service import registry_token_auth, render_policy
 from components.settings import Settings
 from components.settings_scale import redis_enabled
-from components.swarm import SwarmRegistry, SwarmRegistryArgs, swarm_garbage_collection
+from components.swarm import SwarmRegistry, SwarmRegistryArgs, SwarmTokenArgs, swarm_garbage_collection
 from components.token_auth import TokenAuth, TokenAuthArgs, TokenSigner, TokenSignerArgs
 from components.users import Htpasswd, HtpasswdArgs
 
@@ -131,6 +131,11 @@ class PrivateRegistry(pulumi.ComponentResource):
                         else pulumi.Output.secret(s.redis.password.get_secret_value())
                         if use_redis and s.redis.password else None
                     ),
+                    token=SwarmTokenArgs(
+                        address=s.address, cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem,
+                        policy=render_policy(s.auth.policy_document()), ttl=s.auth.token_lifetime_seconds,
+                        rate_per_second=s.auth.rate_limit_per_second, burst=s.auth.rate_limit_burst,
+                    ) if signer else None,
                 ),
                 opts=on_docker,
             )

@@ -572,11 +572,6 @@ class Settings:
             )
         except ValueError as exc:
             problems.append(str(exc))
-        if self.swarm.enabled and self.auth.token:
-            problems.append(
-                "auth.mode: Swarm mode does not run the token service yet: set auth.mode to basic for a Swarm "
-                "stack (token authentication runs on a single host)"
-            )
         if self.docker.ssh_opts and self.maintenance.runs_gc:
             problems.append(
                 "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "

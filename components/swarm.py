@@ -7,13 +7,18 @@ DNS round robin (``endpoint_mode: dnsrr``; no routing mesh or virtual IPs needed
 * the registry: N replicas on shared object storage with one ``http.secret``, rolling updates
   that start the new task before stopping the old one, health-checked, rolled back on failure;
 * Redis (unless an external one is set): the blob descriptor cache the replicas share;
-* nginx: one task per node (global mode), the HTTPS port published on each node in host mode.
+* nginx: one task per node (global mode), the HTTPS port published on each node in host mode;
+* in token mode, the token service (components/token_auth.py's image, built on the manager the
+  Docker provider talks to, so its one task runs on a manager: placement ``node.role ==
+  manager``), reached by nginx's ``/token`` location under the alias ``token``; the registry
+  replicas trust its signing certificate (``auth.token``).
 
 Files the tasks read travel as Swarm secrets (registry config, which holds ``http.secret`` and the
 S3 keys; Redis's config with its password; the TLS key and certificate; htpasswd) or configs
-(nginx.conf, the S3 endpoint's CA). Swarm secrets and configs cannot change, so each is named
-after a hash of its content: a new content is a new object the service switches to, and the old
-one is deleted after the switch.
+(nginx.conf, the S3 endpoint's CA); in token mode the signing key and htpasswd are secrets of the
+token service, its policy and the signing certificate configs. Swarm secrets and configs cannot
+change, so each is named after a hash of its content: a new content is a new object the service
+switches to, and the old one is deleted after the switch.
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ from components.render.nginx import (
     render_nginx_conf,
 )
 from components.render.registry_config import CONFIG_PATH, HEALTH_URL, render_registry_config
+from components.render import token_service as ts
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
+from components.token_auth import HEALTH_TEST as TOKEN_HEALTH_TEST
+from components.token_auth import token_image
 
 REGISTRY_ALIAS = "registry"
 # nginx runs on other nodes than most replicas: the registry listens on TCP on the overlay
@@ -47,6 +55,9 @@ PORT = 5000
 DOCKER_DNS = "127.0.0.11"
 REDIS_ALIAS = "redis"
 ROLE_LABEL = "org.private-registry.role"
+# The image is built on the engine of docker.host (a manager): only managers have it.
+TOKEN_PLACEMENT = ["node.role == manager"]
+TOKEN_SERVICE_UID = "65534"  # the image's USER (nobody): the only reader of key and htpasswd
 NGINX_SYSCTLS = {
     "net.ipv4.tcp_keepalive_time": "10",
     "net.ipv4.tcp_keepalive_intvl": "3",
@@ -64,6 +75,19 @@ def _healthcheck(tests: list[str]) -> docker.ServiceTaskSpecContainerSpecHealthc
 def content_name(prefix: str, role: str, content: str) -> str:
     """A Swarm secret's or config's name: fixed prefix and role, then a hash of the content."""
     return f"{prefix}-{role}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class SwarmTokenArgs:
+    """Token mode's inputs: the signer's certificate and key (components/token_auth.TokenSigner)."""
+
+    address: str  # host[:port] as clients write it: realm host and the tokens' audience
+    cert_pem: pulumi.Input[str]
+    private_key_pem: pulumi.Input[str]  # secret
+    policy: str  # the policy file's text (render/token_service.render_policy)
+    ttl: int
+    rate_per_second: int
+    burst: int
 
 
 @dataclass
@@ -90,6 +114,8 @@ class SwarmRegistryArgs:
     redis_max_memory_mib: int = 256
     # Password of whichever Redis the cache uses (own or external), for the flush after GC.
     redis_password: Optional[pulumi.Input[str]] = None
+    # Token mode (None: basic auth at nginx).
+    token: Optional[SwarmTokenArgs] = None
 
 
 class SwarmRegistry(pulumi.ComponentResource):
@@ -103,6 +129,7 @@ class SwarmRegistry(pulumi.ComponentResource):
     writable_config_secret: pulumi.Output[str]
     readonly_config_secret: pulumi.Output[str]
     redis_auth_secret: pulumi.Output[Optional[str]]
+    token_service_name: pulumi.Output[Optional[str]]
 
     def __init__(self, name: str, args: SwarmRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:swarm:SwarmRegistry", name, None, opts)
@@ -115,9 +142,11 @@ class SwarmRegistry(pulumi.ComponentResource):
         networks = [docker.ServiceTaskSpecNetworksAdvancedArgs(id=network.id, aliases=None)]
 
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
+        token = args.token
+        auth = ts.registry_token_auth(address=token.address, prefix=args.prefix) if token else None
         registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
             lambda v: render_registry_config(
-                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}"
+                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}", auth=auth
             )
         )
         registry_secrets = [self._secret("registry-config", registry_config, CONFIG_PATH, 0o444)]
@@ -125,11 +154,17 @@ class SwarmRegistry(pulumi.ComponentResource):
         readonly_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
             lambda v: render_registry_config(
                 http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, readonly=True,
-                tcp_addr=f":{PORT}",
+                tcp_addr=f":{PORT}", auth=auth,
             )
         )
         readonly_secret = self._secret("registry-config-readonly", readonly_config, CONFIG_PATH, 0o444)
         registry_configs = [self._config(f"file{i}", text, path) for i, (path, text) in enumerate(args.uploads)]
+        token_service = None
+        if token:
+            # One object, mounted by the registry (rootcertbundle) and the token service (x5c).
+            signer_cert = self._config_object("token-cert", token.cert_pem)
+            registry_configs.append(self._mount(signer_cert, ts.REGISTRY_BUNDLE_PATH))
+            token_service = self._token_service(args, token, network, signer_cert, child)
         registry = docker.Service(
             f"{name}-registry",
             name=f"{args.prefix}-registry",
@@ -198,8 +233,20 @@ class SwarmRegistry(pulumi.ComponentResource):
                 server_names=tuple(args.server_names), public_port=args.https_port, upstream_keepalive=True,
                 # Replicas run on other nodes: a connect that takes longer than 2 s means gone.
                 connect_timeout_seconds=2,
+                auth=token is None,
+                token_upstream=f"{ts.TOKEN_ALIAS}:{ts.TOKEN_PORT}" if token else None,
+                token_rate_per_second=token.rate_per_second if token else 5,
+                token_burst=token.burst if token else 20,
             )
         )
+        proxy_secrets = [
+            self._secret("tls-cert", args.cert_pem, CERT_PATH, 0o444),
+            self._secret("tls-key", args.private_key_pem, KEY_PATH, 0o400),
+        ]
+        if token is None:
+            # nginx workers (group root) read it at request time; others cannot. In token mode
+            # only the token service holds it.
+            proxy_secrets.append(self._secret("htpasswd", args.htpasswd, HTPASSWD_PATH, 0o440))
         proxy = docker.Service(
             f"{name}-proxy",
             name=f"{args.prefix}-proxy",
@@ -208,12 +255,7 @@ class SwarmRegistry(pulumi.ComponentResource):
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=args.nginx_image,
                     configs=[self._config("nginx-conf", conf, CONF_PATH)],
-                    secrets=[
-                        self._secret("tls-cert", args.cert_pem, CERT_PATH, 0o444),
-                        self._secret("tls-key", args.private_key_pem, KEY_PATH, 0o400),
-                        # nginx workers (group root) read it at request time; others cannot.
-                        self._secret("htpasswd", args.htpasswd, HTPASSWD_PATH, 0o440),
-                    ],
+                    secrets=proxy_secrets,
                     healthcheck=_healthcheck(
                         ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"]
                     ),
@@ -243,7 +285,9 @@ class SwarmRegistry(pulumi.ComponentResource):
                 ],
             ),
             labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="proxy")],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[registry]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[registry, *([token_service] if token_service else [])]
+            ),
         )
         self.network_name = network.name
         self.registry_service_name = registry.name
@@ -253,6 +297,7 @@ class SwarmRegistry(pulumi.ComponentResource):
         self.writable_config_secret = registry_secrets[0].secret_name
         self.readonly_config_secret = readonly_secret.secret_name
         self.redis_auth_secret = redis_auth.secret_name if redis_auth else pulumi.Output.from_input(None)
+        self.token_service_name = token_service.name if token_service else pulumi.Output.from_input(None)
         self.register_outputs(
             {
                 "network_name": self.network_name,
@@ -263,10 +308,55 @@ class SwarmRegistry(pulumi.ComponentResource):
                 "writable_config_secret": self.writable_config_secret,
                 "readonly_config_secret": self.readonly_config_secret,
                 "redis_auth_secret": self.redis_auth_secret,
+                "token_service_name": self.token_service_name,
             }
         )
 
-    def _secret(self, role: str, content: pulumi.Input[str], path: str, mode: int):
+    def _token_service(self, args: SwarmRegistryArgs, token: SwarmTokenArgs, network: docker.Network,
+                       signer_cert: docker.ServiceConfig, child: pulumi.ResourceOptions) -> docker.Service:
+        """The token service: one task on a manager (where its image is), start-first updates
+        (a new key, password or rule starts the new task before the old one stops), health-checked,
+        rolled back on failure; reachable only on the overlay network, as ``token``."""
+        image = token_image(f"{self._name}-token-image", args.prefix, child)
+        uid = TOKEN_SERVICE_UID
+        return docker.Service(
+            f"{self._name}-token",
+            name=f"{args.prefix}-token",
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    # The image id: content-addressed, and Swarm never tries to pull an id.
+                    image=image.image_id,
+                    env=dict(e.split("=", 1) for e in ts.token_env(
+                        address=token.address, prefix=args.prefix, ttl=token.ttl)),
+                    secrets=[
+                        self._secret("token-key", token.private_key_pem, ts.KEY_PATH, 0o400, uid),
+                        self._secret("token-htpasswd", args.htpasswd, ts.HTPASSWD_PATH, 0o400, uid),
+                    ],
+                    configs=[
+                        self._mount(signer_cert, ts.CERT_PATH),
+                        self._config("token-policy", token.policy, ts.POLICY_PATH),
+                    ],
+                    healthcheck=_healthcheck(TOKEN_HEALTH_TEST),
+                    stop_grace_period="10s",
+                    labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=ROLE_LABEL, value="token")],
+                ),
+                networks_advanceds=[
+                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=network.id, aliases=[ts.TOKEN_ALIAS])
+                ],
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s"),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=TOKEN_PLACEMENT),
+            ),
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, order="start-first", failure_action="rollback", monitor="10s"
+            ),
+            rollback_config=docker.ServiceRollbackConfigArgs(parallelism=1, order="start-first", monitor="10s"),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(mode="dnsrr"),
+            labels=[docker.ServiceLabelArgs(label=ROLE_LABEL, value="token")],
+            opts=child,
+        )
+
+    def _secret(self, role: str, content: pulumi.Input[str], path: str, mode: int, uid: str = "0"):
         text = pulumi.Output.secret(content)
         secret = docker.Secret(
             f"{self._name}-{role}",
@@ -275,19 +365,26 @@ class SwarmRegistry(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         return docker.ServiceTaskSpecContainerSpecSecretArgs(
-            secret_id=secret.id, secret_name=secret.name, file_name=path, file_mode=mode, file_uid="0", file_gid="0"
+            secret_id=secret.id, secret_name=secret.name, file_name=path, file_mode=mode, file_uid=uid, file_gid="0"
         )
 
-    def _config(self, role: str, content: str, path: str):
-        config = docker.ServiceConfig(
+    def _config_object(self, role: str, content: pulumi.Input[str]) -> docker.ServiceConfig:
+        text = pulumi.Output.from_input(content)
+        return docker.ServiceConfig(
             f"{self._name}-{role}",
-            name=content_name(self._prefix, role, content),
-            data=base64.b64encode(content.encode()).decode(),
+            name=text.apply(lambda t: content_name(self._prefix, role, t)),
+            data=text.apply(lambda t: base64.b64encode(t.encode()).decode()),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+    @staticmethod
+    def _mount(config: docker.ServiceConfig, path: str):
         return docker.ServiceTaskSpecContainerSpecConfigArgs(
             config_id=config.id, config_name=config.name, file_name=path, file_mode=0o444
         )
+
+    def _config(self, role: str, content: str, path: str):
+        return self._mount(self._config_object(role, content), path)
 
 
 def swarm_garbage_collection(name, settings, maintenance, swarm: SwarmRegistry, *, registry_url, ca_pem, username,

@@ -34,6 +34,25 @@ from components.settings import CertificateSettings
 from components.settings_auth import AuthSettings
 
 SIGNER_USES = ["digital_signature"]
+HEALTH_TEST = ["CMD", "python3", "-c",
+               f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{ts.TOKEN_PORT}/healthz', timeout=2)"]
+
+
+def token_image(name: str, prefix: str, opts: pulumi.ResourceOptions) -> docker.RemoteImage:
+    """The token service's image, built on the Docker host (``opts`` carries its provider) from
+    token_service/Dockerfile; tagged with a digest of the sources. Raises ValueError naming the
+    fix when the wheels it installs are missing."""
+    missing = ts.missing_wheels()
+    if missing:
+        raise ValueError(missing)
+    return docker.RemoteImage(
+        name,
+        name=f"{prefix}-token-service:{ts.source_digest()[:16]}",
+        # Relative to the project root (Pulumi's working directory): the same inputs from any checkout.
+        build=docker.RemoteImageBuildArgs(context=ts.CONTEXT, dockerfile="Dockerfile"),
+        keep_locally=True,
+        opts=opts,
+    )
 
 
 @dataclass
@@ -93,18 +112,8 @@ class TokenAuth(pulumi.ComponentResource):
     def __init__(self, name: str, args: TokenAuthArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:token_auth:TokenAuth", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        missing = ts.missing_wheels()
-        if missing:
-            raise ValueError(missing)
         policy = ts.render_policy(args.auth.policy_document())
-        image = docker.RemoteImage(
-            f"{name}-image",
-            name=f"{args.prefix}-token-service:{ts.source_digest()[:16]}",
-            # Relative to the project root (Pulumi's working directory): the same inputs from any checkout.
-            build=docker.RemoteImageBuildArgs(context=ts.CONTEXT, dockerfile="Dockerfile"),
-            keep_locally=True,
-            opts=child,
-        )
+        image = token_image(f"{name}-image", args.prefix, child)
         upstream = f"{ts.TOKEN_ALIAS}:{ts.TOKEN_PORT}"
         self.upstream_address = upstream  # plain text: nginx's config is rendered at program time
         container = docker.Container(
@@ -123,8 +132,7 @@ class TokenAuth(pulumi.ComponentResource):
                 docker.ContainerUploadArgs(file=ts.POLICY_PATH, content=policy, permissions="0444"),
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD", "python3", "-c",
-                       f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{ts.TOKEN_PORT}/healthz', timeout=2)"],
+                tests=HEALTH_TEST,
                 interval="10s", timeout="5s", retries=3, start_period="5s",
             ),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),

@@ -204,12 +204,14 @@ class SwarmDeployment:
                 if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
 
     def wait_converged(self, nodes: list, https_port: int, ca_file: str, replicas: int, timeout: float = 120) -> None:
-        """Until the manager reports ``replicas`` registry tasks and one nginx task per node
-        running, and every node's nginx serves /healthz."""
+        """Until the manager reports ``replicas`` registry tasks, one nginx task per node and (in
+        token mode) one token service task running, and every node's nginx serves /healthz."""
         deadline = time.monotonic() + timeout
+        token = any(r.name.endswith("-token") for r in self.services())
         while True:
             healthy = len(self.running_tasks("registry")) == replicas
             healthy = healthy and len(self.running_tasks("proxy")) == len(nodes)
+            healthy = healthy and (not token or len(self.running_tasks("-token")) == 1)
             for node in nodes:
                 try:
                     ok = requests.get(f"https://{node.host_address}:{https_port}/healthz", verify=ca_file,

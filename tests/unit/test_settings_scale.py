@@ -13,8 +13,6 @@ S3 = {"driver": "s3", "s3": {"bucket": "images", "endpoint": "http://s3:8333", "
 
 
 def parse(raw: dict, secret_keys=("storage", "redis")):
-    if (raw.get("swarm") or {}).get("enabled") and "auth" not in raw:
-        raw = dict(raw, auth={"mode": "basic"})  # Swarm mode runs basic auth only
     return parse_settings(raw, stack="dev", secret_keys=set(secret_keys))
 
 
@@ -108,7 +106,19 @@ def test_single_host_gc_with_redis_refused():
     parse({"swarm": {"enabled": True}, "storage": S3, "maintenance": deletions})
 
 
-def test_swarm_with_token_auth_is_refused():
-    """Swarm mode does not run the token service: token mode (the default) with Swarm is refused, naming auth.mode."""
-    text = problems({"swarm": {"enabled": True}, "storage": S3, "auth": {"mode": "token"}})
-    assert "auth.mode: Swarm mode does not run the token service yet" in text
+@pytest.mark.parametrize("mode", ["token", "basic"])
+def test_swarm_accepted_in_both_auth_modes_with_the_same_refusals(mode):
+    """Swarm mode runs token auth (the default, with or without access rules) and basic auth;
+    in either mode the Swarm refusals still name their setting: filesystem storage,
+    deleteUntagged, more than one replica without the Redis cache."""
+    auth = {"mode": mode}
+    assert parse({"swarm": {"enabled": True}, "storage": S3, "auth": auth}).auth.token is (mode == "token")
+    if mode == "token":
+        rules = {**auth, "admins": ["admin"], "rules": [{"repositories": ["**"], "pull": ["*"]}]}
+        assert parse({"swarm": {"enabled": True}, "storage": S3, "auth": rules}).swarm.enabled
+    assert "storage.driver: Swarm mode needs storage.driver s3" in problems({"swarm": {"enabled": True}, "auth": auth})
+    untagged = {"deletions": [{"repository": "team/app", "tags": ["old"]}], "gc": {"deleteUntagged": True}}
+    assert "maintenance.gc.deleteUntagged" in problems(
+        {"swarm": {"enabled": True}, "storage": S3, "auth": auth, "maintenance": untagged})
+    assert "redis.enabled: more than one replica" in problems(
+        {"swarm": {"enabled": True, "replicas": 2}, "storage": S3, "redis": {"enabled": False}, "auth": auth})

@@ -100,3 +100,112 @@ def test_gc_provider_diff_and_summary():
     assert provider.diff("id", olds, {**olds, "serviceName": "t"}).replaces == ["serviceName"]
     assert _summary("12 blobs marked, 3 blobs and 1 manifests eligible for deletion") == {
         "blobsMarked": 12, "blobsEligible": 3, "manifestsEligible": 1}
+
+
+TOKEN = {**CONFIG, "auth": {"admins": ["admin"], "rules": [{"repositories": ["**"], "pull": ["reader"]}]},
+         "users": {"admin": "admin-password-0123456789", "reader": "reader-password-0123456789"}}
+
+
+def run_token(config=TOKEN, state=None):
+    return run_program(config, secret_keys=["storage", "users"], state=state)
+
+
+def test_token_mode_declares_the_token_service_on_a_manager():
+    """Token mode (the default) in Swarm: the token service is one replicated task placed on a
+    manager (the image is built on the manager's engine), image = the built image's id, start-first
+    updates rolled back on failure, DNS round robin under the alias nginx uses; issuer and
+    audience in its environment; the signing key and htpasswd are secrets only its user (65534)
+    reads, the signing certificate and policy are configs, the certificate one object that the
+    registry mounts as its rootcertbundle too."""
+    from components.render import token_service as ts
+    from components.swarm import TOKEN_PLACEMENT
+
+    r = run_token()
+    token = services(r)["token"]
+    image = r.monitor.one("docker:index/remoteImage:RemoteImage")
+    assert image.plain_inputs["build"]["context"] == ts.CONTEXT
+    assert image.plain_inputs["name"].startswith("registry-dev-token-service:")
+    assert image.provider == services_resource(r, "token").provider
+    spec = token["taskSpec"]
+    c = spec["containerSpec"]
+    assert token["mode"]["replicated"]["replicas"] == 1 and spec["placement"]["constraints"] == TOKEN_PLACEMENT
+    assert TOKEN_PLACEMENT == ["node.role == manager"]
+    assert c["image"] == image.plain_outputs["imageId"]
+    assert token["updateConfig"]["order"] == "start-first" and token["updateConfig"]["failureAction"] == "rollback"
+    assert token["endpointSpec"]["mode"] == "dnsrr" and spec["networksAdvanceds"][0]["aliases"] == [ts.TOKEN_ALIAS]
+    assert c["env"]["TOKEN_SERVICE"] == "localhost:8443" and c["env"]["TOKEN_ISSUER"] == "registry-dev-token-service"
+    assert c["healthcheck"]["tests"][0] == "CMD"
+    assert {(s["fileName"], s["fileUid"], s["fileMode"]) for s in c["secrets"]} == {
+        (ts.KEY_PATH, "65534", 0o400), (ts.HTPASSWD_PATH, "65534", 0o400)}
+    cert = next(x for x in c["configs"] if x["fileName"] == ts.CERT_PATH)
+    registry_configs = services(r)["registry"]["taskSpec"]["containerSpec"]["configs"]
+    assert [(x["fileName"], x["configId"]) for x in registry_configs] == [(ts.REGISTRY_BUNDLE_PATH, cert["configId"])]
+    policy = next(x for x in c["configs"] if x["fileName"] == ts.POLICY_PATH)
+    texts = {x.name: base64.b64decode(x.plain_inputs["data"]).decode()
+             for x in r.monitor.by_type("docker:index/serviceConfig:ServiceConfig")}
+    assert "-----BEGIN CERTIFICATE-----" in texts["registry-swarm-token-cert"]
+    assert '"reader"' in texts["registry-swarm-token-policy"] and policy["configName"].startswith(
+        "registry-dev-token-policy-")
+
+
+def services_resource(r, role: str):
+    return next(x for x in r.monitor.by_type("docker:index/service:Service") if x.name.endswith(f"-{role}"))
+
+
+def test_token_mode_registry_configs_and_nginx():
+    """The registry config and its read-only twin (used during garbage collection) both carry
+    auth.token (realm on the stack's address, the signer's issuer, the bundle path), so the
+    replicas check tokens in both; nginx serves /token from the service's alias through Docker's
+    DNS with the configured rate limit, does no basic auth and holds no htpasswd; nginx waits
+    for the token service; the signing key is in no state in plain text."""
+    from components.render import token_service as ts
+
+    r = run_token({**TOKEN, "auth": {**TOKEN["auth"], "rateLimitPerSecond": 7, "rateLimitBurst": 9}})
+    by_role = {name.split("swarm-", 1)[1]: inputs for name, inputs in secrets(r).items()}
+    assert set(by_role) == {"registry-config", "registry-config-readonly", "redis-config", "redis-auth",
+                            "tls-cert", "tls-key", "token-key", "token-htpasswd"}
+    for role in ("registry-config", "registry-config-readonly"):
+        config = yaml.safe_load(base64.b64decode(by_role[role]["data"]))
+        assert config["auth"] == ts.registry_token_auth(address="localhost:8443", prefix="registry-dev")
+        assert config["auth"]["token"]["realm"] == "https://localhost:8443/token"
+    conf = base64.b64decode(next(x.plain_inputs["data"] for x in r.monitor.by_type(
+        "docker:index/serviceConfig:ServiceConfig") if x.name.endswith("nginx-conf"))).decode()
+    assert "location = /token" in conf and f"set $token_service {ts.TOKEN_ALIAS}:{ts.TOKEN_PORT};" in conf
+    assert "rate=7r/s" in conf and "burst=9 nodelay" in conf and "auth_basic_user_file" not in conf
+    proxy = services(r)["proxy"]["taskSpec"]["containerSpec"]
+    assert not any(s["fileName"].endswith("htpasswd") for s in proxy["secrets"])
+    assert services_resource(r, "token").urn in services_resource(r, "proxy").dependencies
+    key = base64.b64decode(by_role["token-key"]["data"]).decode()
+    assert "PRIVATE KEY" in key and key.strip().splitlines()[1] not in r.monitor.state_text()
+
+
+def test_token_mode_changes_roll_only_what_they_touch():
+    """Content names: a changed password is a new htpasswd secret of the token service (the
+    registry config stays); a changed rule a new policy config; the same settings again change
+    nothing."""
+    state: dict = {}
+
+    def names(r) -> dict:
+        found = {x.name: x.plain_inputs["name"] for x in r.monitor.by_type("docker:index/secret:Secret")}
+        found.update({x.name: x.plain_inputs["name"] for x in r.monitor.by_type(
+            "docker:index/serviceConfig:ServiceConfig")})
+        return found
+
+    first = names(run_token(state=state))
+    assert names(run_token(state=state)) == first
+    password = names(run_token({**TOKEN, "users": {**TOKEN["users"], "reader": "another-password-0123456"}},
+                               state=state))
+    changed = {k for k in first if first[k] != password[k]}
+    assert changed == {"registry-swarm-token-htpasswd"}
+    pushers = {**TOKEN["auth"], "rules": [{"repositories": ["**"], "push": ["reader"]}]}
+    rules = names(run_token({**TOKEN, "auth": pushers}, state=state))
+    assert {k for k in first if first[k] != rules[k]} == {"registry-swarm-token-policy"}
+
+
+def test_basic_mode_declares_no_token_service():
+    """auth.mode basic in Swarm: no token service, image or signer; nginx keeps the htpasswd."""
+    r = run()
+    assert "token" not in services(r) and not r.monitor.by_type("docker:index/remoteImage:RemoteImage")
+    assert [x.name for x in r.monitor.by_type("tls:index/selfSignedCert:SelfSignedCert")] == ["registry-ca-cert"]
+    proxy = services(r)["proxy"]["taskSpec"]["containerSpec"]
+    assert any(s["fileName"] == "/etc/nginx/htpasswd" for s in proxy["secrets"])
