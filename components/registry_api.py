@@ -229,8 +229,8 @@ class RegistryClient:
         self._verify: str | bool = self._ca_file or True
         # The environment (proxy variables and NO_PROXY for this URL, REQUESTS_CA_BUNDLE when
         # no CA is given) is read once here, as requests would read it for every request: every
-        # request goes to this origin, and re-reading it cost more client CPU than the rest of
-        # a request (bench/deletion/README.md).
+        # request goes to this origin, and re-reading it was up to a sixth of the client's CPU
+        # per request (bench/deletion/README.md).
         environment = self.session.merge_environment_settings(self.url, {}, None, self._verify, None)
         self.session.proxies = environment["proxies"]
         self._verify = environment["verify"]
