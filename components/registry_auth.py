@@ -6,7 +6,8 @@ token for exactly the challenged scope (GET with Basic credentials, as the token
 retries the request once with ``Authorization: Bearer``, and from then on sends Basic no more.
 Tokens are cached per scope until shortly before they expire, and a request whose repository
 and kind of action (pull / push / delete) had a token gets it up front, so a run of requests on
-one repository costs one token request per action. A 429 from the token endpoint's rate limit
+one repository costs one token request per action (requests challenged at once wait for the
+one fetch of their scope). A 429 from the token endpoint's rate limit
 is waited out (up to about 15 s) before it becomes an error.
 
 The realm must be on the registry's own origin (scheme, host and port): the password is never
@@ -52,6 +53,7 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
         self._scope_for: dict[tuple[str, str], str] = {}  # (repository or path, action) -> scope
+        self._fetching: dict[str, threading.Lock] = {}  # scope -> held while its token is fetched
         self.token_mode = False
         self.tokens_fetched = 0
 
@@ -104,10 +106,18 @@ class RegistryAuth(AuthBase):
         return new
 
     def _fetch(self, realm: str, service: str, scope: str) -> str:
+        """The scope's token: cached, or fetched once while concurrent callers for it wait."""
         with self._lock:
             cached = self._cached(scope)
+            gate = self._fetching.setdefault(scope, threading.Lock())
         if cached:
             return cached
+        with gate:
+            with self._lock:
+                cached = self._cached(scope)
+            return cached or self._fetch_new(realm, service, scope)
+
+    def _fetch_new(self, realm: str, service: str, scope: str) -> str:
         parts = urlsplit(realm)
         if self._origin_of(realm) not in self._origins:
             raise RegistryTokenError(

@@ -222,6 +222,37 @@ def test_ca_pem_goes_to_a_private_temp_file_removed_on_close():
     assert not os.path.exists(path)
 
 
+def test_the_environment_is_read_once_with_the_meaning_requests_gives_it(monkeypatch):
+    """Proxy variables (with NO_PROXY) and, without a CA, REQUESTS_CA_BUNDLE apply to the
+    registry as requests would apply them, read when the client is made: every request carries
+    those, and a later change of the environment is not looked up per request."""
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
+                 "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/bundle.pem")
+    client, adapter = client_with({("GET", "/v2/"): (200, {}, {})})
+    seen = []
+    original = adapter.send
+    adapter.send = lambda request, **kw: (seen.append((kw.get("proxies"), kw.get("verify"))), original(request, **kw))[1]
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.test:1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/other.pem")
+    with client:
+        client.ping()
+        client.ping()
+    assert [(p.get("https"), v) for p, v in seen] == [("http://proxy.test:3128", "/etc/bundle.pem")] * 2
+    assert client.session.trust_env is False
+
+    monkeypatch.setenv("NO_PROXY", "registry.test")
+    bypassed, adapter = client_with({("GET", "/v2/"): (200, {}, {})})
+    seen.clear()
+    original = adapter.send
+    adapter.send = lambda request, **kw: (seen.append(kw.get("proxies")), original(request, **kw))[1]
+    with bypassed:
+        bypassed.ping()
+    assert not (seen[0] or {}).get("https")
+
+
 def test_a_ca_that_is_not_pem_is_refused():
     """A CA given as something other than PEM text is an input error."""
     with pytest.raises(RegistryInputError, match="not PEM"):
