@@ -19,6 +19,7 @@ from components.render.registry_config import (
     DATA_DIR,
     HEALTH_URL,
     REGISTRY_SOCKET,
+    RUNTIME_ENV,
     SOCKET_DIR,
     SOCKET_GROUP_ID,
     render_registry_config,
@@ -126,7 +127,7 @@ class Registry(pulumi.ComponentResource):
             ],
             # Holds the HTTP secret: readable by the registry (root) only.
             uploads=[*uploads, *args.extra_uploads],
-            envs=list(args.envs) or None,
+            envs=[*RUNTIME_ENV, *args.envs],
             healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).

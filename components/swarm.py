@@ -42,7 +42,7 @@ from components.render.nginx import (
     NginxOptions,
     render_nginx_conf,
 )
-from components.render.registry_config import CONFIG_PATH, HEALTH_URL, render_registry_config
+from components.render.registry_config import CONFIG_PATH, HEALTH_URL, RUNTIME_ENV, render_registry_config
 from components.render import token_service as ts
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
 from components.token_auth import HEALTH_TEST as TOKEN_HEALTH_TEST
@@ -174,7 +174,7 @@ class SwarmRegistry(pulumi.ComponentResource):
                     image=args.registry_image,
                     secrets=registry_secrets,
                     configs=registry_configs or None,
-                    env=dict(e.split("=", 1) for e in args.envs) or None,
+                    env=dict(e.split("=", 1) for e in (*RUNTIME_ENV, *args.envs)),
                     healthcheck=_healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", HEALTH_URL]),
                     # Matches http.draintimeout: requests in flight finish before the task stops.
                     stop_grace_period="30s",

@@ -71,7 +71,7 @@ def test_s3_endpoint_ca_goes_in_by_file_and_ssl_cert_dir():
     run = run_program({"storage": s3}, secret_keys=["storage"])
     registry = containers(run)["registry-registry-container"]
     assert upload_content(registry, S3_CA_PATH) == ca
-    assert registry.plain_inputs["envs"] == [S3_CA_ENV]
+    assert registry.plain_inputs["envs"] == ["GOGC=400", S3_CA_ENV]
     assert not [e for e in registry.plain_inputs["envs"] if e.startswith("AWS_")]
 
 

@@ -30,7 +30,7 @@ def secrets(r) -> dict:
 
 def test_services_replicas_updates_and_ports():
     """Registry: 3 replicas, start-first rolling updates with rollback, DNS round robin, the
-    alias nginx uses; nginx: global, the HTTPS port in host mode, stop-first (the port is the
+    alias nginx uses, the Go runtime environment (GOGC=400); nginx: global, the HTTPS port in host mode, stop-first (the port is the
     node's), keepalive sysctls; Redis: one replica; no plain containers, an attachable overlay."""
     r = run()
     s = services(r)
@@ -39,6 +39,7 @@ def test_services_replicas_updates_and_ports():
     assert registry["updateConfig"]["order"] == "start-first" and registry["updateConfig"]["failureAction"] == "rollback"
     assert registry["endpointSpec"]["mode"] == "dnsrr"
     assert registry["taskSpec"]["networksAdvanceds"][0]["aliases"] == ["registry"]
+    assert registry["taskSpec"]["containerSpec"]["env"]["GOGC"] == "400"
     assert proxy["mode"]["global"] is True and proxy["updateConfig"]["order"] == "stop-first"
     assert proxy["endpointSpec"]["ports"] == [
         {"targetPort": 443, "publishedPort": 8443, "publishMode": "host", "protocol": "tcp"}]
