@@ -30,7 +30,9 @@ POLICY = {
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     files = token_files(tmp_path_factory.mktemp("token"), USERS, POLICY)
-    running = serve(files)
+    # These tests send many wrong passwords from one address: the throttle's own tests are in
+    # test_token_throttle.py and tests/integration/test_token_throttle.py.
+    running = serve(files, failure_burst=1000)
     yield files, running.url
     running.stop()
 
