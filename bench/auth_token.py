@@ -3,6 +3,9 @@ every request costs next to each ratio.
 
     .venv/bin/python bench/auth_token.py [--seconds 5] [--rounds 5] [--new-cost 10] [--quick]
 
+0. **Bearer header.** The stand-up's registry, HEAD with one token's claims naming the key by
+   ``kid`` (what the service issues) against the signing certificate in ``x5c``: registry CPU
+   per request of each key reference.
 1. **HEAD rate.** Manifest HEAD requests/s (ab, keep-alive, concurrency 8) through:
    ``authoff`` (the program's nginx, auth off); ``basic-5`` and ``basic-<new cost>`` (the
    program's nginx with its htpasswd at that bcrypt cost); ``token`` (nginx without basic auth
@@ -220,6 +223,20 @@ class TokenSide:
         reply.raise_for_status()
         return reply.json()["token"]
 
+    def x5c_token(self, token: str) -> str:
+        """``token``'s claims signed again by the same key with the signing certificate in an
+        ``x5c`` header instead of ``kid`` (what the service issued before): the registry then
+        verifies that chain against its rootcertbundle on every request."""
+        import jwt
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        cert = x509.load_pem_x509_certificate((self.dir / "cert.pem").read_bytes())
+        key = serialization.load_pem_private_key((self.dir / "key.pem").read_bytes(), password=None)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+        return jwt.encode(claims, key, algorithm="ES256", headers={"x5c": x5c})
+
     def pids(self) -> dict:
         return {"token service": self.process.pid}
 
@@ -366,6 +383,30 @@ class Bench:
         with meter:
             seconds = self.stack.pull(variant, repository, "v1")
         return {"rate": 1 / seconds, "n": 1, "cpu": {k: 1000 * v for k, v in meter.seconds.items()}}
+
+
+def bearer_header(bench: Bench, rounds: int, seconds: float, path: str, repository: str) -> dict:
+    """One registry (the stand-up's), one token's claims, two key references: ``kid`` (the
+    service's tokens) against ``x5c`` (the certificate in the header); HEAD/s and CPU per
+    request, paired per round, order alternating."""
+    token = bench.token.token(f"repository:{repository}:pull")
+    headers = {"kid": "Bearer " + token, "x5c": "Bearer " + bench.token.x5c_token(token)}
+    variant = bench.stack.variants["token"]
+    for kind in headers:  # warm-up, not counted: the registry's first requests of each kind
+        ab(bench.stack.url(variant, path), 1, headers[kind])
+    pairs = []
+    for r in range(rounds):
+        figures = {}
+        for kind in (("kid", "x5c") if r % 2 == 0 else ("x5c", "kid")):
+            variant, meter, _ = bench.select("token")
+            with meter:
+                result = ab(bench.stack.url(variant, path), seconds, headers[kind])
+            figures[kind] = {"rate": result["rps"], "n": result["requests"],
+                             "cpu": {k: 1000 * v / result["requests"] for k, v in meter.seconds.items()}}
+        pairs.append((figures["kid"], figures["x5c"]))
+        log(f"bearer round {r + 1}/{rounds} kid {figures['kid']['rate']:8.2f} req/s vs x5c {figures['x5c']['rate']:8.2f}"
+            f"  registry CPU/req {figures['kid']['cpu']['registry']:.3f} vs {figures['x5c']['cpu']['registry']:.3f} ms")
+    return summarize(pairs, "req/s", "kid", "x5c")
 
 
 def paired(bench: Bench, rounds: int, measure, label: str, unit: str) -> dict:
@@ -598,7 +639,7 @@ def main() -> None:
     parser.add_argument("--flood-child", help=argparse.SUPPRESS)
     parser.add_argument("--registry-gogc", type=int, default=None,
                         help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
-    parser.add_argument("--skip", default="", help="comma list of head,pull,flood,token-program to skip")
+    parser.add_argument("--skip", default="", help="comma list of bearer,head,pull,flood,token-program to skip")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.flood_child:
@@ -643,6 +684,9 @@ def main() -> None:
                 if name in stack.variants:
                     stack.push(small, "v1", stack.variants[name], "bench/small")
                     stack.push(ten, "v1", stack.variants[name], "bench/ten")
+            if "bearer" not in skip and token:
+                result["bearer header"] = bearer_header(bench, args.rounds, args.seconds,
+                                                        "/v2/bench/small/manifests/v1", "bench/small")
             if "head" not in skip:
                 result["head"] = paired(bench, args.rounds,
                                         lambda n: bench.head(n, args.seconds, "/v2/bench/small/manifests/v1",
@@ -672,6 +716,10 @@ def main() -> None:
             log(f"{part:5s} {name:10s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
                 f"{fmt_ratio(figures['spread'][1])}]  CPU ms {figures['CPU ms']['total']:.2f} vs {partner} "
                 f"{figures[f'CPU ms {partner}']['total']:.2f} (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
+    if "bearer header" in result:
+        b = result["bearer header"]
+        log(f"bearer kid vs x5c {fmt_ratio(b['ratio'])} [{fmt_ratio(b['spread'][0])}-{fmt_ratio(b['spread'][1])}]"
+            f"  registry CPU ms {b['CPU ms']['registry']:.3f} vs {b['CPU ms x5c']['registry']:.3f}")
     # The bench-only GOGC variant is kept apart from the as-deployed result run_all reports.
     result["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     write_result(args.out + (f"-gogc{args.registry_gogc}" if args.registry_gogc else ""), result)
