@@ -79,6 +79,20 @@ class Deployed:
             served |= ours and 200 <= status < 300
         return refused and not served
 
+    def token_throttled(self, since: float, repository: str) -> bool:
+        """Whether the token endpoint answered 429 (the failed-login throttle of the client's
+        address) since ``since`` and the proxy served nothing of ``repository`` in that time."""
+        proxy = self.live.deployment.container("proxy-container").plain_inputs["name"]
+        logs = self.live.deployment.client.api.logs(proxy, stdout=True, stderr=False, since=since)
+        throttled = served = False
+        for line in logs.decode(errors="replace").splitlines():
+            entry = _access_log_entry(line)
+            if entry is not None:
+                path, status = entry
+                throttled |= path.split("?")[0] == "/token" and status == 429
+                served |= path.startswith(f"/v2/{repository}/") and 200 <= status < 300
+        return throttled and not served
+
     def client(self, name: str) -> Client:
         if name not in self.clients:
             self.clients[name] = CLIENTS[name](self.tmp, self.live.address, self.live.cert_dir)
@@ -137,11 +151,17 @@ def _expect(outcome, allowed: bool, what: str, *, refused_in_log=None) -> None:
 # dockerd counts 127.0.0.0/8 as an insecure registry: after HTTPS is refused it retries over
 # plain HTTP and reports only that attempt's error (nginx: 400, plain HTTP to the HTTPS port).
 DOCKER_HTTP_FALLBACK = "plain HTTP request was sent to HTTPS port"
+# How the clients report a 429 (ctr, docker: the status; skopeo, podman, buildah: "too many requests").
+THROTTLED = re.compile(r"\b429\b|too many requests", re.IGNORECASE)
 
 
-def _refusal_check(deployed, name: str, outcome, since: float, repository: str):
+def _refusal_check(deployed, name: str, outcome, since: float, repository: str, identity_name: str):
     if name == "docker" and DOCKER_HTTP_FALLBACK in outcome.output:
         return lambda: deployed.proxy_refused(since, repository)
+    # Token mode: after a few wrong passwords from this address the token service (and nginx)
+    # refuse its password checks with 429 for a while; clients report only that status.
+    if identity_name == "wrong-password" and THROTTLED.search(outcome.output):
+        return lambda: deployed.token_throttled(since, repository)
     return None
 
 
@@ -193,10 +213,12 @@ def test_denied_identities(deployed, name):
         client.logout()
         acting_as = identity_name
         if not identity.anonymous:
+            since = time.time()
             login = client.login(identity)
             # ctr keeps no login: its refusals come at push and pull.
             if name != "ctr":
-                _expect(login, policy.may(identity_name, "login"), f"{name} login as {identity_name}")
+                _expect(login, policy.may(identity_name, "login"), f"{name} login as {identity_name}",
+                        refused_in_log=_refusal_check(deployed, name, login, since, repository, identity_name))
             if not login.ok and not client.sends_given_credentials:
                 # The refused login stored nothing: what follows runs without credentials,
                 # with exactly an anonymous client's rights.
@@ -208,7 +230,7 @@ def test_denied_identities(deployed, name):
             since = time.time()
             outcome = getattr(client, action)(ref)
             _expect(outcome, policy.may(acting_as, action), f"{name} {action} as {identity_name} ({acting_as})",
-                    refused_in_log=_refusal_check(deployed, name, outcome, since, repository))
+                    refused_in_log=_refusal_check(deployed, name, outcome, since, repository, identity_name))
         checked += 1
     client.logout()
     assert checked >= 2
