@@ -16,6 +16,7 @@ same tests.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -83,9 +84,13 @@ class Deployed:
         """Whether the token endpoint answered 429 (the failed-login throttle of the client's
         address) since ``since`` and the proxy served nothing of ``repository`` in that time."""
         proxy = self.live.deployment.container("proxy-container").plain_inputs["name"]
-        logs = self.live.deployment.client.api.logs(proxy, stdout=True, stderr=False, since=since)
+        logs = self.live.deployment.client.api.logs(proxy, stdout=True, stderr=False, since=int(since),
+                                                     timestamps=True)
         throttled = served = False
-        for line in logs.decode(errors="replace").splitlines():
+        for stamped in logs.decode(errors="replace").splitlines():
+            stamp, _, line = stamped.partition(" ")
+            if _log_time(stamp) < since:  # Docker's ``since`` is whole seconds: earlier actions' lines
+                continue
             entry = _access_log_entry(line)
             if entry is not None:
                 path, status = entry
@@ -116,6 +121,13 @@ def deployed(request, tmp_path_factory):
 
 
 COMBINED = re.compile(r'"[A-Z]+ (/\S*) HTTP/[\d.]+" (\d{3}) ')
+
+
+def _log_time(stamp: str) -> float:
+    """Epoch seconds of a Docker log timestamp (RFC 3339, nanoseconds, ``Z``)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _access_log_entry(line: str):
@@ -243,7 +255,8 @@ def test_denied_and_allowed_delete(deployed):
     policy = deployed.case.policy
     skopeo: SkopeoClient = deployed.client("skopeo")
     writer = policy.writer()
-    ref = skopeo.ref(_repository(policy, "delete"), "v1")
+    repository = _repository(policy, "delete")
+    ref = skopeo.ref(repository, "v1")
     assert skopeo.build(ref, f"delete-{uuid.uuid4().hex}").ok
     skopeo.login(writer)
     assert skopeo.push(ref).ok
@@ -251,7 +264,10 @@ def test_denied_and_allowed_delete(deployed):
     for identity_name, identity in policy.identities.items():
         if policy.may(identity_name, "delete"):
             continue
-        _expect(skopeo.delete(ref, identity), False, f"delete as {identity_name}")
+        since = time.time()
+        outcome = skopeo.delete(ref, identity)
+        _expect(outcome, False, f"delete as {identity_name}", refused_in_log=_refusal_check(
+            deployed, "skopeo", outcome, since, repository, identity_name))
         assert skopeo.inspect(ref).ok, f"the manifest went after a refused delete as {identity_name}"
         refused += 1
     assert refused >= 1
