@@ -91,7 +91,8 @@ class AuthSettings:
 
     mode: Literal["token", "basic"] = "token"
     token_lifetime_seconds: StrictInt = Field(default=300, ge=60, le=3600)
-    # Token requests per second per client address (nginx limit_req), and the burst allowed.
+    # Token requests that may carry a password (Basic GET, POST), per second per client address
+    # (nginx limit_req, 429 over it), and the burst allowed.
     rate_limit_per_second: StrictInt = Field(default=5, ge=1, le=1000)
     rate_limit_burst: StrictInt = Field(default=20, ge=0, le=10000)
     groups: dict[StrictStr, tuple[StrictStr, ...]] = field(default_factory=dict)

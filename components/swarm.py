@@ -161,7 +161,7 @@ class SwarmRegistry(pulumi.ComponentResource):
         registry_configs = [self._config(f"file{i}", text, path) for i, (path, text) in enumerate(args.uploads)]
         token_service = None
         if token:
-            # One object, mounted by the registry (rootcertbundle) and the token service (x5c).
+            # One object, mounted by the registry (rootcertbundle) and the token service (its key id).
             signer_cert = self._config_object("token-cert", token.cert_pem)
             registry_configs.append(self._mount(signer_cert, ts.REGISTRY_BUNDLE_PATH))
             token_service = self._token_service(args, token, network, signer_cert, child)

@@ -13,9 +13,9 @@ TOKEN_TTL                  access token lifetime, seconds (60-3600)             
 TOKEN_REFRESH_TTL          refresh token lifetime, seconds (3600-31536000)        7776000 (90 days)
 TOKEN_LISTEN               host:port to listen on                                 0.0.0.0:5001
 TOKEN_THREADS              worker threads (1-32)                                  4
-TOKEN_FAILURES_PER_SECOND  failed password checks a client address may make a     1
-                           second (1-100), token_service/throttle.py
-TOKEN_FAILURE_BURST        failed checks an address may save up (1-1000)          5
+TOKEN_FAILURES_PER_MINUTE  failed password checks a client address may make a     12
+                           minute (1-6000), token_service/throttle.py
+TOKEN_FAILURE_BURST        failed checks an address may save up (1-1000)          3
 =========================  =====================================================  ==========
 
 bcrypt checks run at most min(TOKEN_THREADS, CPU count) at once, in arrival order.
@@ -52,8 +52,8 @@ class Config:
     host: str = "0.0.0.0"
     port: int = PORT
     threads: int = 4
-    failures_per_second: int = 1
-    failure_burst: int = 5
+    failures_per_minute: int = 12
+    failure_burst: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":
@@ -84,8 +84,8 @@ class Config:
             host=host,
             port=int(port),
             threads=number("TOKEN_THREADS", 4, 1, 32),
-            failures_per_second=number("TOKEN_FAILURES_PER_SECOND", 1, 1, 100),
-            failure_burst=number("TOKEN_FAILURE_BURST", 5, 1, 1000),
+            failures_per_minute=number("TOKEN_FAILURES_PER_MINUTE", 12, 1, 6000),
+            failure_burst=number("TOKEN_FAILURE_BURST", 3, 1, 1000),
         )
 
 
@@ -101,5 +101,5 @@ def build_app(config: Config):
                     config.ttl, config.refresh_ttl)
     return TokenApp(issuer, Credentials(config.htpasswd_file, cache_seconds=config.ttl),
                     WatchedFile(config.policy_file, load_policy, "policy"),
-                    FailureBudget(config.failures_per_second, config.failure_burst),
+                    FailureBudget(config.failures_per_minute / 60, config.failure_burst),
                     FairSlots(max(1, min(config.threads, os.cpu_count() or 1))))

@@ -1,8 +1,9 @@
 """Throttling of password checks: per-address failure budgets and a fair bound on bcrypt runs.
 
 :class:`FailureBudget` keeps one token bucket per client address (``rate`` failures a second,
-at most ``burst`` saved up). A password check *takes* a token before bcrypt runs and gives it
-back when the password was right, so only failures spend the budget; an address with no token
+at most ``burst`` saved up; by default one failure every 5 s and 3 saved up, so one address's
+wrong-password flood runs bcrypt about once every 5 s). A password check *takes* a token before
+bcrypt runs and gives it back when the password was right, so only failures spend the budget; an address with no token
 left is refused at once (429 with ``Retry-After``) without running bcrypt. The table holds at
 most ``max_addresses`` buckets; the least recently used one is dropped first (an address that
 comes back starts with a full budget). The clock is injected, so tests need no sleeps.
@@ -31,7 +32,7 @@ MAX_ADDRESSES = 16384
 class FailureBudget:
     """Per-address token buckets of failed password checks; thread-safe."""
 
-    def __init__(self, rate: float = 1.0, burst: int = 5, max_addresses: int = MAX_ADDRESSES,
+    def __init__(self, rate: float = 0.2, burst: int = 3, max_addresses: int = MAX_ADDRESSES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0 or burst < 1 or max_addresses < 1:
             raise ValueError("rate must be > 0, burst and max_addresses >= 1")

@@ -1,10 +1,13 @@
 """Signed tokens: short-lived access tokens for the registry, refresh tokens for the service.
 
-Both are JWTs signed with PyJWT (ES256 for an EC P-256 key, RS256 for an RSA key), with the
-signing certificate in the ``x5c`` header: distribution 2.8 verifies that chain against its
-``auth.token.rootcertbundle`` (the same certificate), then checks ``iss`` (== issuer), ``aud``
-(a single string == its ``service``), ``exp`` and ``nbf`` with 60 s of leeway, and the
-``access`` claim against the request (see token_service/access.py).
+Both are JWTs signed with PyJWT (ES256 for an EC P-256 key, RS256 for an RSA key). Access
+tokens name their key with a ``kid`` header, the libtrust key id (:func:`libtrust_key_id`) of
+the signing certificate's public key: distribution 2.8 builds a table of those ids once, from
+the certificates of its ``auth.token.rootcertbundle`` (which must hold the signing certificate),
+and looks the key up there per request, instead of parsing and verifying a certificate chain
+from an ``x5c`` header on every request. It then checks ``iss`` (== issuer), ``aud`` (a single
+string == its ``service``), ``exp`` and ``nbf`` with 60 s of leeway, and the ``access`` claim
+against the request (see token_service/access.py).
 
 Refresh tokens (docker's "identity token", kept by ``docker login``) are never stored: they
 carry ``aud = <service>#refresh`` (so the registry refuses them as access tokens),
@@ -15,6 +18,7 @@ line; a changed password or a removed user makes every refresh token of that use
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ class SigningKeyError(ValueError):
 class SigningKey:
     private_key: object
     algorithm: str
-    x5c: tuple[str, ...]
+    kid: str
 
     @property
     def public_key(self):
@@ -60,7 +64,16 @@ def load_signing_key(key_pem: bytes, cert_pem: bytes) -> SigningKey:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
         raise SigningKeyError("the token certificate does not belong to the token signing key")
-    return SigningKey(key, algorithm, (base64.b64encode(cert.public_bytes(der)).decode(),))
+    return SigningKey(key, algorithm, libtrust_key_id(key.public_key()))
+
+
+def libtrust_key_id(public_key) -> str:
+    """The key id distribution looks a trusted key up by (docker/libtrust ``keyIDFromCryptoKey``):
+    SHA-256 of the key's DER SubjectPublicKeyInfo, its first 240 bits in base32 (no padding), in
+    twelve groups of four characters joined by ``:``."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
 
 
 class KeyFiles:
@@ -104,7 +117,7 @@ class Issuer:
             "jti": secrets.token_urlsafe(16),
             "access": access,
         }
-        token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"x5c": list(key.x5c)})
+        token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
         return token, now, self.ttl
 
     def refresh_token(self, subject: str, binding: str, now: Optional[float] = None) -> str:

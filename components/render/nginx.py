@@ -103,11 +103,16 @@ class NginxOptions:
     # closing its connections (a task killed on another node) is noticed instead of waited for.
     upstream_keepalive: bool = False
     # Token mode: the token service (host:port on the Docker network, looked up through Docker's
-    # DNS per request) behind ``location = /token``, rate-limited per client address; the
-    # registry checks tokens itself, so /v2/ passes Authorization through (set auth=False with it).
+    # DNS per request) behind ``location = /token``; the registry checks tokens itself, so /v2/
+    # passes Authorization through (set auth=False with it). Per client address, requests that
+    # may carry a password (GET with Basic credentials, any POST) are limited to
+    # ``token_rate_per_second`` (burst ``token_burst``); every /token request to
+    # ``token_any_rate_per_second`` (burst ``token_any_burst``). Over a limit: 429 at once.
     token_upstream: Optional[str] = None
     token_rate_per_second: int = 5
     token_burst: int = 20
+    token_any_rate_per_second: int = 50
+    token_any_burst: int = 100
 
 
 def _host_suffix(port: int) -> str:
@@ -172,13 +177,18 @@ def _authorization(o: NginxOptions) -> str:
 
 def _token_location(o: NginxOptions) -> str:
     """Token mode: the realm, rate-limited per client address so password guessing is slow and
-    cannot starve other users. The client address reaches the token service (which throttles
-    failed password checks per address) only as nginx's ``$remote_addr``: the forwarding headers
-    are overwritten, never passed on from the client."""
+    cannot starve other users: requests that may carry a password spend the ``token`` zone,
+    every request the looser ``token_any`` zone; over either, nginx answers 429 at once
+    (``nodelay``, no queue a flood could fill), before the token service sees the request.
+    Anonymous GETs and other clients' requests are not spent by a password flood. The client
+    address reaches the token service (which also throttles failed password checks per address)
+    only as nginx's ``$remote_addr``: the forwarding headers are overwritten, never passed on
+    from the client."""
     if not o.token_upstream:
         return ""
     return f"""        location = /token {{
             limit_req zone=token burst={o.token_burst} nodelay;
+            limit_req zone=token_any burst={o.token_any_burst} nodelay;
             add_header Strict-Transport-Security "{HSTS}" always;
             client_max_body_size 16k;
             resolver 127.0.0.11 valid=1s ipv6=off;
@@ -231,7 +241,15 @@ def render_nginx_conf(options: NginxOptions = NginxOptions()) -> str:
     if o.token_upstream and not re.fullmatch(r"[a-z0-9-]{1,63}:[0-9]{1,5}", o.token_upstream):
         raise ValueError(f"token upstream {o.token_upstream!r} is not name:port")
     token_zone = (
-        f"    limit_req_zone $binary_remote_addr zone=token:10m rate={o.token_rate_per_second}r/s;\n"
+        "    # /token requests that may carry a password (GET with Basic credentials; any POST, as\n"
+        "    # the form is not read here) count per client address; bearer-less anonymous GETs do not.\n"
+        "    map \"$request_method:$http_authorization\" $token_password_key {\n"
+        "        \"~^POST:\" $binary_remote_addr;\n"
+        "        \"~*^[A-Z]+:basic \" $binary_remote_addr;\n"
+        "        default '';\n"
+        "    }\n"
+        f"    limit_req_zone $token_password_key zone=token:10m rate={o.token_rate_per_second}r/s;\n"
+        f"    limit_req_zone $binary_remote_addr zone=token_any:10m rate={o.token_any_rate_per_second}r/s;\n"
         if o.token_upstream else ""
     )
     for name in o.server_names:

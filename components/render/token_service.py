@@ -3,7 +3,7 @@
 - :func:`registry_token_auth`: the registry's ``auth.token`` section (distribution 2.8): realm
   (``https://<address>/token``, through nginx on the registry's TLS name), service (the
   registry's address, the tokens' ``aud``), issuer and the signing certificate as
-  ``rootcertbundle`` (tokens carry it in ``x5c``; see token_service/tokens.py).
+  ``rootcertbundle`` (tokens name its key by libtrust key id in ``kid``; see token_service/tokens.py).
 - :func:`render_policy`: the policy file (JSON via the json library) from the auth settings.
 - :func:`token_env`: the token container's environment (token_service/config.py).
 - :func:`source_digest`: a digest of the files the image is built from, its tag.

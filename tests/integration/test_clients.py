@@ -16,6 +16,7 @@ same tests.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import time
@@ -79,6 +80,24 @@ class Deployed:
             served |= ours and 200 <= status < 300
         return refused and not served
 
+    def token_throttled(self, since: float, repository: str) -> bool:
+        """Whether the token endpoint answered 429 (the failed-login throttle of the client's
+        address) since ``since`` and the proxy served nothing of ``repository`` in that time."""
+        proxy = self.live.deployment.container("proxy-container").plain_inputs["name"]
+        logs = self.live.deployment.client.api.logs(proxy, stdout=True, stderr=False, since=int(since),
+                                                     timestamps=True)
+        throttled = served = False
+        for stamped in logs.decode(errors="replace").splitlines():
+            stamp, _, line = stamped.partition(" ")
+            if _log_time(stamp) < since:  # Docker's ``since`` is whole seconds: earlier actions' lines
+                continue
+            entry = _access_log_entry(line)
+            if entry is not None:
+                path, status = entry
+                throttled |= path.split("?")[0] == "/token" and status == 429
+                served |= path.startswith(f"/v2/{repository}/") and 200 <= status < 300
+        return throttled and not served
+
     def client(self, name: str) -> Client:
         if name not in self.clients:
             self.clients[name] = CLIENTS[name](self.tmp, self.live.address, self.live.cert_dir)
@@ -102,6 +121,13 @@ def deployed(request, tmp_path_factory):
 
 
 COMBINED = re.compile(r'"[A-Z]+ (/\S*) HTTP/[\d.]+" (\d{3}) ')
+
+
+def _log_time(stamp: str) -> float:
+    """Epoch seconds of a Docker log timestamp (RFC 3339, nanoseconds, ``Z``)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _access_log_entry(line: str):
@@ -137,11 +163,17 @@ def _expect(outcome, allowed: bool, what: str, *, refused_in_log=None) -> None:
 # dockerd counts 127.0.0.0/8 as an insecure registry: after HTTPS is refused it retries over
 # plain HTTP and reports only that attempt's error (nginx: 400, plain HTTP to the HTTPS port).
 DOCKER_HTTP_FALLBACK = "plain HTTP request was sent to HTTPS port"
+# How the clients report a 429 (ctr, docker: the status; skopeo, podman, buildah: "too many requests").
+THROTTLED = re.compile(r"\b429\b|too many requests", re.IGNORECASE)
 
 
-def _refusal_check(deployed, name: str, outcome, since: float, repository: str):
+def _refusal_check(deployed, name: str, outcome, since: float, repository: str, identity_name: str):
     if name == "docker" and DOCKER_HTTP_FALLBACK in outcome.output:
         return lambda: deployed.proxy_refused(since, repository)
+    # Token mode: after a few wrong passwords from this address the token service (and nginx)
+    # refuse its password checks with 429 for a while; clients report only that status.
+    if identity_name == "wrong-password" and THROTTLED.search(outcome.output):
+        return lambda: deployed.token_throttled(since, repository)
     return None
 
 
@@ -193,10 +225,12 @@ def test_denied_identities(deployed, name):
         client.logout()
         acting_as = identity_name
         if not identity.anonymous:
+            since = time.time()
             login = client.login(identity)
             # ctr keeps no login: its refusals come at push and pull.
             if name != "ctr":
-                _expect(login, policy.may(identity_name, "login"), f"{name} login as {identity_name}")
+                _expect(login, policy.may(identity_name, "login"), f"{name} login as {identity_name}",
+                        refused_in_log=_refusal_check(deployed, name, login, since, repository, identity_name))
             if not login.ok and not client.sends_given_credentials:
                 # The refused login stored nothing: what follows runs without credentials,
                 # with exactly an anonymous client's rights.
@@ -208,7 +242,7 @@ def test_denied_identities(deployed, name):
             since = time.time()
             outcome = getattr(client, action)(ref)
             _expect(outcome, policy.may(acting_as, action), f"{name} {action} as {identity_name} ({acting_as})",
-                    refused_in_log=_refusal_check(deployed, name, outcome, since, repository))
+                    refused_in_log=_refusal_check(deployed, name, outcome, since, repository, identity_name))
         checked += 1
     client.logout()
     assert checked >= 2
@@ -221,7 +255,8 @@ def test_denied_and_allowed_delete(deployed):
     policy = deployed.case.policy
     skopeo: SkopeoClient = deployed.client("skopeo")
     writer = policy.writer()
-    ref = skopeo.ref(_repository(policy, "delete"), "v1")
+    repository = _repository(policy, "delete")
+    ref = skopeo.ref(repository, "v1")
     assert skopeo.build(ref, f"delete-{uuid.uuid4().hex}").ok
     skopeo.login(writer)
     assert skopeo.push(ref).ok
@@ -229,7 +264,10 @@ def test_denied_and_allowed_delete(deployed):
     for identity_name, identity in policy.identities.items():
         if policy.may(identity_name, "delete"):
             continue
-        _expect(skopeo.delete(ref, identity), False, f"delete as {identity_name}")
+        since = time.time()
+        outcome = skopeo.delete(ref, identity)
+        _expect(outcome, False, f"delete as {identity_name}", refused_in_log=_refusal_check(
+            deployed, "skopeo", outcome, since, repository, identity_name))
         assert skopeo.inspect(ref).ok, f"the manifest went after a refused delete as {identity_name}"
         refused += 1
     assert refused >= 1

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support import oci
 from tests.support.token import ISSUER, SERVICE, free_port, key_and_cert, serve, token_files
+from token_service.tokens import libtrust_key_id
 
 PASSWORDS = {role: f"{role}-secret-password-{i:04d}" for i, role in
              enumerate(["admin", "node", "ci", "dev", "janitor", "auditor"])}
@@ -244,12 +245,6 @@ def _unsigned(header: dict, claims: dict) -> str:
     return _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
 
 
-def _libtrust_kid(public_key) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    digest = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
-    return ":".join(digest[i:i + 4] for i in range(0, len(digest), 4))
-
-
 def test_forged_tokens_are_refused(stack):
     """Tokens forged every way are refused by the registry (401), and forged refresh tokens by the
     service (400): 0 accepted. A genuine token for the same request is accepted (the control)."""
@@ -264,7 +259,8 @@ def test_forged_tokens_are_refused(stack):
               {"type": "registry", "name": "catalog", "actions": ["*"]}]
     good = {"iss": ISSUER, "sub": "admin", "aud": SERVICE, "exp": now + 300, "nbf": now, "iat": now,
             "jti": "x", "access": access}
-    header = {"typ": "JWT", "alg": "ES256", "x5c": x5c}
+    kid = libtrust_key_id(cert.public_key())
+    header = {"typ": "JWT", "alg": "ES256", "kid": kid}
 
     def es256(claims, key=files.private_key, hdr=header):
         return jwt.encode(claims, key, algorithm="ES256", headers={k: v for k, v in hdr.items() if k not in ("alg", "typ")})
@@ -280,14 +276,24 @@ def test_forged_tokens_are_refused(stack):
         "alg none, no signature": _unsigned({**header, "alg": "none"}, good) + ".",
         "alg none, genuine signature kept": _unsigned({**header, "alg": "none"}, good) + "." + signature,
         "HS256 keyed with the certificate PEM": hs256(cert_pem, header),
+        "HS256 keyed with the certificate PEM, x5c of the trusted certificate": hs256(
+            cert_pem, {"typ": "JWT", "x5c": x5c}),
         "HS256 keyed with the public key PEM": hs256(cert.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), header),
         "HS256 keyed with the public key DER, kid of the trusted key": hs256(cert.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
-            {"typ": "JWT", "kid": _libtrust_kid(cert.public_key())}),
+            {"typ": "JWT", "kid": libtrust_key_id(cert.public_key())}),
         "another key, its own certificate in x5c": es256(good, other_key, {"x5c": other_x5c}),
         "another key, the trusted certificate in x5c": es256(good, other_key, {"x5c": x5c}),
-        "another key, kid of the trusted key": es256(good, other_key, {"kid": _libtrust_kid(cert.public_key())}),
+        "another key, kid of the trusted key": es256(good, other_key, {"kid": kid}),
+        "another key, its own kid": es256(good, other_key, {"kid": libtrust_key_id(other_key.public_key())}),
+        "another key, its self-signed certificate in x5c beside the trusted kid": es256(
+            good, other_key, {"x5c": other_x5c, "kid": kid}),
+        "another key, the trusted certificate in x5c beside the trusted kid": es256(
+            good, other_key, {"x5c": x5c, "kid": kid}),
+        "the trusted key, an unknown kid": es256(good, files.private_key, {"kid": ("B" if kid[0] == "A" else "A") + kid[1:]}),
+        "the trusted key, kid of another key": es256(good, files.private_key,
+                                                     {"kid": libtrust_key_id(other_key.public_key())}),
         "another key, its own JWK in the header": es256(good, other_key, {"jwk": json.loads(
             jwt.algorithms.ECAlgorithm.to_jwk(other_key.public_key()))}),
         "no x5c, no kid": es256(good, files.private_key, {}),

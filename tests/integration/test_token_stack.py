@@ -105,7 +105,9 @@ def test_maintenance_client_through_nginx(stack):
 
 def test_token_endpoint_is_rate_limited_per_address(stack):
     """Wrong passwords sent faster than the per-address rate are answered 429 once the burst is
-    spent, without reaching bcrypt; /healthz and the registry stay available."""
+    spent, without reaching bcrypt; /healthz and the registry stay available, and an anonymous
+    token request from the same address right after is answered (the limit counts only
+    requests that may carry a password)."""
     live, _ = stack
     realm = f"https://{live.address}/token"
     def guess(i: int) -> int:
@@ -119,6 +121,11 @@ def test_token_endpoint_is_rate_limited_per_address(stack):
           f"{statuses.count(401)} reached the password check (401), {limited} refused by the rate limit (429)")
     assert set(statuses) <= {401, 429} and limited >= 10
     assert requests.get(f"https://{live.address}/healthz", verify=str(live.ca_file), timeout=5).status_code == 200
+    spent = requests.get(realm, params={"service": live.address}, auth=("ci", "one-more-wrong-password"),
+                         verify=str(live.ca_file), timeout=30)
+    anonymous = requests.get(realm, params={"service": live.address, "scope": "repository:ci/app:pull"},
+                             verify=str(live.ca_file), timeout=30)
+    assert spent.status_code == 429 and anonymous.status_code == 200 and "token" in anonymous.json()
     time.sleep(3)  # let the bucket refill for the next tests
 
 

@@ -59,10 +59,10 @@ class TokenFiles:
     policy: Path
     private_key: object
 
-    def config(self, port: int = 0, ttl: int = 300) -> Config:
+    def config(self, port: int = 0, ttl: int = 300, failure_burst: int = Config.failure_burst) -> Config:
         return Config(issuer=ISSUER, service=SERVICE, key_file=str(self.key), cert_file=str(self.cert),
                       htpasswd_file=str(self.htpasswd), policy_file=str(self.policy), ttl=ttl,
-                      host="127.0.0.1", port=port)
+                      host="127.0.0.1", port=port, failure_burst=failure_burst)
 
     def write_policy(self, doc: dict) -> None:
         tmp = self.policy.with_suffix(".tmp")
@@ -100,12 +100,13 @@ class RunningService:
         self.server.task_dispatcher.shutdown()
 
 
-def serve(files: TokenFiles, ttl: int = 300) -> RunningService:
-    """The token app on a free loopback port, served by waitress in a daemon thread."""
+def serve(files: TokenFiles, ttl: int = 300, failure_burst: int = Config.failure_burst) -> RunningService:
+    """The token app on a free loopback port, served by waitress in a daemon thread (the
+    service's default failure budget unless ``failure_burst`` says otherwise)."""
     import waitress.server
 
     port = free_port()
-    server = waitress.server.create_server(build_app(files.config(port, ttl)), host="127.0.0.1", port=port,
+    server = waitress.server.create_server(build_app(files.config(port, ttl, failure_burst)), host="127.0.0.1", port=port,
                                            threads=4, **SERVER_OPTIONS)
     stopping = threading.Event()
 

@@ -278,3 +278,28 @@ def test_server_names_outside_the_grammar_are_refused_by_the_renderer(name):
     """The renderer itself refuses a server name that is not a DNS name or an IP, so no hostile token reaches nginx."""
     with pytest.raises(ValueError, match="server name"):
         render_nginx_conf(NginxOptions(server_names=("localhost", name)))
+
+
+def test_token_endpoint_refuses_password_floods_at_once_per_client_address():
+    """Token mode: /token requests that may carry a password (GET with Basic credentials, any
+    POST) spend a per-address zone at the configured rate; every /token request spends a looser
+    per-address zone; over either, 429 at once (nodelay: no queue a flood can fill). Anonymous
+    GETs and bearer-less requests without credentials have an empty key in the password zone."""
+    conf = render_nginx_conf(NginxOptions(auth=False, token_upstream="token:5001", token_rate_per_second=3,
+                                          token_burst=7, token_any_rate_per_second=40, token_any_burst=90))
+    http = block(conf, "http")
+    mapping = block(http, 'map "$request_method:$http_authorization" $token_password_key')
+    assert directives(mapping, '"~^POST:"') == ["$binary_remote_addr"]
+    assert directives(mapping, '"~*^[A-Z]+:basic "') == ["$binary_remote_addr"]
+    assert directives(mapping, "default") == ["''"]
+    assert directives(http, "limit_req_zone")[-2:] == ["$token_password_key zone=token:10m rate=3r/s",
+                                                       "$binary_remote_addr zone=token_any:10m rate=40r/s"]
+    assert directives(http, "limit_req_status") == ["429"]
+    token = block(conf, "location = /token")
+    assert directives(token, "limit_req") == ["zone=token burst=7 nodelay", "zone=token_any burst=90 nodelay"]
+    # The map's patterns, as nginx applies them (PCRE; ~* case-insensitive), on the keys it builds.
+    post, basic = re.compile(r"^POST:"), re.compile(r"^[A-Z]+:basic ", re.IGNORECASE)
+    counted = lambda key: bool(post.search(key) or basic.search(key))  # noqa: E731
+    assert counted("GET:Basic Ym9iOnB3") and counted("GET:basic Ym9iOnB3") and counted("POST:")
+    assert not counted("GET:") and not counted("GET:Bearer eyJ") and not counted("HEAD:")
+    assert "zone=token" not in CONF and "location = /token" not in CONF  # basic mode: no /token

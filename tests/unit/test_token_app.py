@@ -1,19 +1,20 @@
 """The token service over HTTP (waitress on loopback): GET and OAuth2 POST flows, refresh
 tokens bound to the password, refusals, and logs free of secrets."""
 
-import base64
 import logging
+import re
 
 import jwt
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tests.support.token import ISSUER, SERVICE, get_token, serve, token_files
 from token_service.access import open_policy
 from token_service.config import Config, ConfigError
-from token_service.tokens import load_signing_key
+from token_service.tokens import libtrust_key_id, load_signing_key
 
 USERS = {"alice": "alice-password-0123", "bob": "bob-password-456789"}
 POLICY = {
@@ -29,7 +30,9 @@ POLICY = {
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     files = token_files(tmp_path_factory.mktemp("token"), USERS, POLICY)
-    running = serve(files)
+    # These tests send many wrong passwords from one address: the throttle's own tests are in
+    # test_token_throttle.py and tests/integration/test_token_throttle.py.
+    running = serve(files, failure_burst=1000)
     yield files, running.url
     running.stop()
 
@@ -44,15 +47,16 @@ def post(url, **form):
 
 
 def test_get_token_claims(service):
-    """GET with Basic credentials: an ES256 token with x5c = the certificate, iss/aud/exp/nbf, granted access."""
+    """GET with Basic credentials: an ES256 token naming the certificate's key by its libtrust id in
+    ``kid`` (no ``x5c``), iss/aud/exp/nbf, granted access."""
     files, url = service
     reply = get_token(url, ["repository:bob/app:pull,push,delete", "repository:alice/x:pull"], auth=("bob", USERS["bob"]))
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["token"] == body["access_token"] and body["expires_in"] == 300 and "refresh_token" not in body
     header = jwt.get_unverified_header(body["token"])
-    cert_der = x509.load_pem_x509_certificate(files.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
-    assert header["alg"] == "ES256" and header["x5c"] == [base64.b64encode(cert_der).decode()]
+    cert_key = x509.load_pem_x509_certificate(files.cert.read_bytes()).public_key()
+    assert header["alg"] == "ES256" and header["kid"] == libtrust_key_id(cert_key) and "x5c" not in header
     claims = claims_of(files, body["token"])
     assert claims["sub"] == "bob" and claims["exp"] - claims["nbf"] == 300
     assert claims["access"] == [{"type": "repository", "name": "bob/app", "actions": ["pull", "push"]}]
@@ -172,6 +176,24 @@ def test_rsa_key_signs_rs256(tmp_path):
     other = token_files(tmp_path / "other", USERS, open_policy())
     with pytest.raises(ValueError, match="does not belong"):
         load_signing_key(files.key.read_bytes(), other.cert.read_bytes())
+
+
+# An EC P-256 public key and its key id as computed by docker/libtrust's keyIDEncode over Go's
+# x509.MarshalPKIXPublicKey and SHA-256 (util.go's code, run with go1.19.8 on this machine).
+KNOWN_EC_PUBLIC_KEY = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+evkZBR8wQLZIyTQmdknwaUOQtV6
+CKEW/+wKKYGdjGVwuvfRKIiQKmoMHWet0QMSPIWatpv46UMck4STDUt+7g==
+-----END PUBLIC KEY-----
+"""
+KNOWN_EC_KEY_ID = "2OKJ:BENR:PAE6:HQEQ:5NYM:GWJL:FTRA:ED5Y:WUEB:ZGJC:AVS2:P2YZ"
+
+
+def test_libtrust_key_id_matches_libtrust():
+    """The ``kid`` of a key is libtrust's key id: a value computed by libtrust's code is reproduced;
+    twelve groups of four base32 characters; another key has another id."""
+    assert libtrust_key_id(load_pem_public_key(KNOWN_EC_PUBLIC_KEY)) == KNOWN_EC_KEY_ID
+    other = libtrust_key_id(ec.generate_private_key(ec.SECP256R1()).public_key())
+    assert other != KNOWN_EC_KEY_ID and re.fullmatch(r"[A-Z2-7]{4}(?::[A-Z2-7]{4}){11}", other)
 
 
 def test_config_from_env():
