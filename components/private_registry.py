@@ -135,6 +135,8 @@ class PrivateRegistry(pulumi.ComponentResource):
                         address=s.address, cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem,
                         policy=render_policy(s.auth.policy_document()), ttl=s.auth.token_lifetime_seconds,
                         rate_per_second=s.auth.rate_limit_per_second, burst=s.auth.rate_limit_burst,
+                        failures_per_minute=s.auth.failed_logins_per_minute,
+                        failure_burst=s.auth.failed_login_burst,
                     ) if signer else None,
                 ),
                 opts=on_docker,

@@ -95,6 +95,10 @@ class AuthSettings:
     # (nginx limit_req, 429 over it), and the burst allowed.
     rate_limit_per_second: StrictInt = Field(default=5, ge=1, le=1000)
     rate_limit_burst: StrictInt = Field(default=20, ge=0, le=10000)
+    # Failed password checks the token service allows a client address per minute, and how many
+    # it may save up; over them it answers 429 without checking (token_service/throttle.py).
+    failed_logins_per_minute: StrictInt = Field(default=12, ge=1, le=6000)
+    failed_login_burst: StrictInt = Field(default=3, ge=1, le=1000)
     groups: dict[StrictStr, tuple[StrictStr, ...]] = field(default_factory=dict)
     admins: tuple[StrictStr, ...] = ()
     rules: Optional[tuple[AccessRule, ...]] = None

@@ -88,6 +88,8 @@ class SwarmTokenArgs:
     ttl: int
     rate_per_second: int
     burst: int
+    failures_per_minute: int = 12  # the service's failed-password budget per client address
+    failure_burst: int = 3
 
 
 @dataclass
@@ -328,7 +330,8 @@ class SwarmRegistry(pulumi.ComponentResource):
                     # The image id: content-addressed, and Swarm never tries to pull an id.
                     image=image.image_id,
                     env=dict(e.split("=", 1) for e in ts.token_env(
-                        address=token.address, prefix=args.prefix, ttl=token.ttl)),
+                        address=token.address, prefix=args.prefix, ttl=token.ttl,
+                        failures_per_minute=token.failures_per_minute, failure_burst=token.failure_burst)),
                     secrets=[
                         self._secret("token-key", token.private_key_pem, ts.KEY_PATH, 0o400, uid),
                         self._secret("token-htpasswd", args.htpasswd, ts.HTPASSWD_PATH, 0o400, uid),

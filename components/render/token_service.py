@@ -57,9 +57,13 @@ def render_policy(document: dict) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def token_env(*, address: str, prefix: str, ttl: int) -> list[str]:
+def token_env(*, address: str, prefix: str, ttl: int, failures_per_minute: int = 12,
+              failure_burst: int = 3) -> list[str]:
+    """The service's environment (token_service/config.py): issuer, audience, lifetime, listener
+    and the failed-password budget per client address."""
     return [f"TOKEN_ISSUER={issuer(prefix)}", f"TOKEN_SERVICE={address}", f"TOKEN_TTL={ttl}",
-            f"TOKEN_LISTEN=0.0.0.0:{TOKEN_PORT}"]
+            f"TOKEN_LISTEN=0.0.0.0:{TOKEN_PORT}", f"TOKEN_FAILURES_PER_MINUTE={failures_per_minute}",
+            f"TOKEN_FAILURE_BURST={failure_burst}"]
 
 
 def source_digest(context: Path = CONTEXT_DIR) -> str:

@@ -47,12 +47,15 @@ class Case:
 
 # One case per auth mode the program deploys. Token mode adds its settings, a second user and
 # ``token_policy(...)`` (a reader allowed to pull only, anonymous pulls under a public prefix).
+# Every loopback client reaches nginx through docker-proxy, from one address: the token case
+# raises that address's failed-password budget so the wrong-password identity's refusals do
+# not spend the next client's first login (the budget itself: test_token_throttle.py).
 CASES = [
     Case("basic", {USER: PASSWORD}, {"auth": {"mode": "basic"}}, basic_policy(USER, PASSWORD, WRONG_PASSWORD)),
     Case("token", {USER: PASSWORD, READER: READER_PASSWORD},
          {"auth": {"mode": "token",
                    "rules": [{"repositories": ["public/**"], "pull": [READER], "push": [USER], "delete": [USER]}],
-                   "anonymousPull": ["public/**"]}},
+                   "anonymousPull": ["public/**"], "failedLoginBurst": 200}},
          token_policy((USER, PASSWORD), (READER, READER_PASSWORD), WRONG_PASSWORD, True, "public")),
 ]
 

@@ -55,6 +55,9 @@ def test_rules_become_the_policy():
         ({"mode": "basic", "rules": []}, "auth", "need auth.mode token"),
         ({"tokenLifetimeSeconds": 10}, "auth.tokenLifetimeSeconds", ""),
         ({"rateLimitPerSecond": 0}, "auth.rateLimitPerSecond", ""),
+        ({"failedLoginsPerMinute": 0}, "auth.failedLoginsPerMinute", ""),
+        ({"failedLoginBurst": 1001}, "auth.failedLoginBurst", ""),
+        ({"failedLoginBurst": "3"}, "auth.failedLoginBurst", ""),
     ],
 )
 def test_bad_auth_settings_are_refused(auth, where, fix):

@@ -135,6 +135,7 @@ def test_token_mode_declares_the_token_service_on_a_manager():
     assert token["updateConfig"]["order"] == "start-first" and token["updateConfig"]["failureAction"] == "rollback"
     assert token["endpointSpec"]["mode"] == "dnsrr" and spec["networksAdvanceds"][0]["aliases"] == [ts.TOKEN_ALIAS]
     assert c["env"]["TOKEN_SERVICE"] == "localhost:8443" and c["env"]["TOKEN_ISSUER"] == "registry-dev-token-service"
+    assert c["env"]["TOKEN_FAILURES_PER_MINUTE"] == "12" and c["env"]["TOKEN_FAILURE_BURST"] == "3"
     assert c["healthcheck"]["tests"][0] == "CMD"
     assert {(s["fileName"], s["fileUid"], s["fileMode"]) for s in c["secrets"]} == {
         (ts.KEY_PATH, "65534", 0o400), (ts.HTPASSWD_PATH, "65534", 0o400)}

@@ -30,6 +30,8 @@ CONFIG = {
         "anonymousPull": ["public/**"],
         "rateLimitPerSecond": 3,
         "rateLimitBurst": 7,
+        "failedLoginsPerMinute": 30,
+        "failedLoginBurst": 9,
     },
 }
 TOKEN = "registry-token-container"
@@ -73,7 +75,8 @@ def test_token_graph_and_wiring(program):
     assert token["name"] == "registry-dev-token" and "ports" not in token or not token.get("ports")
     assert token["networksAdvanced"][0]["aliases"] == ["token"]
     assert set(token["envs"]) == {"TOKEN_ISSUER=registry-dev-token-service", "TOKEN_SERVICE=registry.example.com:5443",
-                                  "TOKEN_TTL=300", "TOKEN_LISTEN=0.0.0.0:5001"}
+                                  "TOKEN_TTL=300", "TOKEN_LISTEN=0.0.0.0:5001",
+                                  "TOKEN_FAILURES_PER_MINUTE=30", "TOKEN_FAILURE_BURST=9"}
     files = uploads(m, TOKEN)
     assert files[ts.CERT_PATH]["content"] == cert
     assert files[ts.KEY_PATH]["content"] == key.plain_outputs["privateKeyPem"]
