@@ -19,7 +19,7 @@ from components.maintenance import Maintenance, MaintenanceArgs
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs
 from components.registry import Registry, RegistryArgs
-from components.render.token_service import registry_token_auth, render_policy
+from components.render.token_service import registry_token_auth
 from components.settings import Settings
 from components.settings_scale import redis_enabled
 from components.swarm import SwarmRegistry, SwarmRegistryArgs, SwarmTokenArgs, swarm_garbage_collection
@@ -133,11 +133,8 @@ class PrivateRegistry(pulumi.ComponentResource):
                     ),
                     token=SwarmTokenArgs(
                         address=s.address, cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem,
-                        policy=render_policy(s.auth.policy_document()), ttl=s.auth.token_lifetime_seconds,
-                        rate_per_second=s.auth.rate_limit_per_second, burst=s.auth.rate_limit_burst,
-                        failures_per_minute=s.auth.failed_logins_per_minute,
-                        failure_burst=s.auth.failed_login_burst,
                     ) if signer else None,
+                    auth=s.auth,
                 ),
                 opts=on_docker,
             )

@@ -45,6 +45,7 @@ from components.render.nginx import (
 from components.render.registry_config import CONFIG_PATH, HEALTH_URL, RUNTIME_ENV, render_registry_config
 from components.render import token_service as ts
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
+from components.settings_auth import AuthSettings
 from components.token_auth import HEALTH_TEST as TOKEN_HEALTH_TEST
 from components.token_auth import token_image
 
@@ -84,12 +85,6 @@ class SwarmTokenArgs:
     address: str  # host[:port] as clients write it: realm host and the tokens' audience
     cert_pem: pulumi.Input[str]
     private_key_pem: pulumi.Input[str]  # secret
-    policy: str  # the policy file's text (render/token_service.render_policy)
-    ttl: int
-    rate_per_second: int
-    burst: int
-    failures_per_minute: int = 12  # the service's failed-password budget per client address
-    failure_burst: int = 3
 
 
 @dataclass
@@ -118,6 +113,8 @@ class SwarmRegistryArgs:
     redis_password: Optional[pulumi.Input[str]] = None
     # Token mode (None: basic auth at nginx).
     token: Optional[SwarmTokenArgs] = None
+    # Token mode's settings: /token rate limits, token lifetime, failed-password budget, rules.
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 class SwarmRegistry(pulumi.ComponentResource):
@@ -237,8 +234,8 @@ class SwarmRegistry(pulumi.ComponentResource):
                 connect_timeout_seconds=2,
                 auth=token is None,
                 token_upstream=f"{ts.TOKEN_ALIAS}:{ts.TOKEN_PORT}" if token else None,
-                token_rate_per_second=token.rate_per_second if token else 5,
-                token_burst=token.burst if token else 20,
+                token_rate_per_second=args.auth.rate_limit_per_second,
+                token_burst=args.auth.rate_limit_burst,
             )
         )
         proxy_secrets = [
@@ -330,15 +327,16 @@ class SwarmRegistry(pulumi.ComponentResource):
                     # The image id: content-addressed, and Swarm never tries to pull an id.
                     image=image.image_id,
                     env=dict(e.split("=", 1) for e in ts.token_env(
-                        address=token.address, prefix=args.prefix, ttl=token.ttl,
-                        failures_per_minute=token.failures_per_minute, failure_burst=token.failure_burst)),
+                        address=token.address, prefix=args.prefix, ttl=args.auth.token_lifetime_seconds,
+                        failures_per_minute=args.auth.failed_logins_per_minute,
+                        failure_burst=args.auth.failed_login_burst)),
                     secrets=[
                         self._secret("token-key", token.private_key_pem, ts.KEY_PATH, 0o400, uid),
                         self._secret("token-htpasswd", args.htpasswd, ts.HTPASSWD_PATH, 0o400, uid),
                     ],
                     configs=[
                         self._mount(signer_cert, ts.CERT_PATH),
-                        self._config("token-policy", token.policy, ts.POLICY_PATH),
+                        self._config("token-policy", ts.render_policy(args.auth.policy_document()), ts.POLICY_PATH),
                     ],
                     healthcheck=_healthcheck(TOKEN_HEALTH_TEST),
                     stop_grace_period="10s",
