@@ -326,10 +326,8 @@ class SwarmRegistry(pulumi.ComponentResource):
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     # The image id: content-addressed, and Swarm never tries to pull an id.
                     image=image.image_id,
-                    env=dict(e.split("=", 1) for e in ts.token_env(
-                        address=token.address, prefix=args.prefix, ttl=args.auth.token_lifetime_seconds,
-                        failures_per_minute=args.auth.failed_logins_per_minute,
-                        failure_burst=args.auth.failed_login_burst)),
+                    env=dict(e.split("=", 1)
+                             for e in ts.token_env(address=token.address, prefix=args.prefix, auth=args.auth)),
                     secrets=[
                         self._secret("token-key", token.private_key_pem, ts.KEY_PATH, 0o400, uid),
                         self._secret("token-htpasswd", args.htpasswd, ts.HTPASSWD_PATH, 0o400, uid),

@@ -121,9 +121,7 @@ class TokenAuth(pulumi.ComponentResource):
             name=f"{args.prefix}-token",
             image=image.image_id,
             restart=RESTART_POLICY,
-            envs=ts.token_env(address=args.address, prefix=args.prefix, ttl=args.auth.token_lifetime_seconds,
-                              failures_per_minute=args.auth.failed_logins_per_minute,
-                              failure_burst=args.auth.failed_login_burst),
+            envs=ts.token_env(address=args.address, prefix=args.prefix, auth=args.auth),
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name, aliases=[ts.TOKEN_ALIAS])],
             # The service runs as nobody: the files are world-readable inside this container only.
             uploads=[

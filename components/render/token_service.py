@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from components.settings_auth import AuthSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = "token_service"  # the image's build context, relative to the project root
@@ -57,13 +60,12 @@ def render_policy(document: dict) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def token_env(*, address: str, prefix: str, ttl: int, failures_per_minute: int = 12,
-              failure_burst: int = 3) -> list[str]:
+def token_env(*, address: str, prefix: str, auth: AuthSettings) -> list[str]:
     """The service's environment (token_service/config.py): issuer, audience, lifetime, listener
     and the failed-password budget per client address."""
-    return [f"TOKEN_ISSUER={issuer(prefix)}", f"TOKEN_SERVICE={address}", f"TOKEN_TTL={ttl}",
-            f"TOKEN_LISTEN=0.0.0.0:{TOKEN_PORT}", f"TOKEN_FAILURES_PER_MINUTE={failures_per_minute}",
-            f"TOKEN_FAILURE_BURST={failure_burst}"]
+    return [f"TOKEN_ISSUER={issuer(prefix)}", f"TOKEN_SERVICE={address}", f"TOKEN_TTL={auth.token_lifetime_seconds}",
+            f"TOKEN_LISTEN=0.0.0.0:{TOKEN_PORT}", f"TOKEN_FAILURES_PER_MINUTE={auth.failed_logins_per_minute}",
+            f"TOKEN_FAILURE_BURST={auth.failed_login_burst}"]
 
 
 def source_digest(context: Path = CONTEXT_DIR) -> str:
