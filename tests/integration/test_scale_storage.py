@@ -14,7 +14,6 @@ host's collection does not flush it), deletions and garbage collection in ``read
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from components.migration import copy_volume_to_bucket, verify_registry
 from components.render.registry_config import CONFIG_PATH
 from components.render.storage import S3_CA_ENV, S3_CA_PATH
 from tests.support import oci
+from tests.support.background import repeating
 from tests.support.certs import server_pki
 from tests.support.deploy import STANDIN_REGISTRY, STANDINS, Deployment, free_port, upload_content, wait_https
 from tests.support.objectstore import build_scale_standins, redis_standins, seaweedfs
@@ -240,23 +240,12 @@ def test_gc_on_the_tls_bucket_readonly_keeps_pulls_then_stop_mode(migrated):
     assert gc_props["mode"] == "readonly"
 
     keys_before = set(store.keys(BLOBS))
-    stop, outcomes = threading.Event(), []
-
-    def pulls() -> None:
-        while not stop.is_set():
-            outcomes.append(user.pull("team/app", "1", check=False))
-
-    loop = threading.Thread(target=pulls)
-    loop.start()
     started = time.monotonic()
-    try:
+    with repeating(lambda *_: user.pull("team/app", "1", check=False)) as outcomes:
         time.sleep(1)
         gc = GarbageCollectionProvider()
         report = gc.create(gc.check({}, {**gc_props, "trigger": "deleted-2"}).inputs).outs
         time.sleep(1)
-    finally:
-        stop.set()
-        loop.join(timeout=120)
     failed = [o.stderr[-300:] for o in outcomes if o.returncode != 0]
     print(f"single-host GC readonly on TLS S3: {time.monotonic() - started:.1f}s, {len(outcomes)} pulls, "
           f"{len(failed)} failed, writes refused {report['writesRefusedSeconds']}s")

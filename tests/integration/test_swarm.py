@@ -20,6 +20,7 @@ from components.maintenance import ImageDeletionProvider
 from components.migration import verify_registry
 from components.swarm_gc import SwarmGarbageCollectionProvider
 from tests.support import oci
+from tests.support.background import repeating
 from tests.support.deploy import STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
 from tests.support.program import run_program
@@ -170,12 +171,9 @@ def test_replica_killed_mid_transfer(stack, during):
     assert report.tags >= (6 if during == "push" else 2)
 
 
-def _pull_loop(stack, stop: threading.Event, outcomes: list) -> None:
-    i = 0
-    while not stop.is_set():
-        result = stack.user("ab"[i % 2]).pull("team/ab", "ab", check=False)
-        outcomes.append((result.returncode, result.stderr[-300:]))
-        i += 1
+def _pull_ab(stack, n: int) -> tuple[int, str]:
+    result = stack.user("ab"[n % 2]).pull("team/ab", "ab", check=False)
+    return result.returncode, result.stderr[-300:]
 
 
 def _update_done(deployment, suffix: str) -> bool:
@@ -190,19 +188,11 @@ def test_rolling_update_of_the_registry_image_zero_failed_pulls(stack):
     replica runs the new image."""
     new = run_program({**stack.config, "images": {"registry": ROLLED_IMAGE}}, secret_keys=["users", "storage"],
                       state=stack.state)
-    stop, outcomes = threading.Event(), []
-    workers = [threading.Thread(target=_pull_loop, args=(stack, stop, outcomes)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with repeating(lambda _, n: _pull_ab(stack, n), threads=2) as outcomes:
         time.sleep(1)
         stack.deployment.update(new)
         wait_for(lambda: _update_done(stack.deployment, "registry"), timeout=180, what="registry update")
         time.sleep(2)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=120)
     failures = [o for o in outcomes if o[0] != 0]
     assert len(outcomes) >= 4 and not failures, (len(outcomes), failures[:3])
     tasks = stack.deployment.running_tasks("registry")
@@ -216,24 +206,18 @@ def test_node_drained_pulls_keep_working(stack):
     its nginx back."""
     ids = {name: node_id for node_id, name in stack.swarm.node_ids().items()}
     manager = stack.swarm.manager
-    stop, outcomes = threading.Event(), []
+    def pull(*_) -> tuple[int, str]:
+        result = stack.user("a").pull("team/ab", "ab", check=False)
+        return result.returncode, result.stderr[-300:]
 
-    def loop():
-        while not stop.is_set():
-            result = stack.user("a").pull("team/ab", "ab", check=False)
-            outcomes.append((result.returncode, result.stderr[-300:]))
-
-    worker = threading.Thread(target=loop)
-    worker.start()
     try:
-        time.sleep(1)
-        manager.cli("node", "update", "--availability", "drain", ids["b"])
-        wait_for(lambda: {t["NodeID"] for t in stack.deployment.running_tasks("registry")} == {ids["a"]}
-                 and len(stack.deployment.running_tasks("registry")) == REPLICAS, timeout=120, what="drain")
-        time.sleep(2)
+        with repeating(pull) as outcomes:
+            time.sleep(1)
+            manager.cli("node", "update", "--availability", "drain", ids["b"])
+            wait_for(lambda: {t["NodeID"] for t in stack.deployment.running_tasks("registry")} == {ids["a"]}
+                     and len(stack.deployment.running_tasks("registry")) == REPLICAS, timeout=120, what="drain")
+            time.sleep(2)
     finally:
-        stop.set()
-        worker.join(timeout=120)
         manager.cli("node", "update", "--availability", "active", ids["b"])
     failures = [o for o in outcomes if o[0] != 0]
     assert len(outcomes) >= 2 and not failures, (len(outcomes), failures[:3])
@@ -275,24 +259,14 @@ def test_gc_across_replicas_readonly_zero_failed_pulls(stack):
     # The images the program pins are swapped for stand-ins, as for the services.
     props = {**gc, "registryUrl": f"https://{stack.user('a').host}", "trigger": "after-deletion",
              "redisImage": stack.deployment.standins[gc["redisImage"]]}
-    stop, outcomes = threading.Event(), []
+    def pull(thread: int, n: int) -> tuple[int, str, str]:
+        i = thread + n
+        tag = ("keep", "multi")[i % 2]
+        result = stack.user("ab"[i % 2]).pull("team/gc", tag, check=False, multi=tag == "multi")
+        return result.returncode, tag, result.stderr[-300:]
 
-    def loop(i: int) -> None:
-        while not stop.is_set():
-            tag = ("keep", "multi")[i % 2]
-            result = stack.user("ab"[i % 2]).pull("team/gc", tag, check=False, multi=tag == "multi")
-            outcomes.append((result.returncode, tag, result.stderr[-300:]))
-            i += 1
-
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with repeating(pull, threads=2) as outcomes:
         report = SwarmGarbageCollectionProvider().create(props).outs
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=120)
     failures = [o for o in outcomes if o[0] != 0]
     assert len(outcomes) >= 4 and not failures, (len(outcomes), failures[:3])
     figures = {k: report[k] for k in ("blobsEligible", "manifestsEligible", "durationSeconds", "writesRefusedSeconds")}

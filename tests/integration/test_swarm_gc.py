@@ -12,7 +12,6 @@ each mode (``readonly`` is in tests/integration/test_swarm.py).
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 
@@ -24,6 +23,7 @@ from components.migration import verify_registry
 from components.render.storage import S3_CA_ENV, S3_CA_PATH
 from components.swarm_gc import JOB_LABEL, SwarmGarbageCollectionProvider, SwarmGcError
 from tests.support import oci
+from tests.support.background import repeating
 from tests.support.certs import server_pki
 from tests.support.deploy import STANDIN_BUSYBOX, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
@@ -178,25 +178,16 @@ def test_stop_mode_collects_with_every_replica_stopped_then_all_back(stack):
     keys_before = set(stack.store.keys(BLOBS))
     assert stack.doomed_keys <= keys_before
     client = stack.deployment.client
-    samples: list[tuple[bool, int]] = []
-    stop = threading.Event()
 
-    def sample() -> None:
-        while not stop.is_set():
-            jobs = client.api.services(filters={"label": f"{JOB_LABEL}=gc"})
-            running = [t for t in stack.deployment.client.api.tasks(
-                filters={"service": stack.deployment.service_name("registry")}) if t["Status"]["State"] == "running"]
-            samples.append((bool(jobs), len(running)))
-            time.sleep(0.2)
+    def sample(*_) -> tuple[bool, int]:
+        jobs = client.api.services(filters={"label": f"{JOB_LABEL}=gc"})
+        running = [t for t in stack.deployment.client.api.tasks(
+            filters={"service": stack.deployment.service_name("registry")}) if t["Status"]["State"] == "running"]
+        return bool(jobs), len(running)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     started = time.monotonic()
-    try:
+    with repeating(sample, interval=0.2, join_timeout=30) as samples:
         report = stack.collect("stop")
-    finally:
-        stop.set()
-        sampler.join(timeout=30)
     elapsed = time.monotonic() - started
     during = [count for job, count in samples if job]
     print(f"swarm GC stop: {elapsed:.1f}s, writes refused {report['writesRefusedSeconds']}s; "
