@@ -16,7 +16,8 @@ endpoint's CA and the ``SSL_CERT_DIR`` naming it) on the stack's network. In ``r
 nothing is collected unless, after the switch, every running task has the read-only config and
 ``2 * replicas + 2`` pushes through the load-balanced address are all refused.
 
-Whatever fails after the switch, the service is put back (writable config, replica count).
+Whatever fails after the switch, the service is put back (writable config, replica count); an
+update Swarm rolls back while putting it back is tried again (``RESTORE_ATTEMPTS`` in all).
 The provider talks to a swarm manager (``dockerHost``) with the Docker SDK, and to the registry
 through the load-balanced address with :class:`components.registry_api.RegistryClient`.
 """
@@ -24,7 +25,9 @@ through the load-balanced address with :class:`components.registry_api.RegistryC
 from __future__ import annotations
 
 import hashlib
+import re
 import time
+from datetime import datetime
 import uuid
 from typing import Any, Optional
 
@@ -39,10 +42,15 @@ CONFIG_PATH = "/etc/docker/registry/config.yml"
 REDIS_AUTH_PATH = "/run/secrets/redis-auth"
 PROBE_REPOSITORY = "private-registry-maintenance/readonly-probe"
 JOB_LABEL = "org.private-registry.gc-job"
+RESTORE_ATTEMPTS = 3  # updates tried when putting the service back
 
 
 class SwarmGcError(RuntimeError):
     """A step of the collection failed; the message says which and what was restored."""
+
+
+class UpdateRolledBack(SwarmGcError):
+    """Swarm paused or rolled back an update of the registry service."""
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
@@ -54,6 +62,17 @@ def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
         if time.monotonic() > deadline:
             raise SwarmGcError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def docker_timestamp(text: Optional[str]) -> float:
+    """Seconds since the epoch of a Docker API time (RFC 3339, up to nanoseconds); 0 for none."""
+    if not text:
+        return 0.0
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not match:
+        return 0.0
+    whole = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
+    return whole.timestamp() + float(f"0.{match.group(2) or 0}")
 
 
 class SwarmCollector:
@@ -94,8 +113,11 @@ class SwarmCollector:
                 return secret["SecretName"]
         raise SwarmGcError(f"service '{self.service}' mounts no secret at {CONFIG_PATH}")
 
-    def switch_config(self, secret_name: str) -> None:
-        """Roll the service onto the config in ``secret_name`` and wait until every task runs it."""
+    def switch_config(self, secret_name: str, attempts: int = 1) -> None:
+        """Roll the service onto the config in ``secret_name`` and wait until every task runs it.
+
+        An update Swarm rolls back (a new task failed or stopped within the monitor period) is
+        tried again, up to ``attempts`` updates in all, each once the rollback has finished."""
         try:
             secret_id = self.client.secrets.get(secret_name).id
         except docker.errors.NotFound:
@@ -106,17 +128,35 @@ class SwarmCollector:
                 if secret["File"]["Name"] == CONFIG_PATH:
                     secret["SecretID"], secret["SecretName"] = secret_id, secret_name
 
-        self._update(change)
-        self.wait_converged(lambda task: any(
-            s["SecretName"] == secret_name for s in task["Spec"]["ContainerSpec"].get("Secrets") or []
-        ))
+        def runs_it(task: dict) -> bool:
+            return any(s["SecretName"] == secret_name for s in task["Spec"]["ContainerSpec"].get("Secrets") or [])
 
-    def scale(self, replicas: int) -> None:
+        self._retried(lambda: self._update(change), runs_it, None, attempts)
+
+    def scale(self, replicas: int, attempts: int = 1) -> None:
+        """Set the replica count and wait until exactly that many tasks run; retried as
+        :meth:`switch_config` is."""
         def change(_template: dict, spec: dict) -> None:
             spec["Mode"] = {"Replicated": {"Replicas": replicas}}
 
-        self._update(change)
-        self.wait_converged(lambda task: True, replicas=replicas)
+        self._retried(lambda: self._update(change), lambda task: True, replicas, attempts)
+
+    def _retried(self, update, matches, replicas: Optional[int], attempts: int) -> None:
+        failures = []
+        for _ in range(max(1, attempts)):
+            before = self.update_status().get("StartedAt")
+            update()
+            try:
+                self.wait_converged(matches, replicas=replicas, since=before)
+                return
+            except UpdateRolledBack as exc:
+                failures.append(str(exc))
+                _wait(lambda: self.update_status().get("State") not in ("updating", "rollback_started"),
+                      self.timeout, f"the rollback of '{self.service}' to finish")
+        raise SwarmGcError(f"{len(failures)} updates of '{self.service}' failed: " + "; ".join(failures))
+
+    def update_status(self) -> dict:
+        return self.inspect().get("UpdateStatus") or {}
 
     def replicas(self) -> int:
         return int(self.inspect()["Spec"]["Mode"]["Replicated"]["Replicas"])
@@ -126,20 +166,20 @@ class SwarmCollector:
         return [t for t in self.client.api.tasks(filters={"service": service_id})
                 if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
 
-    def wait_converged(self, matches, replicas: Optional[int] = None) -> None:
-        """Until the update is done and exactly ``replicas`` tasks run, all matching; none other."""
+    def wait_converged(self, matches, replicas: Optional[int] = None, since: Optional[str] = None) -> None:
+        """Until the update is done and exactly ``replicas`` tasks run, all matching; none other.
+
+        ``since``: the ``StartedAt`` of the update status before this update; a status that old
+        belongs to an earlier update and is not this one's outcome. Raises
+        :class:`UpdateRolledBack` if this update is paused or rolled back."""
         want = self.replicas() if replicas is None else replicas
 
         def converged() -> bool:
-            status = (self.inspect().get("UpdateStatus") or {}).get("State")
+            update = self.update_status()
+            status = update.get("State") if update.get("StartedAt") != since else None
             if status in ("paused", "rollback_started", "rollback_completed", "rollback_paused"):
-                service_id = self.inspect()["ID"]
-                errors = sorted({f"{t['Status']['State']}: {t['Status'].get('Err') or t['Status'].get('Message')}"
-                                 for t in self.client.api.tasks(filters={"service": service_id})
-                                 if t["Status"]["State"] in ("failed", "rejected")})
-                message = (self.inspect().get("UpdateStatus") or {}).get("Message", "")
-                raise SwarmGcError(f"the service update of '{self.service}' ended {status} ({message}); "
-                                   f"failed tasks: {errors[:3]}")
+                raise UpdateRolledBack(f"the service update of '{self.service}' ended {status} "
+                                       f"({update.get('Message', '')}); {self._failed_tasks(update.get('StartedAt'))}")
             service_id = self.inspect()["ID"]
             live = [t for t in self.client.api.tasks(filters={"service": service_id})
                     if t["Status"]["State"] in ("new", "pending", "assigned", "accepted", "preparing", "starting",
@@ -149,6 +189,17 @@ class SwarmCollector:
             )
 
         _wait(converged, self.timeout, f"service '{self.service}' to converge")
+
+    def _failed_tasks(self, since: Optional[str]) -> str:
+        """The errors of the service's tasks that failed, were rejected or stopped since ``since``."""
+        service_id = self.inspect()["ID"]
+        errors = sorted({
+            f"{t['Status']['State']}: {t['Status'].get('Err') or t['Status'].get('Message')}"
+            for t in self.client.api.tasks(filters={"service": service_id})
+            if t["Status"]["State"] in ("failed", "rejected", "shutdown", "complete")
+            and docker_timestamp(t["Status"].get("Timestamp")) >= docker_timestamp(since)
+        })
+        return f"tasks ended since: {errors[:3]}" if errors else "no task failed"
 
     # --- one-off jobs ------------------------------------------------------------------------
     def run_job(self, role: str, image: str, args: list[str], secrets: list[dict], *, command=None,
@@ -199,8 +250,6 @@ class SwarmCollector:
 
 
 def _summary(text: str) -> dict[str, Optional[int]]:
-    import re
-
     match = re.search(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion", text)
     if not match:
         return {"blobsMarked": None, "blobsEligible": None, "manifestsEligible": None}
@@ -225,7 +274,7 @@ def collect(props: dict[str, Any]) -> dict[str, Any]:
         replicas = collector.replicas()
         if collector.config_secret() != writable:
             # A run that died midway left the read-only config in place: start from the writable one.
-            collector.switch_config(writable)
+            collector.switch_config(writable, attempts=RESTORE_ATTEMPTS)
         try:
             if mode == "readonly":
                 collector.switch_config(readonly)
@@ -258,10 +307,12 @@ def collect(props: dict[str, Any]) -> dict[str, Any]:
                 if "OK" not in flushed:
                     raise SwarmGcError(f"the Redis cache was not flushed: {flushed.strip()[-200:]}")
         finally:
+            # Put back, retried: a replica that dies during this update must not leave Swarm's
+            # rollback (to read-only, or to 0 replicas) in place.
             if mode == "readonly":
-                collector.switch_config(writable)
+                collector.switch_config(writable, attempts=RESTORE_ATTEMPTS)
             elif mode == "stop":
-                collector.scale(replicas)
+                collector.scale(replicas, attempts=RESTORE_ATTEMPTS)
             if refused_from is not None:
                 refused_to = time.monotonic()
         # Served again: a push is accepted by the load-balanced address.

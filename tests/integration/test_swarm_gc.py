@@ -6,7 +6,8 @@ A's namespace serving HTTPS only with a certificate from a test CA (tests.suppor
 program's services deployed as declared with ``storage.s3.caCertificatePem`` set to that CA, 2
 registry replicas and the program's own Redis. Images are pushed and one tag deleted through the
 nodes' nginx; the program's SwarmGarbageCollection provider then runs against the manager in
-each mode (``readonly`` is in tests/integration/test_swarm.py).
+each mode (``readonly`` with pulls is in tests/integration/test_swarm.py; here, a replica killed
+while it switches back).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import yaml
 from components.maintenance import ImageDeletionProvider
 from components.migration import verify_registry
 from components.render.storage import S3_CA_ENV, S3_CA_PATH
-from components.swarm_gc import JOB_LABEL, SwarmGarbageCollectionProvider, SwarmGcError
+from components.swarm_gc import (CONFIG_PATH, JOB_LABEL, SwarmGarbageCollectionProvider, SwarmGcError,
+                                 docker_timestamp)
 from tests.support import oci
 from tests.support.background import repeating
 from tests.support.certs import server_pki
@@ -30,7 +32,7 @@ from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis
 from tests.support.program import run_program
 from tests.support.scale_clients import RegistryUser
 from tests.support.swarm import two_node_swarm, weed_in_namespace
-from tests.support.swarm_deploy import SECRET, SwarmDeployment
+from tests.support.swarm_deploy import SECRET, SwarmDeployment, task_container
 
 PASSWORD = "swarm-gc-password-0123456789"
 REPLICAS = 2
@@ -206,3 +208,53 @@ def test_stop_mode_collects_with_every_replica_stopped_then_all_back(stack):
     with stack.users["a"].client() as api:
         assert api.resolve("team/gc", "after") == fresh
     assert stack.users["a"].pull("team/gc", "after", check=False).returncode == 0
+
+
+def test_a_replica_killed_while_switching_back_is_switched_back_again(stack):
+    """readonly mode with the first task the switch back to the writable config starts killed
+    while Swarm monitors it: Swarm rolls that update back (new tasks on the read-only config);
+    the collection waits for the rollback to finish and updates again, and ends with both
+    replicas running the writable config and pushes accepted through either node."""
+    d = stack.deployment
+    writable, readonly = stack.gc_props["writableConfigSecret"], stack.gc_props["readonlyConfigSecret"]
+    service = d.service_name("registry")
+    before = {t["ID"] for t in d.client.api.tasks(filters={"service": service})}
+    seen_readonly, killed = [], []
+
+    def config(task: dict) -> str:
+        return next(s["SecretName"] for s in task["Spec"]["ContainerSpec"]["Secrets"]
+                    if s["File"]["Name"] == CONFIG_PATH)
+
+    def watch(*_) -> None:
+        if killed:
+            return
+        running = [t for t in d.client.api.tasks(filters={"service": service})
+                   if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]
+        if any(config(t) == readonly for t in running):
+            seen_readonly.append(True)
+            return
+        if not seen_readonly:
+            return
+        switched_back = [t for t in running if config(t) == writable and t["ID"] not in before]
+        if switched_back:
+            node, container = task_container(stack.swarm.nodes, switched_back[0])
+            node.client().containers.get(container).kill()
+            killed.append((switched_back[0]["ID"], time.time()))
+
+    with repeating(watch, interval=0.2, join_timeout=30):
+        report = stack.collect("readonly")
+    assert len(killed) == 1, killed
+    killed_at = killed[0][1]
+    tasks = d.client.api.tasks(filters={"service": service})
+    rolled_back = [t for t in tasks if config(t) == readonly and docker_timestamp(t["CreatedAt"]) > killed_at]
+    print(f"swarm GC readonly with a replica killed on the way back: {report['durationSeconds']}s, "
+          f"{len(rolled_back)} tasks started by Swarm's rollback, then switched back again")
+    assert rolled_back, "Swarm did not roll the switch back: the kill was not within its monitor period"
+    spec = stack.registry_spec()
+    assert next(s["SecretName"] for s in spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
+                if s["File"]["Name"] == CONFIG_PATH) == writable
+    running = stack.registry_tasks()
+    assert len(running) == REPLICAS and all(config(t) == writable for t in running)
+    for user in stack.users.values():
+        with user.client() as api:
+            assert not api.writes_refused("team/after-restore")

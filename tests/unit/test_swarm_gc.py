@@ -34,12 +34,12 @@ class FakeCollector:
     def config_secret(self):
         return self.secret
 
-    def switch_config(self, name):
-        self.calls.append(f"switch {name}")
+    def switch_config(self, name, attempts=1):
+        self.calls.append(f"switch {name}" + (f" (up to {attempts})" if attempts > 1 else ""))
         self.secret = name
 
-    def scale(self, replicas):
-        self.calls.append(f"scale {replicas}")
+    def scale(self, replicas, attempts=1):
+        self.calls.append(f"scale {replicas}" + (f" (up to {attempts})" if attempts > 1 else ""))
 
     def run_job(self, role, image, args, secrets, **kwargs):
         self.calls.append(f"job {role}")
@@ -100,11 +100,13 @@ def test_the_gc_job_runs_with_the_replicas_environment_and_configs(fake):
 
 
 def test_readonly_switches_probes_collects_flushes_and_switches_back(fake):
-    """readonly: switch to the read-only config, 2 * replicas + 2 probes all refused, the job,
-    the Redis flush, back to the writable config, then a push accepted."""
+    """readonly: switch to the read-only config (one update), 2 * replicas + 2 probes all
+    refused, the job, the Redis flush, back to the writable config (up to 3 updates should Swarm
+    roll one back), then a push accepted."""
     calls, _, _ = fake
     report = collect({**PROPS, "mode": "readonly"})
-    assert calls == ["switch readonly", *["probe"] * 6, "job gc", "job cache-flush", "switch writable", "probe"]
+    assert calls == ["switch readonly", *["probe"] * 6, "job gc", "job cache-flush", "switch writable (up to 3)",
+                     "probe"]
     assert report["blobsEligible"] == 3 and report["writesRefusedSeconds"] > 0
 
 
@@ -116,14 +118,15 @@ def test_a_replica_accepting_pushes_stops_the_collection_before_the_job(fake):
     with pytest.raises(SwarmGcError, match="still accepts pushes.*not collecting"):
         collect({**PROPS, "mode": "readonly"})
     assert not [c for c in calls if c.startswith("job")]
-    assert calls == ["switch readonly", "probe", "switch writable"]
+    assert calls == ["switch readonly", "probe", "switch writable (up to 3)"]
 
 
 def test_stop_scales_to_zero_collects_flushes_and_scales_back(fake):
-    """stop: the service scaled to 0, the job, the flush, scaled back to its replica count."""
+    """stop: the service scaled to 0, the job, the flush, scaled back to its replica count (up
+    to 3 updates)."""
     calls, _, _ = fake
     report = collect({**PROPS, "mode": "stop"})
-    assert calls == ["scale 0", "job gc", "job cache-flush", "scale 2", "probe"]
+    assert calls == ["scale 0", "job gc", "job cache-flush", "scale 2 (up to 3)", "probe"]
     assert report["writesRefusedSeconds"] > 0
 
 
@@ -147,4 +150,4 @@ def test_a_failed_job_in_stop_mode_still_scales_back(fake):
     collector.run_job = broken
     with pytest.raises(SwarmGcError, match="x509"):
         collect({**PROPS, "mode": "stop"})
-    assert calls == ["scale 0", "job gc", "scale 2"]
+    assert calls == ["scale 0", "job gc", "scale 2 (up to 3)"]
