@@ -237,7 +237,8 @@ def test_deletion_and_readonly_gc_with_token_auth(stack):
 def test_password_change_rolls_the_token_service(stack):
     """A new password for reader is a new htpasswd secret (named by content): the program run
     again updates the token service in place, start-first, and afterwards the new password gets
-    a token through node B and the old one does not; the registry replicas are not restarted."""
+    a token through node B; the old one, once the old task has stopped (within 60 s), is
+    refused on every try; the registry replicas are not restarted."""
     d = stack.deployment
     registry_tasks = {t["ID"] for t in d.running_tasks("registry")}
     old_task = d.running_tasks("-token")[0]["ID"]
@@ -255,5 +256,11 @@ def test_password_change_rolls_the_token_service(stack):
                             timeout=30).status_code
 
     wait_for(lambda: status(new_password) == 200, timeout=60, what="the new password accepted")
-    assert status(PASSWORDS["reader"]) == 401
+    # Start-first: the old task answers until Swarm has stopped it, so the old password may
+    # still work for those seconds; then it is refused, every time.
+    began = time.monotonic()
+    wait_for(lambda: status(PASSWORDS["reader"]) == 401, timeout=60, what="the old password refused")
+    print(f"old password refused {time.monotonic() - began:.1f}s after the new one was accepted")
+    assert [status(PASSWORDS["reader"]) for _ in range(5)] == [401] * 5
+    assert status(new_password) == 200
     assert {t["ID"] for t in d.running_tasks("registry")} == registry_tasks
