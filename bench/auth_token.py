@@ -6,6 +6,11 @@ every request costs next to each ratio.
 0. **Bearer header.** The stand-up's registry, HEAD with one token's claims naming the key by
    ``kid`` (what the service issues) against the signing certificate in ``x5c``: registry CPU
    per request of each key reference.
+0b. **Signature algorithm.** The stand-up's registry, HEAD with one token's claims signed by
+   its EC P-256 key (ES256, what the program's key signs) against the same claims signed by an
+   RSA-2048 key (RS256, which the token service also issues for an RSA key), both named by
+   ``kid``; both certificates are in the registry's rootcertbundle. Registry CPU per request
+   of each algorithm (part ``algorithm``).
 1. **HEAD rate.** Manifest HEAD requests/s (ab, keep-alive, concurrency 8) through:
    ``authoff`` (the program's nginx, auth off); ``basic-5`` and ``basic-<new cost>`` (the
    program's nginx with its htpasswd at that bcrypt cost); ``token`` (nginx without basic auth
@@ -126,6 +131,9 @@ class TokenSide:
         self.dir = s.workdir / "token"
         self.dir.mkdir()
         key_pem, cert_pem = _signing_key_and_cert()
+        rsa_key_pem, rsa_cert_pem = _signing_key_and_cert("RSA")
+        (self.dir / "rsa-key.pem").write_bytes(rsa_key_pem)
+        (self.dir / "rsa-cert.pem").write_bytes(rsa_cert_pem)
         (self.dir / "key.pem").write_bytes(key_pem)
         os.chmod(self.dir / "key.pem", 0o600)
         (self.dir / "cert.pem").write_bytes(cert_pem)
@@ -155,7 +163,7 @@ class TokenSide:
         s.extra_volumes.append(volume)
         self._container(registry_name, STANDIN_REGISTRY, None, PORT, {
             CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644),
-            "/certs/token.crt": (cert_pem.decode(), 0o644)}, volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
+            "/certs/token.crt": ((cert_pem + rsa_cert_pem).decode(), 0o644)}, volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
         conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{registry_name}:{PORT}",), backup_upstreams=(),
                                               server_names=("localhost", "127.0.0.1"), public_port=self.port))
         if STRIP_AUTHORIZATION not in conf:
@@ -237,6 +245,18 @@ class TokenSide:
         x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
         return jwt.encode(claims, key, algorithm="ES256", headers={"x5c": x5c})
 
+    def rs256_token(self, token: str) -> str:
+        """``token``'s claims signed again by the stand-up's RSA-2048 key (RS256), named by its
+        ``kid`` (the libtrust id the registry looks it up by)."""
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+
+        from token_service.tokens import libtrust_key_id
+
+        key = serialization.load_pem_private_key((self.dir / "rsa-key.pem").read_bytes(), password=None)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": libtrust_key_id(key.public_key())})
+
     def pids(self) -> dict:
         return {"token service": self.process.pid}
 
@@ -312,13 +332,14 @@ class ProgramToken:
             self._context = None
 
 
-def _signing_key_and_cert() -> tuple[bytes, bytes]:
+def _signing_key_and_cert(algorithm: str = "EC") -> tuple[bytes, bytes]:
+    """A self-signed signing certificate and its key (PEM): EC P-256, or RSA-2048."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1()) if algorithm == "EC" else rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench token signer")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -385,28 +406,33 @@ class Bench:
         return {"rate": 1 / seconds, "n": 1, "cpu": {k: 1000 * v for k, v in meter.seconds.items()}}
 
 
-def bearer_header(bench: Bench, rounds: int, seconds: float, path: str, repository: str) -> dict:
-    """One registry (the stand-up's), one token's claims, two key references: ``kid`` (the
-    service's tokens) against ``x5c`` (the certificate in the header); HEAD/s and CPU per
-    request, paired per round, order alternating."""
+def bearer_header(bench: Bench, rounds: int, seconds: float, path: str, repository: str,
+                  other_kind: str = "x5c") -> dict:
+    """One registry (the stand-up's), one token's claims, two bearer headers: the service's
+    token (ES256, ``kid``) against ``other_kind``: ``x5c`` (the certificate in the header) or
+    ``rs256`` (the claims signed by an RSA-2048 key, ``kid``); HEAD/s and CPU per request,
+    paired per round, order alternating."""
     token = bench.token.token(f"repository:{repository}:pull")
-    headers = {"kid": "Bearer " + token, "x5c": "Bearer " + bench.token.x5c_token(token)}
+    other = bench.token.x5c_token(token) if other_kind == "x5c" else bench.token.rs256_token(token)
+    kinds = ("kid", other_kind)
+    headers = {"kid": "Bearer " + token, other_kind: "Bearer " + other}
     variant = bench.stack.variants["token"]
     for kind in headers:  # warm-up, not counted: the registry's first requests of each kind
         ab(bench.stack.url(variant, path), 1, headers[kind])
     pairs = []
     for r in range(rounds):
         figures = {}
-        for kind in (("kid", "x5c") if r % 2 == 0 else ("x5c", "kid")):
+        for kind in (kinds if r % 2 == 0 else kinds[::-1]):
             variant, meter, _ = bench.select("token")
             with meter:
                 result = ab(bench.stack.url(variant, path), seconds, headers[kind])
             figures[kind] = {"rate": result["rps"], "n": result["requests"],
                              "cpu": {k: 1000 * v / result["requests"] for k, v in meter.seconds.items()}}
-        pairs.append((figures["kid"], figures["x5c"]))
-        log(f"bearer round {r + 1}/{rounds} kid {figures['kid']['rate']:8.2f} req/s vs x5c {figures['x5c']['rate']:8.2f}"
-            f"  registry CPU/req {figures['kid']['cpu']['registry']:.3f} vs {figures['x5c']['cpu']['registry']:.3f} ms")
-    return summarize(pairs, "req/s", "kid", "x5c")
+        pairs.append((figures["kid"], figures[other_kind]))
+        log(f"bearer round {r + 1}/{rounds} ES256 kid {figures['kid']['rate']:8.2f} req/s vs {other_kind}"
+            f" {figures[other_kind]['rate']:8.2f}  registry CPU/req {figures['kid']['cpu']['registry']:.3f} vs"
+            f" {figures[other_kind]['cpu']['registry']:.3f} ms")
+    return summarize(pairs, "req/s", "kid", other_kind)
 
 
 def paired(bench: Bench, rounds: int, measure, label: str, unit: str) -> dict:
@@ -639,7 +665,7 @@ def main() -> None:
     parser.add_argument("--flood-child", help=argparse.SUPPRESS)
     parser.add_argument("--registry-gogc", type=int, default=None,
                         help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
-    parser.add_argument("--skip", default="", help="comma list of bearer,head,pull,flood,token-program to skip")
+    parser.add_argument("--skip", default="", help="comma list of bearer,algorithm,head,pull,flood,token-program to skip")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.flood_child:
@@ -687,6 +713,9 @@ def main() -> None:
             if "bearer" not in skip and token:
                 result["bearer header"] = bearer_header(bench, args.rounds, args.seconds,
                                                         "/v2/bench/small/manifests/v1", "bench/small")
+            if "algorithm" not in skip and token:
+                result["signature algorithm"] = bearer_header(bench, args.rounds, args.seconds,
+                                                              "/v2/bench/small/manifests/v1", "bench/small", "rs256")
             if "head" not in skip:
                 result["head"] = paired(bench, args.rounds,
                                         lambda n: bench.head(n, args.seconds, "/v2/bench/small/manifests/v1",
@@ -720,6 +749,11 @@ def main() -> None:
         b = result["bearer header"]
         log(f"bearer kid vs x5c {fmt_ratio(b['ratio'])} [{fmt_ratio(b['spread'][0])}-{fmt_ratio(b['spread'][1])}]"
             f"  registry CPU ms {b['CPU ms']['registry']:.3f} vs {b['CPU ms x5c']['registry']:.3f}")
+    if "signature algorithm" in result:
+        b = result["signature algorithm"]
+        log(f"signature ES256 vs RS256 {fmt_ratio(b['ratio'])} [{fmt_ratio(b['spread'][0])}-"
+            f"{fmt_ratio(b['spread'][1])}]  registry CPU ms {b['CPU ms']['registry']:.3f} vs "
+            f"{b['CPU ms rs256']['registry']:.3f}")
     # The bench-only GOGC variant is kept apart from the as-deployed result run_all reports.
     result["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     write_result(args.out + (f"-gogc{args.registry_gogc}" if args.registry_gogc else ""), result)
