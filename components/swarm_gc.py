@@ -27,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from datetime import datetime
 import uuid
+from datetime import datetime
 from typing import Any, Optional
 
 import docker
@@ -156,6 +156,7 @@ class SwarmCollector:
         raise SwarmGcError(f"{len(failures)} updates of '{self.service}' failed: " + "; ".join(failures))
 
     def update_status(self) -> dict:
+        """The service's ``UpdateStatus`` (State, StartedAt, Message); empty before any update."""
         return self.inspect().get("UpdateStatus") or {}
 
     def replicas(self) -> int:
