@@ -49,13 +49,16 @@ class Case:
 # ``token_policy(...)`` (a reader allowed to pull only, anonymous pulls under a public prefix).
 # Every loopback client reaches nginx through docker-proxy, from one address: the token case
 # raises that address's failed-password budget so the wrong-password identity's refusals do
-# not spend the next client's first login (the budget itself: test_token_throttle.py).
+# not spend the next client's first login (the budget itself: test_token_throttle.py), and its
+# password-login rate (5/s, burst 20 by default), which five clients logging in afresh on every
+# command overran once (429 "too many requests to registry"; the limit: test_token_stack.py).
 CASES = [
     Case("basic", {USER: PASSWORD}, {"auth": {"mode": "basic"}}, basic_policy(USER, PASSWORD, WRONG_PASSWORD)),
     Case("token", {USER: PASSWORD, READER: READER_PASSWORD},
          {"auth": {"mode": "token",
                    "rules": [{"repositories": ["public/**"], "pull": [READER], "push": [USER], "delete": [USER]}],
-                   "anonymousPull": ["public/**"], "failedLoginBurst": 200}},
+                   "anonymousPull": ["public/**"], "failedLoginBurst": 200,
+                   "rateLimitPerSecond": 100, "rateLimitBurst": 1000}},
          token_policy((USER, PASSWORD), (READER, READER_PASSWORD), WRONG_PASSWORD, True, "public")),
 ]
 
