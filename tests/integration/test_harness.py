@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.support import oci
 from tests.support.ports import free_port as _free_port
+from tests.support.waiting import http_status, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_IMAGE = "private-registry-standin/registry:2.8.2"
@@ -80,18 +81,6 @@ def network(docker_client):
     net.remove()
 
 
-def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        # Not truthiness: a requests.Response for a 401 is falsy but is an answer.
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def local_registry(tmp_path):
     """Debian's docker-registry serving plain HTTP on a loopback port; yields 127.0.0.1:PORT."""
@@ -117,16 +106,9 @@ def local_registry(tmp_path):
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
     host = f"127.0.0.1:{port}"
 
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"docker-registry exited: {(tmp_path / 'registry.log').read_text()}")
-        try:
-            return requests.get(f"http://{host}/v2/", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
     try:
-        _wait_for(ready, what="docker-registry on " + host)
+        wait_for(lambda: http_status(f"http://{host}/v2/", timeout=1) == 200, interval=0.1,
+                 what="docker-registry on " + host, process=process, log=tmp_path / "registry.log")
         yield host
     finally:
         process.terminate()
@@ -154,13 +136,6 @@ def _raw_manifest(reference: str) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def _wget_status(container, url: str) -> str:
@@ -199,7 +174,7 @@ def test_registry_standin_answers_v2_from_another_container(run_container, netwo
         network.name: docker.types.EndpointConfig("1.41", aliases=["registry"])})
     client = run_container(BUSYBOX_IMAGE, command=["sleep", "300"], network=network.name)
 
-    _wait_for(lambda: _wget_status(client, "http://registry:5000/v2/") == "200", what="registry /v2/")
+    wait_for(lambda: _wget_status(client, "http://registry:5000/v2/") == "200", what="registry /v2/")
     health = registry.exec_run(["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5000/"])
     assert health.exit_code == 0, health.output.decode()
 
@@ -209,7 +184,7 @@ def test_registry_standin_stores_under_var_lib_registry(run_container, tmp_path)
     registry = run_container(REGISTRY_IMAGE, ports={"5000/tcp": ("127.0.0.1", None)})
     registry.reload()
     host = f"127.0.0.1:{registry.ports['5000/tcp'][0]['HostPort']}"
-    _wait_for(lambda: _http_ok(f"http://{host}/v2/"), what="published registry port")
+    wait_for(lambda: http_status(f"http://{host}/v2/", timeout=1) == 200, interval=0.1, what="published registry port")
     digest = oci.write_image(tmp_path / "layout", "v1", [b"stored"], seed="store")
 
     _push(tmp_path / "layout", "v1", f"{host}/harness/stored:v1")
@@ -249,7 +224,7 @@ def test_nginx_standin_proxies_to_registry_by_alias(run_container, network, tmp_
     )
     client = run_container(BUSYBOX_IMAGE, command=["sleep", "300"], network=network.name)
 
-    _wait_for(lambda: _wget_status(client, "http://proxy/healthz") == "200", what="nginx /healthz")
+    wait_for(lambda: _wget_status(client, "http://proxy/healthz") == "200", what="nginx /healthz")
     assert _wget_status(client, "http://proxy/v2/") == "200"
     assert _wget_status(registry, "http://proxy/healthz") == "200"
     workers = [p for p in proxy.top(ps_args="-o pid,user,args")["Processes"] if "worker process" in p[2]]
@@ -331,7 +306,7 @@ def test_nginx_standin_serves_tls_with_bcrypt_basic_auth(run_container, tmp_path
         except requests.ConnectionError:
             return None
 
-    anonymous = _wait_for(answered, what="nginx TLS port")
+    anonymous = wait_for(answered, what="nginx TLS port")
     assert anonymous.status_code == 401
     assert requests.get(url, verify=str(cert), auth=("harness", "wrong"), timeout=5).status_code == 401
     authorized = requests.get(url, verify=str(cert), auth=("harness", password), timeout=5)

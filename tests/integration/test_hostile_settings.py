@@ -31,6 +31,7 @@ from components.settings import SettingsError, parse_settings
 from tests.support import hostile
 from tests.support.hostile import CANARY, FRAGMENTS, PASSWORD, corpus, locations, nginx_directives, server_names
 from tests.support.program import run_program
+from tests.support.waiting import listening, wait_for
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -86,19 +87,13 @@ def _spawn_nginx(root: Path, conf_path: Path, port: int) -> subprocess.Popen:
     log = (root / "nginx.log").open("wb")
     process = subprocess.Popen(["nginx", "-p", str(root), "-c", str(conf_path), "-e", "stderr", "-g", "daemon off;"],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"nginx exited: {(root / 'nginx.log').read_text()[-2000:]}")
-        try:
-            import socket
-
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("nginx did not listen")
+    try:
+        wait_for(lambda: listening(port), timeout=10, interval=0.05, what="nginx listening", process=process,
+                 log=root / "nginx.log")
+    except TimeoutError:
+        process.kill()
+        raise
+    return process
 
 
 def _basic(user: str, password: str) -> dict:

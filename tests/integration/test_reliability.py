@@ -41,6 +41,7 @@ from components.registry_api import MANIFEST_ACCEPT
 from tests.support import oci
 from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, docker_cli, live_stack, wait_https
 from tests.support.program import run_program
+from tests.support.waiting import wait_for
 
 USER = "alice"
 PASSWORD = "Reliab1e:pass@word-6c2f"
@@ -219,13 +220,12 @@ def _push_and_crash(stack: Stack, suffix: str, repository: str, seed: str) -> tu
     restarts = stack.restarts(suffix)
     push = subprocess.Popen(stack.skopeo_push(layout, "v1", repository), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    uploaded = 0
-    while uploaded < 16 * 1024 * 1024:
+    def uploading() -> bool:
         assert push.poll() is None, f"the push ended before the kill: {push.communicate()}"
-        assert time.monotonic() < deadline, "the upload never started"
-        uploaded = max((f.stat().st_size for f in uploads.glob("*/data")), default=0) if uploads.exists() else 0
-        time.sleep(0.005)
+        stored = max((f.stat().st_size for f in uploads.glob("*/data")), default=0) if uploads.exists() else 0
+        return stored >= 16 * 1024 * 1024
+
+    wait_for(uploading, timeout=120, interval=0.005, what="16 MiB of the upload stored")
     stack.crash(suffix)
     out, err = push.communicate(timeout=300)
     recovered = stack.wait_back(suffix, restarts)

@@ -13,10 +13,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -28,24 +26,12 @@ from components.render.registry_config import CONFIG_PATH, REGISTRY_SOCKET, STAN
 from tests.support import oci
 from tests.support.program import run_program
 from tests.support.ports import free_port
+from tests.support.waiting import listening, wait_for
 
 USER = "alice"
 PASSWORD = "p@ss:w0rd@with:colons-0123"  # '@' and ':' are allowed; the tutorial forbade '@'
 ALGORITHMS = ["ECDSA-P256", "RSA-2048", "ED25519"]
 API_HEADER = "Docker-Distribution-Api-Version"
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"process exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"port {port} not listening after {timeout}s: {log.read_text()[-2000:]}")
 
 
 def uploads(run, container_name: str) -> dict[str, str]:
@@ -126,7 +112,8 @@ class Served:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        preexec_fn=lambda: os.umask(umask))
         self.processes.append(process)
-        wait_for_port(port, process, log)
+        wait_for(lambda: listening(port), timeout=15, interval=0.05, what=f"port {port} listening", process=process,
+                 log=log)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

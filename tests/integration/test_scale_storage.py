@@ -34,7 +34,7 @@ from tests.support.deploy import STANDIN_REGISTRY, STANDINS, Deployment, free_po
 from tests.support.objectstore import build_scale_standins, redis_standins, seaweedfs
 from tests.support.program import run_program
 from tests.support.scale_clients import RegistryUser
-from tests.support.swarm_deploy import wait_for
+from tests.support.waiting import wait_for
 
 PASSWORD = "scale-password-0123456789"
 BLOBS = "docker/registry/v2/blobs/"

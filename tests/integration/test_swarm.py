@@ -26,7 +26,8 @@ from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis
 from tests.support.program import run_program
 from tests.support.scale_clients import RegistryUser
 from tests.support.swarm import two_node_swarm, weed_in_namespace
-from tests.support.swarm_deploy import SwarmDeployment, task_container, wait_for
+from tests.support.swarm_deploy import SwarmDeployment, task_container
+from tests.support.waiting import wait_for
 
 PASSWORD = "swarm-password-0123456789"
 REPLICAS = 2

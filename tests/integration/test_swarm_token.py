@@ -32,7 +32,8 @@ from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis
 from tests.support.program import run_program
 from tests.support.scale_clients import RegistryUser
 from tests.support.swarm import two_node_swarm, weed_in_namespace
-from tests.support.swarm_deploy import SwarmDeployment, wait_for
+from tests.support.swarm_deploy import SwarmDeployment
+from tests.support.waiting import wait_for
 
 PASSWORDS = {"alice": "alice-swarm-password-0123", "reader": "reader-swarm-password-0123"}
 AUTH = {"admins": ["alice"], "rules": [{"repositories": ["**"], "pull": ["reader"]}],

@@ -20,7 +20,6 @@ import re
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import jwt
 import pytest
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support import oci
 from tests.support.token import ISSUER, SERVICE, free_port, key_and_cert, serve, token_files
+from tests.support.waiting import http_status, wait_for
 from token_service.tokens import libtrust_key_id
 
 PASSWORDS = {role: f"{role}-secret-password-{i:04d}" for i, role in
@@ -127,16 +127,8 @@ def stack(tmp_path_factory):
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp / "registry.log").read_text()
-            try:
-                if requests.get(base + "/v2/", timeout=1).status_code == 401:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
+        wait_for(lambda: http_status(base + "/v2/", timeout=1) == 401, timeout=30, interval=0.1,
+                 what="docker-registry answering", process=process, log=tmp / "registry.log")
         layout = tmp / "layout"
         images = {}
         for repo in REPOS:

@@ -17,6 +17,7 @@ import requests
 from tests.support import oci
 from tests.support.deploy import docker_cli
 from tests.support.token import ISSUER, SERVICE, free_port, token_files
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_STANDIN = "private-registry-standin/python:3.12-slim"
@@ -79,15 +80,15 @@ def test_container_serves_the_registry(image, tmp_path):
     log = (tmp_path / "registry.log").open("wb")
     registry = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            health = docker_cli("inspect", "-f", "{{.State.Health.Status}}", name, check=False).stdout.strip()
-            if health == "healthy":
-                break
+        def healthy() -> bool:
+            if docker_cli("inspect", "-f", "{{.State.Health.Status}}", name, check=False).stdout.strip() == "healthy":
+                return True
             running = docker_cli("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip()
             assert running == "true", docker_cli("logs", name, check=False).stderr
-            assert time.monotonic() < deadline, docker_cli("logs", name, check=False).stderr
-            time.sleep(0.5)
+            return False
+
+        wait_for(healthy, timeout=60, what="the token service healthy",
+                 log=lambda: docker_cli("logs", name, check=False).stderr)
         assert requests.get(f"http://127.0.0.1:{token_port}/healthz", timeout=5).status_code == 200
         layout = tmp_path / "layout"
         oci.write_image(layout, "v1", [4096], seed="token-image")

@@ -14,10 +14,8 @@ import io
 import json
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from tests.support.deploy import free_port
 from tests.support.engine import redact
 from tests.support.program import run_program
+from tests.support.waiting import listening, wait_for
 
 USER = "prtrust"
 
@@ -80,15 +79,8 @@ def ssh_target():
         Path("/run/sshd").mkdir(exist_ok=True)
         server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"sshd did not start: {server.stdout.read().decode(errors='replace')}")
-                time.sleep(0.1)
+        wait_for(lambda: listening(port), timeout=15, interval=0.1, what="sshd listening", process=server,
+                 log=lambda: server.stdout.read().decode(errors="replace") if server.poll() is not None else "")
         yield port, private
     finally:
         if server is not None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import docker
-import requests
 import yaml
 
 from components.registry_api import RegistryClient
@@ -35,6 +34,7 @@ from tests.support.engine import Registered
 from tests.support.ports import free_port
 from tests.support.program import ProgramRun, run_program
 from tests.support.tarballs import tar_bytes
+from tests.support.waiting import http_status, wait_for
 
 __all__ = ["Deployment", "LiveStack", "RegistryStack", "docker_cli", "free_port", "live_stack", "registry_stack",
            "upload_content", "wait_https"]
@@ -189,18 +189,18 @@ class Deployment:
         return container_id
 
     def wait_healthy(self, timeout: float = 60) -> None:
+        """Until every container is healthy (running, for one without a health check), all
+        within ``timeout`` seconds."""
+        def status(name: str) -> str:
+            state = self.client.api.inspect_container(name)["State"]
+            return (state.get("Health") or {}).get("Status", "healthy" if state["Running"] else "down")
+
         deadline = time.monotonic() + timeout
         for spec in self.containers():
             name = spec.plain_inputs["name"]
-            while True:
-                state = self.client.api.inspect_container(name)["State"]
-                status = (state.get("Health") or {}).get("Status", "healthy" if state["Running"] else "down")
-                if status == "healthy":
-                    break
-                if time.monotonic() > deadline:
-                    logs = self.client.api.logs(name, tail=30).decode(errors="replace")
-                    raise TimeoutError(f"container {name} is {status} after {timeout}s; logs:\n{logs}")
-                time.sleep(0.25)
+            wait_for(lambda: status(name) == "healthy", max(0.0, deadline - time.monotonic()), interval=0.25,
+                     what=f"container {name} healthy",
+                     log=lambda: f"{status(name)}; logs:\n" + self.client.api.logs(name, tail=30).decode(errors="replace"))
 
     # ---- replace / remove --------------------------------------------------------------
     def remove_containers(self) -> None:
@@ -248,15 +248,8 @@ def upload_content(spec: Registered, path: str) -> str:
 
 
 def wait_https(url: str, ca_file: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, verify=ca_file, timeout=2)
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    """Until ``url`` answers over TLS verified by ``ca_file`` (any status)."""
+    wait_for(lambda: http_status(url, verify=ca_file) is not None, timeout, interval=0.2, what=f"{url} answering")
 
 
 # Base images of images the program builds, mapped to their stand-ins (build argument BASE).
@@ -391,17 +384,11 @@ class RegistryStack:
 
 
 def _wait_ready(url: str, ca_file: Path, auth: tuple[str, str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = requests.get(f"{url}/v2/", verify=str(ca_file), auth=auth, timeout=2).status_code
-            if last == 200:
-                return
-        except requests.RequestException as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"registry stack at {url} not ready after {timeout}s: {last}")
+    def status() -> object:
+        return http_status(f"{url}/v2/", verify=str(ca_file), auth=auth)
+
+    wait_for(lambda: status() == 200, timeout, interval=0.1, what=f"registry stack at {url} ready",
+             log=lambda: f"GET /v2/: {status()}")
 
 
 def _disable_deletion(deployment: Deployment, name: str) -> None:

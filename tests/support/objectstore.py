@@ -16,7 +16,6 @@ import secrets
 import subprocess
 import sys
 import tarfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import docker
 
 from components.settings_scale import DEFAULT_REDIS_IMAGE
 from tests.support.certs import ServerPki
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAWEEDFS_IMAGE = "private-registry-standin/seaweedfs:4.48"
@@ -152,9 +152,9 @@ def seaweedfs(
 
 
 def _make_bucket(store: ObjectStore, container, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    errors: list[str] = []
+
+    def made() -> bool:
         try:
             if store.host_endpoint:
                 store.client().create_bucket(Bucket=store.bucket)
@@ -163,9 +163,10 @@ def _make_bucket(store: ObjectStore, container, timeout: float = 60) -> None:
                 result = container.exec_run(["sh", "-c", f"echo 's3.bucket.create -name {store.bucket}' | weed shell"])
                 if result.exit_code != 0 or b"error" in result.output.lower():
                     raise RuntimeError(result.output.decode(errors="replace"))
-            return
+            return True
         except Exception as exc:  # the gateway answers once master, volume and filer are up
-            last = exc
-            time.sleep(0.5)
-    logs = container.logs(tail=20).decode(errors="replace")
-    raise TimeoutError(f"SeaweedFS gave no bucket in {timeout}s: {last}\n{logs}")
+            errors.append(str(exc))
+            return False
+
+    wait_for(made, timeout, what="a bucket from SeaweedFS",
+             log=lambda: f"{errors[-1:]}\n{container.logs(tail=20).decode(errors='replace')}")

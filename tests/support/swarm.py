@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import docker
 
 from tests.support.certs import ServerPki
 from tests.support.objectstore import ObjectStore
+from tests.support.waiting import wait_for
 
 SUBNET_BASE = "10.213"
 
@@ -121,12 +121,8 @@ def _start_dockerd(node: Node, timeout: float = 60) -> None:
         ],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
     )
-    deadline = time.monotonic() + timeout
-    while node.cli("info", check=False).returncode != 0:
-        if node.process.poll() is not None or time.monotonic() > deadline:
-            tail = (node.root / "dockerd.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"dockerd of node {node.name} did not start:\n{tail}")
-        time.sleep(0.3)
+    wait_for(lambda: node.cli("info", check=False).returncode == 0, timeout, interval=0.3,
+             what=f"dockerd of node {node.name} started", process=node.process, log=node.root / "dockerd.log")
 
 
 def _stop_dockerd(node: Node) -> None:
@@ -244,15 +240,14 @@ def weed_in_namespace(node: Node, *, bucket: str = "images", port: Optional[int]
         bucket=bucket, ca_pem=tls.ca_pem if tls else None, ca_file=str(data / "ca.crt") if tls else None,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        def bucket_made() -> bool:
             try:
                 store.client().create_bucket(Bucket=bucket)
-                break
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("SeaweedFS did not come up: " + (data / "weed.log").read_text()[-2000:])
-                time.sleep(0.5)
+                return True
+            except Exception:  # the gateway answers once master, volume and filer are up
+                return False
+
+        wait_for(bucket_made, 60, what="SeaweedFS up (a bucket made)", process=process, log=data / "weed.log")
         yield store
     finally:
         process.send_signal(signal.SIGTERM)

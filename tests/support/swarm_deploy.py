@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import docker
-import requests
 
 from tests.support.deploy import _nanoseconds
 from tests.support.engine import Registered
 from tests.support.program import ProgramRun
+from tests.support.waiting import http_status, wait_for
 
 SERVICE = "docker:index/service:Service"
 SECRET = "docker:index/secret:Secret"
@@ -206,26 +205,20 @@ class SwarmDeployment:
     def wait_converged(self, nodes: list, https_port: int, ca_file: str, replicas: int, timeout: float = 120) -> None:
         """Until the manager reports ``replicas`` registry tasks, one nginx task per node and (in
         token mode) one token service task running, and every node's nginx serves /healthz."""
-        deadline = time.monotonic() + timeout
         token = any(r.name.endswith("-token") for r in self.services())
-        while True:
-            healthy = len(self.running_tasks("registry")) == replicas
-            healthy = healthy and len(self.running_tasks("proxy")) == len(nodes)
-            healthy = healthy and (not token or len(self.running_tasks("-token")) == 1)
-            for node in nodes:
-                try:
-                    ok = requests.get(f"https://{node.host_address}:{https_port}/healthz", verify=ca_file,
-                                      timeout=3).status_code == 200
-                except requests.RequestException:
-                    ok = False
-                healthy = healthy and ok
-            if healthy:
-                return
-            if time.monotonic() > deadline:
-                tasks = self.client.api.tasks(filters={"service": self.service_name("registry")})
-                states = [(t["Status"]["State"], t["Status"].get("Err")) for t in tasks]
-                raise TimeoutError(f"swarm stack not converged in {timeout}s: registry tasks {states}")
-            time.sleep(1)
+
+        def converged() -> bool:
+            return (len(self.running_tasks("registry")) == replicas
+                    and len(self.running_tasks("proxy")) == len(nodes)
+                    and (not token or len(self.running_tasks("-token")) == 1)
+                    and all(http_status(f"https://{node.host_address}:{https_port}/healthz", verify=ca_file,
+                                        timeout=3) == 200 for node in nodes))
+
+        def registry_tasks() -> str:
+            tasks = self.client.api.tasks(filters={"service": self.service_name("registry")})
+            return f"registry tasks {[(t['Status']['State'], t['Status'].get('Err')) for t in tasks]}"
+
+        wait_for(converged, timeout, interval=1, what="swarm stack converged", log=registry_tasks)
 
 
 def task_container(nodes: list, task: dict) -> tuple[object, str]:
@@ -236,13 +229,3 @@ def task_container(nodes: list, task: dict) -> tuple[object, str]:
             return node, container_id
     raise LookupError(f"no node runs task {task['ID']}")
 
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: Optional[str] = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what or "condition not met")
-        time.sleep(interval)
