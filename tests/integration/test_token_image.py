@@ -56,6 +56,26 @@ def test_dependencies_match_the_lock(image):
     assert user == "65534:65534"
 
 
+def test_docker_stop_ends_the_service_at_once(image):
+    """As the container's PID 1 the service stops on SIGTERM (``docker stop``) within 3 s with
+    exit code 0, not after the 10 s grace period and a SIGKILL: an old task of a rolling update
+    stops issuing tokens as soon as Swarm stops it."""
+    name = f"{PREFIX}-stop"
+    docker_cli("run", "-d", "--name", name, "-e", f"TOKEN_ISSUER={ISSUER}", "-e", f"TOKEN_SERVICE={SERVICE}", image)
+    try:
+        wait_for(lambda: "Serving on" in docker_cli("logs", name, check=False).stderr, timeout=30,
+                 what="the token service serving", log=lambda: docker_cli("logs", name, check=False).stderr)
+        began = time.monotonic()
+        docker_cli("stop", "-t", "10", name)
+        stopped_in = time.monotonic() - began
+        print(f"docker stop took {stopped_in:.2f}s")
+        assert docker_cli("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        assert stopped_in < 3, docker_cli("logs", name, check=False).stderr
+        assert "signal 15: stopping" in docker_cli("logs", name, check=False).stderr
+    finally:
+        docker_cli("rm", "-f", name, check=False)
+
+
 def test_container_serves_the_registry(image, tmp_path):
     """The container (files bind-mounted read-only) issues tokens docker-registry accepts: skopeo
     pushes as the pusher and pulls as the puller; the puller cannot push; no password is logged."""
