@@ -28,14 +28,13 @@ import hashlib
 import re
 import time
 import uuid
-from datetime import datetime
 from typing import Any, Optional
 
 import docker
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from components.registry_api import RegistryClient, RegistryError
+from components.registry_api import RegistryClient, RegistryError, parse_created
 
 GC_MODES = ("readonly", "stop", "dry-run")
 CONFIG_PATH = "/etc/docker/registry/config.yml"
@@ -65,14 +64,10 @@ def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
 
 
 def docker_timestamp(text: Optional[str]) -> float:
-    """Seconds since the epoch of a Docker API time (RFC 3339, up to nanoseconds); 0 for none."""
-    if not text:
-        return 0.0
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if not match:
-        return 0.0
-    whole = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
-    return whole.timestamp() + float(f"0.{match.group(2) or 0}")
+    """Seconds since the epoch of a Docker API time (RFC 3339, up to nanoseconds, read to the
+    microsecond by :func:`components.registry_api.parse_created`); 0 for none."""
+    moment = parse_created(text)
+    return moment.timestamp() if moment else 0.0
 
 
 class SwarmCollector:
@@ -131,7 +126,7 @@ class SwarmCollector:
         def runs_it(task: dict) -> bool:
             return any(s["SecretName"] == secret_name for s in task["Spec"]["ContainerSpec"].get("Secrets") or [])
 
-        self._retried(lambda: self._update(change), runs_it, None, attempts)
+        self._retried(change, runs_it, None, attempts)
 
     def scale(self, replicas: int, attempts: int = 1) -> None:
         """Set the replica count and wait until exactly that many tasks run; retried as
@@ -139,13 +134,13 @@ class SwarmCollector:
         def change(_template: dict, spec: dict) -> None:
             spec["Mode"] = {"Replicated": {"Replicas": replicas}}
 
-        self._retried(lambda: self._update(change), lambda task: True, replicas, attempts)
+        self._retried(change, lambda task: True, replicas, attempts)
 
-    def _retried(self, update, matches, replicas: Optional[int], attempts: int) -> None:
+    def _retried(self, change, matches, replicas: Optional[int], attempts: int) -> None:
         failures = []
         for _ in range(max(1, attempts)):
             before = self.update_status().get("StartedAt")
-            update()
+            self._update(change)
             try:
                 self.wait_converged(matches, replicas=replicas, since=before)
                 return

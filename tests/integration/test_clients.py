@@ -16,7 +16,6 @@ same tests.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from components.swarm_gc import docker_timestamp
 from tests.support.clients import CLIENTS, Client, Policy, SkopeoClient, basic_policy, docker_trust, token_policy
 from tests.support.deploy import LiveStack, live_stack
 
@@ -95,7 +95,7 @@ class Deployed:
         throttled = served = False
         for stamped in logs.decode(errors="replace").splitlines():
             stamp, _, line = stamped.partition(" ")
-            if _log_time(stamp) < since:  # Docker's ``since`` is whole seconds: earlier actions' lines
+            if docker_timestamp(stamp) < since:  # Docker's ``since`` is whole seconds: earlier actions' lines
                 continue
             entry = _access_log_entry(line)
             if entry is not None:
@@ -127,13 +127,6 @@ def deployed(request, tmp_path_factory):
 
 
 COMBINED = re.compile(r'"[A-Z]+ (/\S*) HTTP/[\d.]+" (\d{3}) ')
-
-
-def _log_time(stamp: str) -> float:
-    """Epoch seconds of a Docker log timestamp (RFC 3339, nanoseconds, ``Z``)."""
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _access_log_entry(line: str):
