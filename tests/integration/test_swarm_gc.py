@@ -221,21 +221,21 @@ def test_a_replica_killed_while_switching_back_is_switched_back_again(stack):
     before = {t["ID"] for t in d.client.api.tasks(filters={"service": service})}
     seen_readonly, killed = [], []
 
-    def config(task: dict) -> str:
-        return next(s["SecretName"] for s in task["Spec"]["ContainerSpec"]["Secrets"]
-                    if s["File"]["Name"] == CONFIG_PATH)
+    def config(task_spec: dict) -> str:
+        """The config secret a task spec (a task's, or the service's template) mounts."""
+        return next(s["SecretName"] for s in task_spec["ContainerSpec"]["Secrets"] if s["File"]["Name"] == CONFIG_PATH)
 
     def watch(*_) -> None:
         if killed:
             return
         running = [t for t in d.client.api.tasks(filters={"service": service})
                    if t["Status"]["State"] == "running" and t["DesiredState"] == "running"]
-        if any(config(t) == readonly for t in running):
+        if any(config(t["Spec"]) == readonly for t in running):
             seen_readonly.append(True)
             return
         if not seen_readonly:
             return
-        switched_back = [t for t in running if config(t) == writable and t["ID"] not in before]
+        switched_back = [t for t in running if config(t["Spec"]) == writable and t["ID"] not in before]
         if switched_back:
             node, container = task_container(stack.swarm.nodes, switched_back[0])
             node.client().containers.get(container).kill()
@@ -246,15 +246,13 @@ def test_a_replica_killed_while_switching_back_is_switched_back_again(stack):
     assert len(killed) == 1, killed
     killed_at = killed[0][1]
     tasks = d.client.api.tasks(filters={"service": service})
-    rolled_back = [t for t in tasks if config(t) == readonly and docker_timestamp(t["CreatedAt"]) > killed_at]
+    rolled_back = [t for t in tasks if config(t["Spec"]) == readonly and docker_timestamp(t["CreatedAt"]) > killed_at]
     print(f"swarm GC readonly with a replica killed on the way back: {report['durationSeconds']}s, "
           f"{len(rolled_back)} tasks started by Swarm's rollback, then switched back again")
     assert rolled_back, "Swarm did not roll the switch back: the kill was not within its monitor period"
-    spec = stack.registry_spec()
-    assert next(s["SecretName"] for s in spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
-                if s["File"]["Name"] == CONFIG_PATH) == writable
+    assert config(stack.registry_spec()["TaskTemplate"]) == writable
     running = stack.registry_tasks()
-    assert len(running) == REPLICAS and all(config(t) == writable for t in running)
+    assert len(running) == REPLICAS and all(config(t["Spec"]) == writable for t in running)
     for user in stack.users.values():
         with user.client() as api:
             assert not api.writes_refused("team/after-restore")

@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from contextlib import ExitStack
+from typing import Optional
 
 import pytest
 import requests
@@ -252,11 +253,11 @@ def test_password_change_rolls_the_token_service(stack):
     (new_task,) = wait_for(lambda: [t for t in d.running_tasks("-token") if t["ID"] != old_task] or None,
                            timeout=120, what="the updated token service running")
 
-    def old_status() -> dict:
-        return d.client.api.tasks(filters={"id": old_task})[0]["Status"]
+    def old_stopped() -> Optional[dict]:
+        status = d.client.api.tasks(filters={"id": old_task})[0]["Status"]
+        return status if status["State"] in ("shutdown", "complete", "failed") else None
 
-    stopped = wait_for(lambda: old_status() if old_status()["State"] in ("shutdown", "complete", "failed") else None,
-                       timeout=30, what="the old token task stopped")
+    stopped = wait_for(old_stopped, timeout=30, what="the old token task stopped")
     after = docker_timestamp(stopped["Timestamp"]) - docker_timestamp(new_task["Status"]["Timestamp"])
     print(f"old token task stopped {after:.1f}s after the new one ran, exit code "
           f"{stopped['ContainerStatus'].get('ExitCode')}")

@@ -69,9 +69,10 @@ def test_docker_stop_ends_the_service_at_once(image):
         docker_cli("stop", "-t", "10", name)
         stopped_in = time.monotonic() - began
         print(f"docker stop took {stopped_in:.2f}s")
-        assert docker_cli("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
-        assert stopped_in < 3, docker_cli("logs", name, check=False).stderr
-        assert "signal 15: stopping" in docker_cli("logs", name, check=False).stderr
+        logs = docker_cli("logs", name, check=False).stderr
+        assert docker_cli("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0", logs
+        assert stopped_in < 3, logs
+        assert "signal 15: stopping" in logs
     finally:
         docker_cli("rm", "-f", name, check=False)
 
