@@ -21,9 +21,8 @@ fi
 
 pulumi login "$PULUMI_BACKEND_URL"
 pulumi stack select dev --create --non-interactive
-pulumi install
-# The token service's image installs its dependencies offline from these wheels.
-ls token_service/wheels/*.whl >/dev/null 2>&1 || scripts/token-wheels.sh
+# The .venv with requirements.txt, and the token service's wheels (as the CI workflow does).
+scripts/prepare.sh
 pulumi up --stack dev --yes --non-interactive "$@"
 
 echo
