@@ -12,6 +12,8 @@
 set -euo pipefail
 
 REGISTRY_IMAGE=private-registry-standin/registry:2.8.2
+# Distribution 3, built from its Go module by scripts/install-go-tools.sh (static: no libraries).
+REGISTRY3_IMAGE=private-registry-standin/registry:3.1.2
 NGINX_IMAGE=private-registry-standin/nginx:1.22.1
 BUSYBOX_IMAGE=private-registry-standin/busybox:test
 # Stands in for docker.io/library/python:3.12-slim (the token service's base): Debian's Python
@@ -117,15 +119,19 @@ import_rootfs() {  # import_rootfs ROOT IMAGE FINGERPRINT CHANGE...
     log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
-build_registry() {
-    local root=$1/registry fp=$2
+# registry_rootfs ROOT BIN CONFIG_DIR: busybox, the registry binary (with its libraries, if it
+# has any) and the official image's default config in CONFIG_DIR, so `docker run` without a
+# mounted config works.
+registry_rootfs() {
+    local root=$1 bin=$2 config_dir=$3
     base_rootfs "$root"
-    mkdir -p "$root/etc/docker/registry" "$root/var/lib/registry"
-    cp "$REGISTRY_BIN" "$root/bin/registry"
-    # shellcheck disable=SC2046
-    copy_into "$root" $(shared_libs "$REGISTRY_BIN") $(nss_libs "$REGISTRY_BIN")
-    # The official image's default config, so `docker run` without a mounted config works.
-    cat >"$root/etc/docker/registry/config.yml" <<'EOF'
+    mkdir -p "$root$config_dir" "$root/var/lib/registry"
+    cp "$bin" "$root/bin/registry"
+    if ldd "$bin" >/dev/null 2>&1; then
+        # shellcheck disable=SC2046
+        copy_into "$root" $(shared_libs "$bin") $(nss_libs "$bin")
+    fi
+    cat >"$root$config_dir/config.yml" <<'EOF'
 version: 0.1
 log:
   fields:
@@ -145,9 +151,27 @@ health:
     interval: 10s
     threshold: 3
 EOF
+}
+
+build_registry() {
+    local root=$1/registry fp=$2
+    registry_rootfs "$root" "$REGISTRY_BIN" /etc/docker/registry
     import_rootfs "$root" "$REGISTRY_IMAGE" "$fp" \
         'ENTRYPOINT ["/bin/registry"]' \
         'CMD ["serve","/etc/docker/registry/config.yml"]' \
+        'EXPOSE 5000' \
+        'VOLUME ["/var/lib/registry"]'
+}
+
+# As the official registry:3 image: its config moved to /etc/distribution, and tracing is off
+# (distribution 3 exports OpenTelemetry traces to localhost:4318 unless told not to).
+build_registry3() {
+    local root=$1/registry3 fp=$2
+    registry_rootfs "$root" "$REGISTRY3_BIN" /etc/distribution
+    import_rootfs "$root" "$REGISTRY3_IMAGE" "$fp" \
+        'ENV OTEL_TRACES_EXPORTER=none' \
+        'ENTRYPOINT ["/bin/registry"]' \
+        'CMD ["serve","/etc/distribution/config.yml"]' \
         'EXPOSE 5000' \
         'VOLUME ["/var/lib/registry"]'
 }
@@ -234,25 +258,34 @@ expect_200() {  # expect_200 WHAT CONTAINER URL
     [ "$status" = 200 ] || die "verify: $1: GET $3 from $2 gave '${status:-no answer}', wanted 200"
 }
 
+# verify_registry_on_bridge NAME IMAGE CLIENT: IMAGE runs as NAME on the default bridge,
+# answers 200 on /v2/ to CLIENT by address, and its healthcheck command works inside it.
+verify_registry_on_bridge() {
+    local name=$1 image=$2 client=$3 ip
+    docker run -d --name "$name" "$image" >/dev/null
+    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$name")
+    retry 15 docker exec "$client" wget -q -O /dev/null "http://$ip:5000/v2/" \
+        || die "verify: $image did not answer on $ip:5000; logs: $(docker logs "$name" 2>&1 | tail -n 5)"
+    expect_200 "$image on the default bridge" "$client" "http://$ip:5000/v2/"
+    docker exec "$name" wget -q -O /dev/null http://127.0.0.1:5000/ \
+        || die "verify: the registry healthcheck command failed inside $image"
+}
+
 verify_images() {
     local id=standin-verify-$$
     local net=$id-net reg=$id-registry proxy=$id-nginx client=$id-client
     local conf
     conf=$(mktemp -d)
     # shellcheck disable=SC2064
-    trap "docker rm -f -v $reg $proxy $client >/dev/null 2>&1 || true;
+    trap "docker rm -f -v $reg $reg-3 $proxy $client >/dev/null 2>&1 || true;
           docker network rm $net >/dev/null 2>&1 || true; rm -rf '$workdir' '$conf'" EXIT
 
-    # Default bridge: no DNS, reach the registry by address from another container.
-    docker run -d --name "$reg" "$REGISTRY_IMAGE" >/dev/null
+    # Default bridge: no DNS, reach the registry by address from another container. Both
+    # registries start with their image's default config; 3 is removed after its check.
     docker run -d --name "$client" "$BUSYBOX_IMAGE" sleep 300 >/dev/null
-    local ip
-    ip=$(docker inspect -f '{{.NetworkSettings.IPAddress}}' "$reg")
-    retry 15 docker exec "$client" wget -q -O /dev/null "http://$ip:5000/v2/" \
-        || die "verify: registry did not answer on $ip:5000; logs: $(docker logs "$reg" 2>&1 | tail -n 5)"
-    expect_200 "registry on the default bridge" "$client" "http://$ip:5000/v2/"
-    docker exec "$reg" wget -q -O /dev/null http://127.0.0.1:5000/ \
-        || die "verify: the registry healthcheck command failed inside $REGISTRY_IMAGE"
+    verify_registry_on_bridge "$reg" "$REGISTRY_IMAGE" "$client"
+    verify_registry_on_bridge "$reg-3" "$REGISTRY3_IMAGE" "$client"
+    docker rm -f -v "$reg-3" >/dev/null
 
     # User-defined network: names resolve both ways through Docker's DNS; nginx resolves its
     # upstream `registry` when it loads the config.
@@ -286,6 +319,9 @@ EOF
     log "verified: $PYTHON_IMAGE runs python3 and pip"
 }
 
+REGISTRY3_BIN=$("$(dirname "$SELF")/install-go-tools.sh" registry | awk '$1 == "registry" { print $3 }')
+[ -x "$REGISTRY3_BIN" ] || die "scripts/install-go-tools.sh registry gave no binary"
+registry3_fp=$(fingerprint "$REGISTRY3_BIN" "$BUSYBOX_BIN")
 registry_fp=$(fingerprint "$REGISTRY_BIN" "$BUSYBOX_BIN" $(shared_libs "$REGISTRY_BIN") $(nss_libs "$REGISTRY_BIN"))
 nginx_fp=$(fingerprint "$NGINX_BIN" "$BUSYBOX_BIN" $(shared_libs "$NGINX_BIN") $(nss_libs "$NGINX_BIN"))
 busybox_fp=$(fingerprint "$BUSYBOX_BIN")
@@ -295,7 +331,7 @@ python_fp=$(fingerprint "$BUSYBOX_BIN" $(python_inputs) "$PYTHON_LIB/os.py")
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 built=0
-for spec in "registry $REGISTRY_IMAGE $registry_fp" "nginx $NGINX_IMAGE $nginx_fp" \
+for spec in "registry $REGISTRY_IMAGE $registry_fp" "registry3 $REGISTRY3_IMAGE $registry3_fp" "nginx $NGINX_IMAGE $nginx_fp" \
             "busybox $BUSYBOX_IMAGE $busybox_fp" "python $PYTHON_IMAGE $python_fp"; do
     read -r kind image fp <<<"$spec"
     if [ "$force" = 1 ] || [ "$(image_fingerprint "$image")" != "$fp" ]; then
@@ -307,5 +343,5 @@ done
 if [ "$built" = 1 ] || [ "$verify" = 1 ]; then
     verify_images
 else
-    log "images up to date: $REGISTRY_IMAGE $NGINX_IMAGE $BUSYBOX_IMAGE $PYTHON_IMAGE"
+    log "images up to date: $REGISTRY_IMAGE $REGISTRY3_IMAGE $NGINX_IMAGE $BUSYBOX_IMAGE $PYTHON_IMAGE"
 fi
