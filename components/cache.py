@@ -92,6 +92,7 @@ def storage_wiring(
     redis: RedisSettings,
     *,
     use_redis: bool,
+    registry_version: int,
     redis_address: Optional[pulumi.Input[str]] = None,
     redis_password: Optional[pulumi.Input[str]] = None,
 ) -> StorageWiring:
@@ -126,7 +127,8 @@ def storage_wiring(
             address, password = redis_address, redis_password
         redis_out = pulumi.Output.secret(
             pulumi.Output.all(address, password).apply(
-                lambda values: redis_cache(address=values[0], password=values[1], db=redis.db)
+                lambda values: redis_cache(address=values[0], password=values[1], db=redis.db,
+                                           registry_version=registry_version)
             )
         )
     return StorageWiring(storage=storage_out, redis=redis_out, redirect=redirect, uploads=uploads, envs=envs)

@@ -120,7 +120,10 @@ class GcReport:
 
 
 _SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
+# 2.8: "manifest eligible for deletion: DIGEST" after the repository's own line;
+# 3: "manifest eligible for deletion: {REPOSITORY DIGEST [TAG ...]}".
 _ELIGIBLE_MANIFEST = re.compile(r"^manifest eligible for deletion: (sha256:[a-f0-9]{64})\s*$")
+_ELIGIBLE_MANIFEST_3 = re.compile(r"^manifest eligible for deletion: \{(\S+) (sha256:[a-f0-9]{64}) \[[^\]]*\]\}\s*$")
 
 
 def parse_gc_output(text: str) -> GcCounts:
@@ -143,14 +146,20 @@ def parse_untagged(text: str) -> dict[str, list[str]]:
     Distribution 2.8 prints each repository's name on a line of its own before that
     repository's lines, and ``manifest eligible for deletion: DIGEST`` for an untagged
     manifest, which (the bug this module works around) includes the platform manifests of
-    a tagged multi-architecture index.
+    a tagged multi-architecture index. Distribution 3 names the repository in the line
+    itself, ``{REPOSITORY DIGEST [TAGS]}``, and spares a tagged index's platform manifests.
     """
     found: dict[str, list[str]] = {}
     current: str | None = None
     for raw in text.splitlines():
         line = raw.strip()
         eligible = _ELIGIBLE_MANIFEST.match(line)
-        if eligible:
+        named = _ELIGIBLE_MANIFEST_3.match(line)
+        if named:
+            if not is_repository(named.group(1)):
+                raise ValueError(f"not a repository name in the garbage-collect output: {named.group(1)[:80]!r}")
+            found.setdefault(named.group(1), []).append(named.group(2))
+        elif eligible:
             if current is None:
                 raise ValueError("an eligible manifest came before any repository name in the garbage-collect output")
             found.setdefault(current, []).append(eligible.group(1))
@@ -212,10 +221,11 @@ def standby_config(text: str) -> str:
 
 
 def token_bundle_path(text: str) -> Optional[str]:
-    """``auth.token.rootcertbundle`` of a registry config, or None without token auth."""
+    """The file a registry config trusts the token signing key from (``auth.token.jwks`` on
+    distribution 3, else ``rootcertbundle``), or None without token auth."""
     config = yaml.safe_load(text) or {}
     token = (config.get("auth") or {}).get("token") if isinstance(config, dict) else None
-    bundle = token.get("rootcertbundle") if isinstance(token, dict) else None
+    bundle = (token.get("jwks") or token.get("rootcertbundle")) if isinstance(token, dict) else None
     return bundle if isinstance(bundle, str) and bundle.startswith("/") else None
 
 

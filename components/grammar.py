@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import re2
 
@@ -30,6 +30,7 @@ DIGEST = r"sha256:[a-f0-9]{64}"
 REPOSITORY = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
 # An image as a Docker engine pulls it: [domain/]repository[:tag][@digest].
 IMAGE_REFERENCE = rf"(?:{DOMAIN}/)?{REPOSITORY}(?::{TAG})?(?:@{DIGEST})?"
+IMAGE_REFERENCE_PARTS = rf"(?P<name>(?:{DOMAIN}/)?{REPOSITORY})(?::(?P<tag>{TAG}))?(?:@(?P<digest>{DIGEST}))?"
 # distribution refuses a repository name (with its domain) over 255 characters.
 NAME_TOTAL_LENGTH_MAX = 255
 
@@ -63,6 +64,7 @@ REPOSITORY_RE = re.compile(REPOSITORY)
 TAG_RE = re.compile(TAG)
 DIGEST_RE = re.compile(DIGEST)
 IMAGE_REFERENCE_RE = re.compile(IMAGE_REFERENCE)
+IMAGE_REFERENCE_PARTS_RE = re.compile(IMAGE_REFERENCE_PARTS)
 DNS_NAME_RE = re.compile(DNS_NAME)
 DOCKER_NAME_RE = re.compile(DOCKER_NAME)
 USER_NAME_RE = re.compile(USER_NAME)
@@ -106,6 +108,23 @@ def is_image_reference(value: object) -> bool:
     if ":" in name.rsplit("/", 1)[-1]:
         name = name.rsplit(":", 1)[0]
     return len(name) <= NAME_TOTAL_LENGTH_MAX
+
+
+class ImageReference(NamedTuple):
+    """An image reference's parts: ``name`` (domain and repository), ``tag`` and ``digest``
+    (each None when absent)."""
+
+    name: str
+    tag: Optional[str]
+    digest: Optional[str]
+
+
+def parse_image_reference(value: object) -> Optional[ImageReference]:
+    """The parts of an image reference (:func:`is_image_reference`), or None."""
+    if not is_image_reference(value):
+        return None
+    match = IMAGE_REFERENCE_PARTS_RE.fullmatch(value)
+    return ImageReference(match["name"], match["tag"], match["digest"])
 
 
 def is_pinned_image_reference(value: object) -> bool:

@@ -102,7 +102,8 @@ class PrivateRegistry(pulumi.ComponentResource):
             else None
         )
         wiring = storage_wiring(
-            s.storage, s.redis, use_redis=use_redis, redis_address="redis:6379",
+            s.storage, s.redis, use_redis=use_redis, registry_version=s.images.registry_major,
+            redis_address="redis:6379",
             redis_password=own_redis_password.result if own_redis_password else None,
         )
         if s.swarm.enabled:
@@ -111,6 +112,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                 SwarmRegistryArgs(
                     prefix=s.prefix,
                     registry_image=s.images.registry,
+                    registry_version=s.images.registry_major,
                     nginx_image=s.images.nginx,
                     redis_image=s.images.redis,
                     replicas=s.swarm.replicas,
@@ -152,8 +154,10 @@ class PrivateRegistry(pulumi.ComponentResource):
                     redirect=wiring.redirect,
                     extra_uploads=[docker.ContainerUploadArgs(file=path, content=text) for path, text in wiring.uploads],
                     envs=wiring.envs,
-                    auth=registry_token_auth(address=s.address, prefix=s.prefix) if token else None,
+                    auth=registry_token_auth(address=s.address, prefix=s.prefix,
+                                             registry_version=s.images.registry_major) if token else None,
                     token_cert_pem=signer.cert_pem if signer else None,
+                    registry_version=s.images.registry_major,
                 ),
                 opts=on_docker,
             )

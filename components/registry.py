@@ -19,13 +19,13 @@ from components.render.registry_config import (
     DATA_DIR,
     HEALTH_URL,
     REGISTRY_SOCKET,
-    RUNTIME_ENV,
+    runtime_env,
     SOCKET_DIR,
     SOCKET_GROUP_ID,
     render_registry_config,
     serve_command,
 )
-from components.render.token_service import REGISTRY_BUNDLE_PATH
+from components.render.token_service import registry_key_path, registry_key_text
 
 RESTART_POLICY = "unless-stopped"
 # The registry runs as root (the official image's user; the data volume is root's).
@@ -64,9 +64,11 @@ class RegistryArgs:
     extra_uploads: Sequence[docker.ContainerUploadArgs] = ()
     envs: Sequence[str] = ()
     # Token mode: the config's ``auth`` section and the token signing certificate it trusts
-    # (uploaded to components/render/token_service.REGISTRY_BUNDLE_PATH).
+    # (uploaded as components/render/token_service.registry_key_file renders it).
     auth: Optional[dict] = None
     token_cert_pem: Optional[pulumi.Input[str]] = None
+    # Distribution's major version (2 or 3): the environment and the key file differ.
+    registry_version: int = 3
 
 
 class Registry(pulumi.ComponentResource):
@@ -109,8 +111,10 @@ class Registry(pulumi.ComponentResource):
         )
         uploads = [docker.ContainerUploadArgs(file=CONFIG_PATH, content=config, permissions="0600")]
         if args.token_cert_pem is not None:
-            uploads.append(docker.ContainerUploadArgs(file=REGISTRY_BUNDLE_PATH, content=args.token_cert_pem,
-                                                      permissions="0644"))
+            key_text = pulumi.Output.from_input(args.token_cert_pem).apply(
+                lambda pem: registry_key_text(pem, args.registry_version))
+            uploads.append(docker.ContainerUploadArgs(file=registry_key_path(args.registry_version),
+                                                      content=key_text, permissions="0644"))
         container = docker.Container(
             f"{name}-container",
             name=f"{args.prefix}-registry",
@@ -127,7 +131,7 @@ class Registry(pulumi.ComponentResource):
             ],
             # Holds the HTTP secret: readable by the registry (root) only.
             uploads=[*uploads, *args.extra_uploads],
-            envs=[*RUNTIME_ENV, *args.envs],
+            envs=[*runtime_env(args.registry_version), *args.envs],
             healthcheck=wget_healthcheck(HEALTH_URL),
             # Matches http.draintimeout: a stop lets requests in flight finish (an idle registry
             # still stops at once).

@@ -49,10 +49,19 @@ from components.settings_auth import TOKEN_BCRYPT_ROUNDS, AuthSettings
 
 PROJECT = "private-registry"
 
+# Distribution 3, the current line (the official image's multi-platform index digest).
 DEFAULT_REGISTRY_IMAGE = (
+    "docker.io/library/registry:3.1.2"
+    "@sha256:ddf754342cfc8acc51a56d5d0ab6af06826461864460636d8bd5c546dab2a7b8"
+)
+# Distribution 2.8, the default before; still supported for stacks that pin it.
+REGISTRY2_IMAGE = (
     "docker.io/library/registry:2.8.3"
     "@sha256:a3d8aaa63ed8681a604f1dea0aa03f100d5895b6a58ace528858a7b332415373"
 )
+REGISTRY_VERSIONS = (2, 3)
+# A tag that names its major version: 3, 3.1, 3.1.2, v3.1.2-alpine, 2.8.3...
+_VERSIONED_TAG = re.compile(r"v?(?P<major>[0-9]+)(?:[.-][A-Za-z0-9_.-]*)?")
 DEFAULT_NGINX_IMAGE = (
     "docker.io/library/nginx:1.28-alpine"
     "@sha256:a8b39bd9cf0f83869a2162827a0caf6137ddf759d50a171451b335cecc87d236"
@@ -178,6 +187,8 @@ class ImageSettings:
     registry: StrictStr = DEFAULT_REGISTRY_IMAGE
     nginx: StrictStr = DEFAULT_NGINX_IMAGE
     redis: StrictStr = DEFAULT_REDIS_IMAGE
+    # Distribution's major version (2 or 3) when the registry image's tag does not say it.
+    registry_version: Optional[Literal[2, 3]] = None
 
     @field_validator("registry", "nginx", "redis")
     @classmethod
@@ -190,6 +201,35 @@ class ImageSettings:
                 "like 'registry:2.8.3@sha256:<digest>'"
             )
         return value
+
+    @model_validator(mode="after")
+    def _version_known(self) -> "ImageSettings":
+        tagged = _tag_major(self.registry)
+        if self.registry_version is not None and tagged in REGISTRY_VERSIONS and tagged != self.registry_version:
+            raise ValueError(
+                f"registryVersion: {self.registry_version} contradicts the registry image's tag, which names "
+                f"distribution {tagged}: remove images.registryVersion or set it to {tagged}"
+            )
+        if self.registry_version is None and tagged not in REGISTRY_VERSIONS:
+            tag = grammar.parse_image_reference(self.registry).tag
+            named = f"its tag {tag!r} does not say" if tag else "it has no tag to say"
+            raise ValueError(
+                f"registry: {named} whether it is distribution 2 or 3 (their configs differ): set "
+                "images.registryVersion to 2 or 3, or use a tag like 'registry:3.1.2@sha256:<digest>'"
+            )
+        return self
+
+    @property
+    def registry_major(self) -> int:
+        """Distribution's major version, 2 or 3: ``registryVersion``, else the image's tag."""
+        return self.registry_version if self.registry_version is not None else _tag_major(self.registry)
+
+
+def _tag_major(reference: str) -> Optional[int]:
+    """The major version an image reference's tag names (``3.1.2`` -> 3), or None."""
+    parsed = grammar.parse_image_reference(reference)
+    match = _VERSIONED_TAG.fullmatch(parsed.tag or "") if parsed else None
+    return int(match["major"]) if match else None
 
 
 @dataclass(config=_CONFIG)

@@ -42,7 +42,13 @@ from components.render.nginx import (
     NginxOptions,
     render_nginx_conf,
 )
-from components.render.registry_config import CONFIG_PATH, HEALTH_URL, RUNTIME_ENV, render_registry_config
+from components.render.registry_config import (
+    CONFIG_PATH,
+    HEALTH_URL,
+    REGISTRY_BIN,
+    render_registry_config,
+    runtime_env,
+)
 from components.render import token_service as ts
 from components.render.storage import REDIS_CONF_PATH, REDIS_PORT, render_redis_conf
 from components.settings_auth import AuthSettings
@@ -113,6 +119,8 @@ class SwarmRegistryArgs:
     redis_password: Optional[pulumi.Input[str]] = None
     # Token mode (None: basic auth at nginx).
     token: Optional[SwarmTokenArgs] = None
+    # Distribution's major version (2 or 3): the config, environment and key file differ.
+    registry_version: int = 3
     # Token mode's settings: /token rate limits, token lifetime, failed-password budget, rules.
     auth: AuthSettings = field(default_factory=AuthSettings)
 
@@ -142,7 +150,8 @@ class SwarmRegistry(pulumi.ComponentResource):
 
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         token = args.token
-        auth = ts.registry_token_auth(address=token.address, prefix=args.prefix) if token else None
+        auth = (ts.registry_token_auth(address=token.address, prefix=args.prefix,
+                                       registry_version=args.registry_version) if token else None)
         registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
             lambda v: render_registry_config(
                 http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}", auth=auth
@@ -160,9 +169,15 @@ class SwarmRegistry(pulumi.ComponentResource):
         registry_configs = [self._config(f"file{i}", text, path) for i, (path, text) in enumerate(args.uploads)]
         token_service = None
         if token:
-            # One object, mounted by the registry (rootcertbundle) and the token service (its key id).
+            # One object, mounted by the token service and (2.8's rootcertbundle) the registry;
+            # distribution 3 trusts the key from a JWKS of it instead.
             signer_cert = self._config_object("token-cert", token.cert_pem)
-            registry_configs.append(self._mount(signer_cert, ts.REGISTRY_BUNDLE_PATH))
+            if args.registry_version >= 3:
+                jwks = pulumi.Output.from_input(token.cert_pem).apply(
+                    lambda pem: ts.registry_key_text(pem, args.registry_version))
+                registry_configs.append(self._config("token-jwks", jwks, ts.registry_key_path(args.registry_version)))
+            else:
+                registry_configs.append(self._mount(signer_cert, ts.REGISTRY_BUNDLE_PATH))
             token_service = self._token_service(args, token, network, signer_cert, child)
         registry = docker.Service(
             f"{name}-registry",
@@ -171,9 +186,12 @@ class SwarmRegistry(pulumi.ComponentResource):
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=args.registry_image,
+                    # The config's path stated, not the image's default (registry:3 reads
+                    # /etc/distribution/config.yml, registry:2 /etc/docker/registry/config.yml).
+                    commands=[REGISTRY_BIN, "serve", CONFIG_PATH],
                     secrets=registry_secrets,
                     configs=registry_configs or None,
-                    env=dict(e.split("=", 1) for e in (*RUNTIME_ENV, *args.envs)),
+                    env=dict(e.split("=", 1) for e in (*runtime_env(args.registry_version), *args.envs)),
                     healthcheck=_healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", HEALTH_URL]),
                     # Matches http.draintimeout: requests in flight finish before the task stops.
                     stop_grace_period="30s",

@@ -34,6 +34,13 @@ UMASK = "0007"
 # twice, which cuts the registry's CPU per request by about a third (bench/README.md, "Why
 # the auth-off baseline moved").
 RUNTIME_ENV = ("GOGC=400",)
+# Distribution 3 otherwise exports OpenTelemetry traces to localhost:4318 and logs each failure.
+RUNTIME_ENV_3 = ("OTEL_TRACES_EXPORTER=none",)
+
+
+def runtime_env(registry_version: int) -> tuple[str, ...]:
+    """The environment of every registry process of distribution ``registry_version``."""
+    return RUNTIME_ENV + (RUNTIME_ENV_3 if registry_version >= 3 else ())
 
 
 def serve_command(config_path: str = CONFIG_PATH) -> list[str]:

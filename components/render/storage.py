@@ -43,18 +43,20 @@ def s3_storage(s3: S3Settings, *, access_key: Optional[str], secret_key: Optiona
     return {"s3": params}
 
 
-def redis_cache(*, address: str, password: Optional[str], db: int = 0) -> dict:
-    """distribution's top-level ``redis`` section (the blob descriptor cache's server)."""
+def redis_cache(*, address: str, password: Optional[str], db: int = 0, registry_version: int) -> dict:
+    """distribution's top-level ``redis`` section (the blob descriptor cache's server) for
+    distribution ``registry_version``: 2.8's ``addr`` and ``pool``, or 3's go-redis options
+    (``addrs``, a list, and the pool's ``maxidleconns``/``maxactiveconns``/``connmaxidletime``;
+    3 ignores 2.8's keys without a word)."""
     if grammar.parse_host_port(address) is None:
         raise ValueError(f"redis address {address!r} is not HOST:PORT")
-    section: dict = {
-        "addr": address,
-        "db": db,
-        "dialtimeout": "1s",
-        "readtimeout": "1s",
-        "writetimeout": "1s",
-        "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"},
-    }
+    timeouts = {"dialtimeout": "1s", "readtimeout": "1s", "writetimeout": "1s"}
+    if registry_version >= 3:
+        section: dict = {"addrs": [address], "db": db, **timeouts,
+                         "maxidleconns": 16, "maxactiveconns": 64, "connmaxidletime": "300s"}
+    else:
+        section = {"addr": address, "db": db, **timeouts,
+                   "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"}}
     if password:
         section["password"] = password
     return section

@@ -1,9 +1,12 @@
 """Files and settings the token service and the registry read in token mode, as pure functions.
 
-- :func:`registry_token_auth`: the registry's ``auth.token`` section (distribution 2.8): realm
+- :func:`registry_token_auth`: the registry's ``auth.token`` section: realm
   (``https://<address>/token``, through nginx on the registry's TLS name), service (the
-  registry's address, the tokens' ``aud``), issuer and the signing certificate as
-  ``rootcertbundle`` (tokens name its key by libtrust key id in ``kid``; see token_service/tokens.py).
+  registry's address, the tokens' ``aud``), issuer and where the signing key is trusted from.
+- :func:`registry_key_path`, :func:`registry_key_text`: that file. Tokens name their key by its libtrust key id in ``kid``
+  (token_service/tokens.py). Distribution 2.8 computes that id itself from the certificate in
+  ``rootcertbundle``; distribution 3 ids a certificate's key by its JWK thumbprint instead, so
+  it gets a ``jwks`` file (:func:`render_jwks`) that states the key under the id the tokens carry.
 - :func:`render_policy`: the policy file (JSON via the json library) from the auth settings.
 - :func:`token_env`: the token container's environment (token_service/config.py).
 - :func:`source_digest`: a digest of the files the image is built from, its tag.
@@ -15,6 +18,12 @@ import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from token_service.tokens import libtrust_key_id
 
 if TYPE_CHECKING:
     from components.settings_auth import AuthSettings
@@ -28,6 +37,7 @@ TOKEN_ALIAS = "token"
 TOKEN_PATH = "/token"
 # In the registry container, beside its config (the GC stand-by copies it from there).
 REGISTRY_BUNDLE_PATH = "/etc/docker/registry/token-signer.crt"
+REGISTRY_JWKS_PATH = "/etc/docker/registry/token-signer.jwks"
 # In the token container (token_service/config.py defaults).
 KEY_PATH = "/run/token/key.pem"
 CERT_PATH = "/run/token/cert.pem"
@@ -43,16 +53,33 @@ def issuer(prefix: str) -> str:
     return f"{prefix}-token-service"
 
 
-def registry_token_auth(*, address: str, prefix: str) -> dict:
-    """The registry config's ``auth`` section."""
-    return {
-        "token": {
-            "realm": realm(address),
-            "service": address,
-            "issuer": issuer(prefix),
-            "rootcertbundle": REGISTRY_BUNDLE_PATH,
-        }
-    }
+def registry_token_auth(*, address: str, prefix: str, registry_version: int) -> dict:
+    """The registry config's ``auth`` section, for distribution ``registry_version`` (2 or 3)."""
+    trusted = "jwks" if registry_version >= 3 else "rootcertbundle"
+    return {"token": {"realm": realm(address), "service": address, "issuer": issuer(prefix),
+                      trusted: registry_key_path(registry_version)}}
+
+
+def registry_key_path(registry_version: int) -> str:
+    """Where the registry reads the file it trusts the signing key from (:func:`registry_key_text`)."""
+    return REGISTRY_JWKS_PATH if registry_version >= 3 else REGISTRY_BUNDLE_PATH
+
+
+def registry_key_text(cert_pem: str, registry_version: int) -> str:
+    """That file: the certificate (2.8's ``rootcertbundle``) or :func:`render_jwks` of it (3's ``jwks``)."""
+    return render_jwks(cert_pem) if registry_version >= 3 else cert_pem
+
+
+def render_jwks(cert_pem: str) -> str:
+    """A JSON Web Key Set holding the certificate's public key, ``kid`` its libtrust key id (the
+    id every token names, token_service/tokens.py), written by PyJWT and the json library."""
+    public_key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        jwk, algorithm = ECAlgorithm.to_jwk(public_key, as_dict=True), "ES256"
+    else:
+        jwk, algorithm = RSAAlgorithm.to_jwk(public_key, as_dict=True), "RS256"
+    jwk.update(kid=libtrust_key_id(public_key), use="sig", alg=algorithm)
+    return json.dumps({"keys": [jwk]}, indent=2, sort_keys=True) + "\n"
 
 
 def render_policy(document: dict) -> str:

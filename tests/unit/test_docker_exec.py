@@ -90,6 +90,43 @@ def test_untagged_manifests_are_attributed_to_their_repository():
     }
 
 
+# Distribution 3.1.2's `garbage-collect --dry-run --delete-untagged` (app:v1 pushed twice; multi:v1
+# a two-platform index): the repository is named in the eligible line; the index's platform
+# manifests are not eligible.
+DRY_RUN_UNTAGGED_3 = """\
+app
+app: marking manifest sha256:4095a331d2388f6b62b596df0d8e11ec9e6f563141cac22470bcc3adcedeeddc 
+app: marking blob sha256:c231ea4d2721a62ce9ac528fb81a5a628a0753ebd6914ab5966eb47c9abda69e
+app: marking blob sha256:6b6ba1c3230597dab8b2d9c828b111a7de864d6922273ea7fde7f52fa8860af1
+multi
+multi: marking manifest sha256:2c0dc5628a8b8047445422e995089d0257eb190d507178d6ac7d4dbd6abce6aa 
+multi: marking blob sha256:533ec47394e5fa5f5df3f751592dec2685322ec30394a9ab0a508af94bffe4b6
+multi: marking blob sha256:42e439eb1c2d6c559c5689fa163206461c50dd0125145feb6cf0550db394f30d
+multi: marking blob sha256:6298f2cc5d29a07570fb6d614107ed91eecea9d2303f8ebb57323ab5269aca89
+multi: marking blob sha256:d288d8b369d190c7b46d48217fa567cb4c92297451e002b51918cf2985f0ca62
+multi: marking blob sha256:f675d4526c834504f297d52ce04947f92d41a42c9d37371c2cc6ce119f65b418
+multi: marking blob sha256:30e2df26f1a94d1e066335f43e3ebf16af43fdf29a321b3df45c3aaefccb9f92
+manifest eligible for deletion: {app sha256:c9d426f6429cfe7ecc933f6368a1f99f4272d5895eab03d1a8632f38989eaf90 [v1]}
+
+10 blobs marked, 3 blobs and 1 manifests eligible for deletion
+blob eligible for deletion: sha256:60d0e0bb6691f97c9fa546ab9c3fae0341f066fbca02caa790e15ed4070ab65a
+blob eligible for deletion: sha256:c9d426f6429cfe7ecc933f6368a1f99f4272d5895eab03d1a8632f38989eaf90
+blob eligible for deletion: sha256:e0bb11f9297a715aaab76ffbdd1ea3e7390645f1207ec41b705ec3eb50df6d1c
+app: layer link eligible for deletion: sha256:60d0e0bb6691f97c9fa546ab9c3fae0341f066fbca02caa790e15ed4070ab65a
+app: layer link eligible for deletion: sha256:e0bb11f9297a715aaab76ffbdd1ea3e7390645f1207ec41b705ec3eb50df6d1c
+"""
+
+
+def test_untagged_manifests_in_distribution_3_output():
+    """Distribution 3's eligible-manifest line names its repository itself; a line naming no
+    valid repository is an error, not a guess."""
+    assert parse_untagged(DRY_RUN_UNTAGGED_3) == {
+        "app": ["sha256:c9d426f6429cfe7ecc933f6368a1f99f4272d5895eab03d1a8632f38989eaf90"]}
+    assert parse_gc_output(DRY_RUN_UNTAGGED_3).manifests_eligible == 1
+    with pytest.raises(ValueError, match="not a repository"):
+        parse_untagged("manifest eligible for deletion: {Bad/App sha256:" + "a" * 64 + " []}\n")
+
+
 def test_readonly_config_only_switches_readonly_on():
     """The rewritten config differs from the project's own config in that one setting only."""
     original = render_registry_config(http_secret="x" * 32)

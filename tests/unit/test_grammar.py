@@ -40,6 +40,19 @@ def test_image_references():
     assert not g.is_image_reference("localhost:99999/x")
 
 
+def test_image_reference_parts():
+    """An image reference parses into name (with its domain), tag and digest, each None when
+    absent; what is not a reference parses to None."""
+    digest = "sha256:" + "b" * 64
+    assert g.parse_image_reference(f"localhost:5000/team/registry:3.1.2@{digest}") == g.ImageReference(
+        "localhost:5000/team/registry", "3.1.2", digest)
+    assert g.parse_image_reference("registry") == ("registry", None, None)
+    assert g.parse_image_reference(f"registry@{digest}") == ("registry", None, digest)
+    assert g.parse_image_reference("localhost:5000/x") == ("localhost:5000/x", None, None)
+    for bad in ("Registry:3", "registry:3@sha256:abc", "", None, "a" * 256):
+        assert g.parse_image_reference(bad) is None
+
+
 def test_hosts_ips_and_engines():
     """DNS names exclude IP addresses; IPs exclude zone ids; Docker hosts take a port in range."""
     assert g.is_dns_name("localhost") and g.is_dns_name("reg.example.com")

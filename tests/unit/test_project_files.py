@@ -21,7 +21,7 @@ def test_pulumi_and_the_tests_use_one_virtualenv():
     assert project["runtime"]["options"]["virtualenv"] == ".venv"
     assert 'venv=$root/.venv' in (ROOT / "scripts" / "test.sh").read_text()
     assert "-e ." in (ROOT / "requirements.txt").read_text().splitlines()
-    assert 'packages = ["components", "components.render"]' in (ROOT / "pyproject.toml").read_text()
+    assert 'packages = ["components", "components.render", "token_service"]' in (ROOT / "pyproject.toml").read_text()
 
 
 @pytest.fixture

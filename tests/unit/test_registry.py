@@ -98,7 +98,8 @@ def test_image_is_pinned_by_digest_and_kept_locally():
 def test_container_spec():
     """Fixed name, restart policy, root with the umask entrypoint, the data and socket volumes,
     no network alias and no host port, healthcheck on the loopback debug listener, the Go
-    runtime environment (GOGC=400) and delete-before-replace (the fixed name must be free first)."""
+    runtime environment (GOGC=400; distribution 3's tracing off) and delete-before-replace (the
+    fixed name must be free first)."""
     monitor, _ = build()
     kids = children(monitor)[1]
     container = kids["Container"]
@@ -114,7 +115,7 @@ def test_container_spec():
     assert HEALTH_URL in spec["healthcheck"]["tests"] and HEALTH_URL.startswith("http://127.0.0.1:")
     assert container.delete_before_replace is True
     assert spec["stopTimeout"] == 30  # as long as the registry's http.draintimeout
-    assert spec["envs"] == ["GOGC=400"]
+    assert spec["envs"] == ["GOGC=400", "OTEL_TRACES_EXPORTER=none"]
     assert {kids["Network"].urn, kids["RandomPassword"].urn} <= set(container.dependencies)
 
 

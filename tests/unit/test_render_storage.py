@@ -36,13 +36,20 @@ def test_without_keys_no_credentials_rendered():
 
 
 def test_redis_section_switches_cache():
-    """With a Redis section the blob descriptor cache is redis and the section is top level."""
-    config = yaml.safe_load(render_registry_config(http_secret="x", redis=redis_cache(address="redis:6379", password="pw")))
+    """With a Redis section the blob descriptor cache is redis and the section is top level:
+    distribution 3's go-redis keys (``addrs``, a list; the pool as maxidleconns/maxactiveconns/
+    connmaxidletime), distribution 2.8's ``addr`` and ``pool``; an address without a port is refused."""
+    config = yaml.safe_load(render_registry_config(
+        http_secret="x", redis=redis_cache(address="redis:6379", password="pw", registry_version=3)))
     assert config["storage"]["cache"] == {"blobdescriptor": "redis"}
-    assert config["redis"]["addr"] == "redis:6379" and config["redis"]["password"] == "pw"
+    assert config["redis"]["addrs"] == ["redis:6379"] and config["redis"]["password"] == "pw"
+    assert (config["redis"]["maxidleconns"], config["redis"]["maxactiveconns"]) == (16, 64)
+    assert "addr" not in config["redis"] and "pool" not in config["redis"]
     assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    old = redis_cache(address="redis:6379", password="pw", registry_version=2)
+    assert old["addr"] == "redis:6379" and old["pool"]["maxactive"] == 64 and "addrs" not in old
     with pytest.raises(ValueError):
-        redis_cache(address="redis", password=None)
+        redis_cache(address="redis", password=None, registry_version=3)
 
 
 def test_redis_conf_is_a_cache_with_password():

@@ -103,6 +103,13 @@ INVALID = {
     # Images, volume, Docker host.
     "image reference with uppercase and '!'": Bad({"images": {"registry": "Registry:latest!"}},
                                                   ("private-registry:images.registry",), "like 'registry:2.8.3@sha256:"),
+    "registry image tagged latest": Bad({"images": {"registry": f"registry:latest@{DIGEST}"}},
+                                        ("private-registry:images",), "set images.registryVersion to 2 or 3"),
+    "registry image by digest, no version": Bad({"images": {"registry": f"registry@{DIGEST}"}},
+                                                ("private-registry:images",), "set images.registryVersion to 2 or 3"),
+    "registry version 4": Bad({"images": {"registryVersion": 4}}, ("private-registry:images.registryVersion",), "3"),
+    "registry version against its tag": Bad({"images": {"registry": f"registry:2.8.3@{DIGEST}", "registryVersion": 3}},
+                                            ("private-registry:images",), "set it to 2"),
     "image with short digest": Bad({"images": {"nginx": "nginx:1.28@sha256:abc"}}, ("private-registry:images.nginx",),
                                    "like 'registry:2.8.3@sha256:"),
     "volume name with '/'": Bad({"volume": {"name": "-bad/vol"}}, ("private-registry:volume.name",), "must start with a letter"),
@@ -189,7 +196,11 @@ VALID_EDGES = {
     "IPv6 only": {"hosts": [], "ips": ["::1"]},
     "ssh docker host with port": {"docker": {"host": "ssh://deploy@build.example.com:2222"}},
     "tcp docker host": {"docker": {"host": "tcp://docker.example.com:2376"}},
-    "image by digest only": {"images": {"registry": f"registry@{DIGEST}", "nginx": f"example.com:5000/team/nginx:1.2@{DIGEST}"}},
+    "image by digest only": {"images": {"registry": f"registry@{DIGEST}", "registryVersion": 2,
+                                        "nginx": f"example.com:5000/team/nginx:1.2@{DIGEST}"}},
+    "registry 2.8 by its tag": {"images": {"registry": f"registry:2.8.3@{DIGEST}"}},
+    "registry v3 tag with a suffix, version stated too": {"images": {"registry": f"r.example/registry:v3.1-x@{DIGEST}",
+                                                                     "registryVersion": 3}},
     "every trust kind, remote with secret key": {
         "trust": [{"name": "here", "kinds": ["docker", "containerd", "podman", "system"]},
                   {"name": "there", "host": "10.0.0.9", "user": "ops", "privateKey": SSH_KEY, "sudo": True}]},
@@ -225,6 +236,7 @@ def test_defaults():
     assert c.rotation_period_hours == 1440
     assert (s.images.registry, s.images.nginx) == (DEFAULT_REGISTRY_IMAGE, DEFAULT_NGINX_IMAGE)
     assert "@sha256:" in DEFAULT_REGISTRY_IMAGE and "@sha256:" in DEFAULT_NGINX_IMAGE
+    assert s.images.registry_major == 3 and ":3." in DEFAULT_REGISTRY_IMAGE
     assert (s.volume.name, s.volume.keep_on_destroy) == (None, True)
     assert s.docker.host == "unix:///var/run/docker.sock"
     assert s.trust == () and s.registry_host_port is None

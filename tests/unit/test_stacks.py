@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.render.token_service import missing_wheels
 from components.settings import parse_settings
 from tests.support.program import run_program
 
@@ -56,8 +57,9 @@ def test_dev_stack_runs_and_generates_admin():
 
 def test_up_dev_script_drives_pulumi_with_a_file_backend(tmp_path):
     """scripts/up-dev.sh logs in to a local file backend, keeps a private passphrase file,
-    selects or creates the dev stack, installs and runs `pulumi up` on it. (The Pulumi CLI
-    cannot be installed here: a recording stand-in takes its place; docker is the real one.)"""
+    selects or creates the dev stack, runs scripts/prepare.sh (the .venv and the token service's
+    wheels) and then `pulumi up` on it. (A recording stand-in takes the Pulumi CLI's place;
+    docker and prepare.sh are the real ones.)"""
     if shutil.which("docker") is None:
         pytest.fail("docker CLI missing: .ci/run installs it")
     repo = tmp_path / "repo"
@@ -71,15 +73,16 @@ def test_up_dev_script_drives_pulumi_with_a_file_backend(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     result = subprocess.run(["bash", str(repo / "scripts" / "up-dev.sh"), "--diff"], env=env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
-    assert calls[:4] == [
+    assert calls[:3] == [
         f"login file://{repo}/.pulumi-state",
         "stack select dev --create --non-interactive",
-        "install",
         "up --stack dev --yes --non-interactive --diff",
     ]
+    assert (repo / ".venv" / "bin" / "python").exists()
+    assert missing_wheels(repo / "token_service") is None
     passphrase = repo / ".pulumi-state" / "passphrase"
     assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600 and len(passphrase.read_text().strip()) >= 40
     assert "Registry: https://out-registryAddress" in result.stdout

@@ -30,7 +30,8 @@ def secrets(r) -> dict:
 
 def test_services_replicas_updates_and_ports():
     """Registry: 3 replicas, start-first rolling updates with rollback, DNS round robin, the
-    alias nginx uses, the Go runtime environment (GOGC=400); nginx: global, the HTTPS port in host mode, stop-first (the port is the
+    alias nginx uses, the Go runtime environment (GOGC=400, distribution 3's tracing off), serving
+    the config's own path (registry:3's default command reads another file); nginx: global, the HTTPS port in host mode, stop-first (the port is the
     node's), keepalive sysctls; Redis: one replica; no plain containers, an attachable overlay."""
     r = run()
     s = services(r)
@@ -40,6 +41,8 @@ def test_services_replicas_updates_and_ports():
     assert registry["endpointSpec"]["mode"] == "dnsrr"
     assert registry["taskSpec"]["networksAdvanceds"][0]["aliases"] == ["registry"]
     assert registry["taskSpec"]["containerSpec"]["env"]["GOGC"] == "400"
+    assert registry["taskSpec"]["containerSpec"]["env"]["OTEL_TRACES_EXPORTER"] == "none"
+    assert registry["taskSpec"]["containerSpec"]["commands"] == ["/bin/registry", "serve", "/etc/docker/registry/config.yml"]
     assert proxy["mode"]["global"] is True and proxy["updateConfig"]["order"] == "stop-first"
     assert proxy["endpointSpec"]["ports"] == [
         {"targetPort": 443, "publishedPort": 8443, "publishMode": "host", "protocol": "tcp"}]
@@ -116,8 +119,8 @@ def test_token_mode_declares_the_token_service_on_a_manager():
     manager (the image is built on the manager's engine), image = the built image's id, start-first
     updates rolled back on failure, DNS round robin under the alias nginx uses; issuer and
     audience in its environment; the signing key and htpasswd are secrets only its user (65534)
-    reads, the signing certificate and policy are configs, the certificate one object that the
-    registry mounts as its rootcertbundle too."""
+    reads, the signing certificate and policy are configs; the registry (distribution 3) trusts
+    the key from a JWKS config of that certificate, under the key id the tokens carry."""
     from components.render import token_service as ts
     from components.swarm import TOKEN_PLACEMENT
 
@@ -141,11 +144,15 @@ def test_token_mode_declares_the_token_service_on_a_manager():
         (ts.KEY_PATH, "65534", 0o400), (ts.HTPASSWD_PATH, "65534", 0o400)}
     cert = next(x for x in c["configs"] if x["fileName"] == ts.CERT_PATH)
     registry_configs = services(r)["registry"]["taskSpec"]["containerSpec"]["configs"]
-    assert [(x["fileName"], x["configId"]) for x in registry_configs] == [(ts.REGISTRY_BUNDLE_PATH, cert["configId"])]
     policy = next(x for x in c["configs"] if x["fileName"] == ts.POLICY_PATH)
-    texts = {x.name: base64.b64decode(x.plain_inputs["data"]).decode()
-             for x in r.monitor.by_type("docker:index/serviceConfig:ServiceConfig")}
+    configs = r.monitor.by_type("docker:index/serviceConfig:ServiceConfig")
+    texts = {x.name: base64.b64decode(x.plain_inputs["data"]).decode() for x in configs}
+    jwks = next(x for x in configs if x.name == "registry-swarm-token-jwks")
+    assert [(x["fileName"], x["configName"]) for x in registry_configs] == [
+        (ts.REGISTRY_JWKS_PATH, jwks.plain_inputs["name"])]
+    assert cert["configName"] == next(x for x in configs if x.name == "registry-swarm-token-cert").plain_inputs["name"]
     assert "-----BEGIN CERTIFICATE-----" in texts["registry-swarm-token-cert"]
+    assert texts["registry-swarm-token-jwks"] == ts.render_jwks(texts["registry-swarm-token-cert"])
     assert '"reader"' in texts["registry-swarm-token-policy"] and policy["configName"].startswith(
         "registry-dev-token-policy-")
 
@@ -168,7 +175,7 @@ def test_token_mode_registry_configs_and_nginx():
                             "tls-cert", "tls-key", "token-key", "token-htpasswd"}
     for role in ("registry-config", "registry-config-readonly"):
         config = yaml.safe_load(base64.b64decode(by_role[role]["data"]))
-        assert config["auth"] == ts.registry_token_auth(address="localhost:8443", prefix="registry-dev")
+        assert config["auth"] == ts.registry_token_auth(address="localhost:8443", prefix="registry-dev", registry_version=3)
         assert config["auth"]["token"]["realm"] == "https://localhost:8443/token"
     conf = base64.b64decode(next(x.plain_inputs["data"] for x in r.monitor.by_type(
         "docker:index/serviceConfig:ServiceConfig") if x.name.endswith("nginx-conf"))).decode()
