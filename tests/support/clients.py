@@ -1,7 +1,9 @@
 """Real registry clients, each driven as a user would drive it, and what each may do.
 
 Five clients from Debian's packages talk to a deployed stack: the Docker client (through the
-shared dockerd), podman, buildah, skopeo and containerd's ``ctr`` (through dockerd's containerd).
+shared dockerd), podman, buildah, skopeo and containerd's ``ctr`` (through dockerd's containerd);
+three more are built from their Go modules by scripts/install-go-tools.sh (found by
+:func:`go_tool`): crane, regctl and oras; cosign (:class:`Cosign`) signs and verifies.
 Each :class:`Client` gets its own state, so tests never touch another user's: a private
 ``DOCKER_CONFIG``, podman/buildah storage roots and auth files under a temporary folder, a
 containerd namespace of its own. Every operation returns an :class:`Outcome` (exit status and
@@ -17,7 +19,9 @@ cannot pass for a refusal.
 
 Trust: docker reads ``/etc/docker/certs.d/ADDRESS/ca.crt`` (created and removed by
 :func:`docker_trust`); podman, buildah and skopeo get ``--cert-dir``; ctr gets ``--hosts-dir``
-holding ``ADDRESS/hosts.toml`` that names the CA.
+holding ``ADDRESS/hosts.toml`` that names the CA; crane and cosign read ``SSL_CERT_FILE`` (the
+system's CAs plus the stack's, :func:`ca_bundle`), regctl its config (``registry set
+--cacert``), oras ``--ca-file``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from tests.support.go_tools import go_tool
+
 # dockerd's own containerd (what it starts when no system containerd runs), else the system one.
 CONTAINERD_SOCKET = next(
     (path for path in ("/run/docker/containerd/containerd.sock", "/run/containerd/containerd.sock")
@@ -48,9 +54,47 @@ ACTIONS = ("login", "push", "pull", "delete")
 # What a client prints when the registry (or its token service) refuses who is asking.
 DENIAL = re.compile(
     r"\b(401|403)\b|unauthori[sz]ed|denied|forbidden|authentication required|no basic auth credentials"
-    r"|incorrect username or password|invalid username/password|insufficient_scope|authorization failed",
+    r"|incorrect username or password|invalid username/password|insufficient_scope|authorization failed"
+    # oras, answered 401 with a Basic challenge while it holds no credentials for the registry.
+    r"|basic credential not found",
     re.IGNORECASE,
 )
+
+
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def ca_bundle(path: Path, ca_file: Path) -> Path:
+    """The system's CA certificates plus the stack's CA in one PEM file, what Go programs read
+    from ``SSL_CERT_FILE`` in place of the system bundle (a user trusting one more CA)."""
+    system = SYSTEM_CA_BUNDLE.read_text() if SYSTEM_CA_BUNDLE.exists() else ""
+    path.write_text(system.rstrip("\n") + "\n" + ca_file.read_text())
+    return path
+
+
+def pulled_layout_digest(layout: Path, marker: Optional[str]) -> Optional[str]:
+    """The manifest digest an OCI layout's index names, if the manifest stored there hashes to
+    it and (``marker`` given) one of its layers holds a file of exactly ``marker``'s bytes."""
+    import hashlib
+    import io
+
+    from tests.support import oci
+
+    try:
+        digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+        raw = oci.read_blob(layout, digest)
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            return None
+        if marker is None:
+            return digest
+        for layer in json.loads(raw)["layers"]:
+            with tarfile.open(fileobj=io.BytesIO(oci.read_blob(layout, layer["digest"]))) as tar:
+                for member in tar.getmembers():
+                    if member.isfile() and tar.extractfile(member).read() == marker.encode():
+                        return digest
+    except (OSError, ValueError, KeyError, IndexError, tarfile.TarError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -145,12 +189,13 @@ class Outcome:
 
 
 def _run(args: list[str], *, label: str, env: Optional[dict] = None, input: Optional[str] = None,
-         secrets: tuple[str, ...] = ()) -> Outcome:
+         secrets: tuple[str, ...] = (), cwd: Optional[Path] = None) -> Outcome:
     merged = dict(os.environ)
     merged.pop("AWS_CA_BUNDLE", None)
     merged.update(env or {})
     try:
-        done = subprocess.run(args, input=input, capture_output=True, text=True, env=merged, timeout=TIMEOUT)
+        done = subprocess.run(args, input=input, capture_output=True, text=True, env=merged, timeout=TIMEOUT,
+                              cwd=cwd)
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as exc:
         output, code = f"timed out after {TIMEOUT}s: {exc.stderr or ''}", 124
@@ -179,6 +224,10 @@ class Client:
     # login): after a refused login it keeps trying them. Otherwise a refused login stores
     # nothing and the client goes on anonymously.
     sends_given_credentials = False
+    # True when the client's login asks the registry whether the password is right (a wrong
+    # one is refused there and then); False when login only records the identity and the
+    # refusals come at push and pull.
+    login_checks_credentials = True
 
     def __init__(self, home: Path, address: str, cert_dir: Path):
         self.home = home / self.name
@@ -453,6 +502,7 @@ class CtrClient(Client):
 
     name = "ctr"
     sends_given_credentials = True
+    login_checks_credentials = False
 
     def __init__(self, home: Path, address: str, cert_dir: Path):
         super().__init__(home, address, cert_dir)
@@ -527,8 +577,263 @@ class CtrClient(Client):
         super().cleanup()
 
 
+class _GoClient(Client):
+    """A client built from its Go module, with its own ``HOME`` and ``DOCKER_CONFIG`` under the
+    client's folder (so it reads no one else's logins), images built as OCI layouts (as for
+    skopeo) and pulled into OCI layouts whose content is checked (:func:`pulled_layout_digest`)."""
+
+    tool = ""
+
+    def __init__(self, home: Path, address: str, cert_dir: Path):
+        super().__init__(home, address, cert_dir)
+        self.binary = go_tool(self.tool)
+        self.layouts = self.home / "layouts"
+        self.env = {"HOME": str(self.home), "DOCKER_CONFIG": str(self.home / "docker")}
+        self.markers: dict[str, str] = {}
+        self._pulled: dict[str, Path] = {}
+
+    def _go(self, *args: str, input: Optional[str] = None, secrets=(), label: str = "") -> Outcome:
+        return _run([self.binary, *args], label=label or f"{self.tool} {args[0]}", env=self.env,
+                    input=input, secrets=secrets)
+
+    def _layout(self, ref: str) -> Path:
+        return self.layouts / re.sub(r"[^A-Za-z0-9]+", "-", ref)
+
+    def build(self, ref: str, marker: str) -> Outcome:
+        from tests.support import oci
+
+        layout = self._layout(ref)
+        shutil.rmtree(layout, ignore_errors=True)
+        oci.write_image(layout, "latest", [marker.encode()], seed=marker)
+        self.markers[ref] = marker
+        return Outcome(f"{self.tool} build (OCI layout)", 0, str(layout))
+
+    def _pull_target(self, ref: str) -> Path:
+        target = self.home / f"pulled-{uuid.uuid4().hex[:6]}"
+        self._pulled[ref] = target
+        return target
+
+    def content_digest(self, ref: str) -> Optional[str]:
+        target = self._pulled.get(ref)
+        return pulled_layout_digest(target, self.markers.get(ref)) if target else None
+
+    def delete(self, ref: str, identity: Identity) -> Outcome:
+        """Delete the manifest ``ref`` names, logged in (with the tool's own login) as
+        ``identity``, or logged out for anonymous."""
+        self.logout()
+        if not identity.anonymous:
+            self.login(identity)
+        return self._delete(ref)
+
+    def _delete(self, ref: str) -> Outcome:
+        raise NotImplementedError
+
+    def copy(self, source: str, target: str) -> Outcome:
+        """Copy the image ``source`` to ``target`` registry to registry, as the logged-in identity."""
+        raise NotImplementedError
+
+    def digest(self, ref: str) -> Outcome:
+        """The manifest digest of ``ref`` as the registry serves it (output: the digest)."""
+        raise NotImplementedError
+
+
+class CraneClient(_GoClient):
+    """crane (go-containerregistry): ``crane auth login`` into its private ``DOCKER_CONFIG``,
+    ``crane push`` of an OCI layout, ``crane pull --format oci``, ``crane delete``, ``crane copy``;
+    the stack's CA trusted through ``SSL_CERT_FILE`` (the system CAs plus the stack's).
+
+    ``crane auth login`` does not check the password: it writes whatever it is given to the
+    config file and exits 0 without a request to the registry (run here against a registry with
+    a wrong password: exit 0, the wrong password stored). The refusal comes at push and pull,
+    which send the stored credentials."""
+
+    name = tool = "crane"
+    sends_given_credentials = True
+    login_checks_credentials = False
+
+    def __init__(self, home: Path, address: str, cert_dir: Path):
+        super().__init__(home, address, cert_dir)
+        self.env["SSL_CERT_FILE"] = str(ca_bundle(self.home / "ca-bundle.pem", cert_dir / "ca.crt"))
+
+    def login(self, identity: Identity) -> Outcome:
+        self.identity = identity
+        return self._go("auth", "login", self.address, "--username", identity.user, "--password-stdin",
+                        input=identity.password, secrets=(identity.password,), label="crane auth login")
+
+    def logout(self) -> None:
+        self._go("auth", "logout", self.address, label="crane auth logout")
+        super().logout()
+
+    def push(self, ref: str) -> Outcome:
+        return self._go("push", str(self._layout(ref)), ref)
+
+    def pull(self, ref: str) -> Outcome:
+        return self._go("pull", "--format", "oci", ref, str(self._pull_target(ref)))
+
+    def _delete(self, ref: str) -> Outcome:
+        return self._go("delete", ref)
+
+    def copy(self, source: str, target: str) -> Outcome:
+        return self._go("copy", source, target)
+
+    def digest(self, ref: str) -> Outcome:
+        return self._go("digest", ref)
+
+
+class RegctlClient(_GoClient):
+    """regctl (regclient): its config file (``REGCTL_CONFIG`` under the client's folder) names
+    the stack's CA (``regctl registry set ADDRESS --cacert PEM``); ``regctl registry login``;
+    ``regctl image copy`` from and to OCI layouts (``ocidir://``), ``regctl manifest delete``.
+
+    ``regctl registry login`` checks the password (a wrong one: exit 1, "unauthorized") but
+    stores the credentials all the same ("credentials were still stored"), so later commands
+    keep sending them."""
+
+    name = tool = "regctl"
+    sends_given_credentials = True
+
+    def __init__(self, home: Path, address: str, cert_dir: Path):
+        super().__init__(home, address, cert_dir)
+        self.env["REGCTL_CONFIG"] = str(self.home / "regctl.json")
+        # --cacert takes the PEM itself, not a file name; --skip-check: nothing to log in with yet.
+        trusted = self._go("registry", "set", address, "--cacert", (cert_dir / "ca.crt").read_text(),
+                           "--skip-check", label="regctl registry set")
+        if not trusted.ok:
+            raise RuntimeError(str(trusted))
+
+    def login(self, identity: Identity) -> Outcome:
+        self.identity = identity
+        return self._go("registry", "login", self.address, "--user", identity.user, "--pass-stdin",
+                        input=identity.password, secrets=(identity.password,), label="regctl registry login")
+
+    def logout(self) -> None:
+        self._go("registry", "logout", self.address, label="regctl registry logout")
+        super().logout()
+
+    def push(self, ref: str) -> Outcome:
+        return self._go("image", "copy", f"ocidir://{self._layout(ref)}:latest", ref, label="regctl image copy")
+
+    def pull(self, ref: str) -> Outcome:
+        return self._go("image", "copy", ref, f"ocidir://{self._pull_target(ref)}:latest", label="regctl image copy")
+
+    def _delete(self, ref: str) -> Outcome:
+        return self._go("manifest", "delete", ref, label="regctl manifest delete")
+
+    def copy(self, source: str, target: str) -> Outcome:
+        return self._go("image", "copy", source, target, label="regctl image copy")
+
+    def digest(self, ref: str) -> Outcome:
+        return self._go("image", "digest", ref, label="regctl image digest")
+
+
+class OrasClient(_GoClient):
+    """oras: ``oras login`` into a private ``--registry-config`` file, the stack's CA through
+    ``--ca-file``; images go with ``oras cp`` from and to OCI layouts, artifacts with ``oras
+    push`` and ``oras pull``; ``oras manifest delete``. A refused login stores nothing.
+
+    oras speaks plain HTTP to ``localhost`` unless told otherwise (the tests' address: the stack
+    answered its HTTP request with 400), so every remote command says ``--plain-http=false``."""
+
+    name = tool = "oras"
+
+    def __init__(self, home: Path, address: str, cert_dir: Path):
+        super().__init__(home, address, cert_dir)
+        self.auth_file = self.home / "auth.json"
+        self.ca_file = cert_dir / "ca.crt"
+        self.remote = ["--registry-config", str(self.auth_file), "--ca-file", str(self.ca_file), "--plain-http=false"]
+
+    def login(self, identity: Identity) -> Outcome:
+        self.identity = identity
+        return self._go("login", *self.remote, "--username", identity.user, "--password-stdin", self.address,
+                        input=identity.password, secrets=(identity.password,))
+
+    def logout(self) -> None:
+        self._go("logout", "--registry-config", str(self.auth_file), self.address)
+        super().logout()
+
+    def push(self, ref: str) -> Outcome:
+        return self._go("cp", "--to-registry-config", str(self.auth_file), "--to-ca-file", str(self.ca_file),
+                        "--to-plain-http=false", "--from-oci-layout", f"{self._layout(ref)}:latest", ref)
+
+    def pull(self, ref: str) -> Outcome:
+        return self._go("cp", "--from-registry-config", str(self.auth_file), "--from-ca-file", str(self.ca_file),
+                        "--from-plain-http=false", ref, "--to-oci-layout", f"{self._pull_target(ref)}:latest")
+
+    def _delete(self, ref: str) -> Outcome:
+        return self._go("manifest", "delete", "--force", *self.remote, ref, label="oras manifest delete")
+
+    def digest(self, ref: str) -> Outcome:
+        return self._go("resolve", *self.remote, ref)
+
+    def push_artifact(self, ref: str, files: list[tuple[Path, str]], artifact_type: str) -> Outcome:
+        """``oras push`` of ``files`` (path, media type) as one artifact of ``artifact_type``;
+        run in the files' folder so each is named by its base name, as oras wants."""
+        folders = {path.parent for path, _ in files}
+        assert len(folders) == 1, folders
+        return _run([self.binary, "push", *self.remote, "--artifact-type", artifact_type, ref,
+                     *(f"{path.name}:{media_type}" for path, media_type in files)],
+                    label="oras push", env=self.env, cwd=folders.pop())
+
+    def pull_artifact(self, ref: str, folder: Path) -> Outcome:
+        return self._go("pull", *self.remote, "--output", str(folder), ref)
+
+
+class Cosign:
+    """cosign, signing with a key pair made for the test and nothing of Sigstore's public
+    services: ``--use-signing-config=false`` and ``--tlog-upload=false`` (no TUF signing config,
+    no transparency log) at signing, ``--insecure-ignore-tlog=true`` at verifying. Its own
+    ``HOME`` and ``DOCKER_CONFIG`` (``cosign login``), the stack's CA through ``SSL_CERT_FILE``
+    and ``--registry-cacert``. The key's password goes in ``COSIGN_PASSWORD``.
+
+    ``cosign login`` (crane's login) checks no password: it writes what it is given to the
+    config file and exits 0 (run here with a wrong password: exit 0); refusals come at sign."""
+
+    def __init__(self, home: Path, address: str, cert_dir: Path):
+        self.home = home / "cosign"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.binary = go_tool("cosign")
+        self.address = address
+        self.ca_file = cert_dir / "ca.crt"
+        self.env = {"HOME": str(self.home), "DOCKER_CONFIG": str(self.home / "docker"),
+                    "SSL_CERT_FILE": str(ca_bundle(self.home / "ca-bundle.pem", self.ca_file))}
+
+    def _cosign(self, *args: str, input: Optional[str] = None, env: Optional[dict] = None, secrets=()) -> Outcome:
+        return _run([self.binary, *args], label=f"cosign {args[0]}", env={**self.env, **(env or {})},
+                    input=input, secrets=secrets)
+
+    def login(self, identity: Identity) -> Outcome:
+        return self._cosign("login", self.address, "--username", identity.user, "--password-stdin",
+                            input=identity.password, secrets=(identity.password,))
+
+    def logout(self) -> None:
+        shutil.rmtree(self.home / "docker", ignore_errors=True)
+
+    def generate_key_pair(self, folder: Path, password: str) -> tuple[Path, Path]:
+        """A key pair in ``folder`` (``cosign.key`` encrypted with ``password``, ``cosign.pub``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = folder / "cosign"
+        made = self._cosign("generate-key-pair", "--output-key-prefix", str(prefix),
+                            env={"COSIGN_PASSWORD": password}, secrets=(password,))
+        if not made.ok:
+            raise RuntimeError(str(made))
+        return prefix.with_suffix(".key"), prefix.with_suffix(".pub")
+
+    def sign(self, ref: str, key: Path, password: str) -> Outcome:
+        return self._cosign("sign", "--key", str(key), "--use-signing-config=false", "--tlog-upload=false",
+                            "--yes", "--registry-cacert", str(self.ca_file), ref,
+                            env={"COSIGN_PASSWORD": password}, secrets=(password,))
+
+    def verify(self, ref: str, public_key: Path) -> Outcome:
+        return self._cosign("verify", "--key", str(public_key), "--insecure-ignore-tlog=true",
+                            "--registry-cacert", str(self.ca_file), ref)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 CLIENTS: dict[str, type[Client]] = {
-    cls.name: cls for cls in (DockerClient, PodmanClient, BuildahClient, SkopeoClient, CtrClient)
+    cls.name: cls for cls in (DockerClient, PodmanClient, BuildahClient, SkopeoClient, CtrClient,
+                              CraneClient, RegctlClient, OrasClient)
 }
 
 
