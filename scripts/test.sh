@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: unit and integration tests against real nginx, registry, Docker and skopeo.
 # Usage: scripts/test.sh [pytest arguments...]   e.g. scripts/test.sh tests/unit -x
+# With no arguments: every test on distribution 3, then the registry's integration tests on
+# 2.8 (REGISTRY2_TESTS below). TEST_REGISTRY_VERSION=2 with arguments runs those on 2.8.
 # Sets up .venv from requirements-dev.txt, starts the Docker engine if needed and builds the
 # stand-in images (skipped when every path given is under tests/unit: unit tests need neither),
 # then runs pytest from the repository root. Safe to run repeatedly.
@@ -45,4 +47,18 @@ fi
 # The program's token mode builds the token service's image from these wheels (unit tests check them).
 PYTHON=$venv/bin/python scripts/token-wheels.sh
 
-exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"
+if [ "$#" -gt 0 ]; then
+    exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "$@"
+fi
+# Every test, on distribution 3 (the default registry); then the integration tests of each
+# part that reads the registry's config or storage (token auth, stand-by and GC, Swarm, S3,
+# Redis, the registry API, deletion and retention) again on 2.8, which stays supported.
+REGISTRY2_TESTS=(
+    tests/integration/test_full_stack.py tests/integration/test_token_access.py
+    tests/integration/test_token_stack.py tests/integration/test_maintenance.py
+    tests/integration/test_registry_api.py tests/integration/test_scale_storage.py
+    tests/integration/test_swarm_token.py tests/integration/test_swarm_gc.py
+)
+"$venv/bin/python" -m pytest -p tests.support.no_skips -rs
+echo "test.sh: the registry's integration tests again on distribution 2.8 (TEST_REGISTRY_VERSION=2)" >&2
+TEST_REGISTRY_VERSION=2 exec "$venv/bin/python" -m pytest -p tests.support.no_skips -rs "${REGISTRY2_TESTS[@]}"

@@ -1,8 +1,11 @@
-"""Fixtures of the integration tests: registries deployed from the program (tests/support/deploy.py)."""
+"""Fixtures of the integration tests: registries deployed from the program (tests/support/deploy.py),
+on distribution 3 or, with TEST_REGISTRY_VERSION=2, on 2.8."""
 
 import pytest
 
-from tests.support import deploy
+from tests.support import deploy, program
+
+program.use_registry_version(program.REGISTRY_VERSION)
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def test_images_survive_replacing_both_containers_with_new_images_and_config(sta
     before = {s: docker.from_env().api.inspect_container(stack.container_name(s))["Id"]
               for s in ("registry-container", "proxy-container")}
     pin = "@sha256:" + "5" * 64  # images must be pinned by digest; the stand-ins take their place
-    new_refs = {"registry": f"example.test/registry:2.8.2-replaced{pin}", "nginx": f"example.test/nginx:1.22.1-replaced{pin}"}
+    new_refs = {"registry": f"example.test/registry:{STANDIN_REGISTRY.rsplit(':', 1)[1]}-replaced{pin}", "nginx": f"example.test/nginx:1.22.1-replaced{pin}"}
     local = {new_refs["registry"]: f"{STANDIN_REGISTRY}-replaced", new_refs["nginx"]: f"{STANDIN_NGINX}-replaced"}
     for source, tag in ((STANDIN_REGISTRY, local[new_refs["registry"]]), (STANDIN_NGINX, local[new_refs["nginx"]])):
         docker_cli("tag", source, tag)

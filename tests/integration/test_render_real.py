@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import requests
@@ -24,6 +25,7 @@ import yaml
 from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, HEALTH_PORT, HTPASSWD_PATH, KEY_PATH
 from components.render.registry_config import CONFIG_PATH, REGISTRY_SOCKET, STANDBY_SOCKET, UMASK
 from tests.support import oci
+from tests.support.go_tools import registry_binary
 from tests.support.program import run_program
 from tests.support.ports import free_port
 from tests.support.waiting import listening, wait_for
@@ -256,3 +258,61 @@ def test_skopeo_pushes_and_pulls_through_the_proxy(served, tmp_path):
     index = json.loads((pulled / "index.json").read_text())
     assert [m["digest"] for m in index["manifests"]] == [digest]
     assert served.get("/v2/render/real/tags/list", auth=(USER, PASSWORD)).json() == {"name": "render/real", "tags": ["v1"]}
+
+
+# --- the Redis section each distribution reads --------------------------------------------------
+
+def _serve_with_redis(binary: str, section: dict, root: Path, redis_port: int) -> tuple[Optional[int], str]:
+    """(exit status or None if still serving after the health endpoint answered, log) of
+    ``binary serve`` with the program's config, its cache on Redis, ``section`` as ``redis``."""
+    from components.render.registry_config import registry_config
+
+    port = free_port()
+    config = registry_config(http_secret="s" * 32, tcp_addr=f"127.0.0.1:{port}", redis=section)
+    config["storage"]["filesystem"]["rootdirectory"] = str(root / "data")
+    config["http"]["debug"]["addr"] = f"127.0.0.1:{free_port()}"
+    (root / "config.yml").write_text(yaml.safe_dump(config))
+    log = root / "registry.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env={"PATH": os.environ["PATH"], "OTEL_TRACES_EXPORTER": "none"})
+    try:
+        wait_for(lambda: process.poll() is not None or listening(port), timeout=15, interval=0.05,
+                 what=f"{binary} serving or gone", log=log)
+        if process.poll() is None:
+            assert requests.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 200
+        return process.poll(), log.read_text(errors="replace")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_each_distribution_reads_only_its_own_redis_section(tmp_path):
+    """Against a real redis-server: distribution 3.1.2 serves with the section the program
+    renders for it (its log names the Redis cache) and stops at start with 2.8's (its keys go
+    unread, "redis configuration required"); Debian's 2.8.2 serves with 2.8's."""
+    from components.render.storage import redis_cache
+
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: listening(redis_port), timeout=15, interval=0.05, what="redis-server listening", process=redis)
+        address = f"127.0.0.1:{redis_port}"
+        registry3 = registry_binary(3)
+        results = {}
+        for name, binary, version in (("3 with 3's", registry3, 3), ("3 with 2.8's", registry3, 2),
+                                      ("2.8 with 2.8's", "docker-registry", 2)):
+            root = tmp_path / name.replace(" ", "-").replace("'", "")
+            root.mkdir()
+            results[name] = _serve_with_redis(binary, redis_cache(address=address, password=None,
+                                                                  registry_version=version), root, redis_port)
+    finally:
+        redis.kill()
+        redis.wait()
+    assert results["3 with 3's"][0] is None and "redis not configured" not in results["3 with 3's"][1]
+    assert "using redis blob descriptor cache" in results["3 with 3's"][1], results["3 with 3's"][1][-2000:]
+    status, log = results["3 with 2.8's"]
+    assert status not in (None, 0) and "redis not configured" in log
+    assert "redis configuration required to use for layerinfo cache" in log
+    assert results["2.8 with 2.8's"][0] is None, results["2.8 with 2.8's"][1][-2000:]

@@ -32,7 +32,7 @@ from tests.support.background import repeating
 from tests.support.certs import server_pki
 from tests.support.deploy import STANDIN_REGISTRY, STANDINS, Deployment, free_port, upload_content, wait_https
 from tests.support.objectstore import build_scale_standins, redis_standins, seaweedfs
-from tests.support.program import run_program
+from tests.support.program import REGISTRY_VERSION, run_program
 from tests.support.scale_clients import RegistryUser
 from tests.support.waiting import wait_for
 
@@ -152,7 +152,9 @@ def test_push_and_pull_on_s3_with_shared_redis_cache(migrated):
     assert user.pull("team/fresh", "new", check=False).returncode == 0
 
     config = yaml.safe_load(upload_content(deployment.container("registry-container"), CONFIG_PATH))
-    assert config["storage"]["cache"] == {"blobdescriptor": "redis"} and config["redis"]["addr"] == "redis:6379"
+    assert config["storage"]["cache"] == {"blobdescriptor": "redis"}
+    # Distribution 3 takes a list of addresses (and ignores 2.8's addr).
+    assert (config["redis"]["addrs"] if REGISTRY_VERSION == 3 else [config["redis"]["addr"]]) == ["redis:6379"]
     redis = deployment.client.containers.get(deployment.container("redis-container").plain_inputs["name"])
     password = config["redis"]["password"]
     unauthenticated = redis.exec_run(["redis-cli", "keys", "*"])

@@ -31,8 +31,9 @@ from tests.support.waiting import wait_for
 
 PASSWORD = "swarm-password-0123456789"
 REPLICAS = 2
-ROLLED_IMAGE = "docker.io/library/registry:2.8.3-rolled@sha256:" + "5" * 64
-ROLLED_STANDIN = "private-registry-standin/registry:2.8.2-rolled"
+# Another image of the distribution under test (its tag names the version, so the config fits).
+ROLLED_IMAGE = f"docker.io/library/registry:{STANDIN_REGISTRY.rsplit(':', 1)[1]}-rolled@sha256:" + "5" * 64
+ROLLED_STANDIN = f"{STANDIN_REGISTRY}-rolled"
 
 
 class Stack:
@@ -195,7 +196,18 @@ def test_rolling_update_of_the_registry_image_zero_failed_pulls(stack):
         wait_for(lambda: _update_done(stack.deployment, "registry"), timeout=180, what="registry update")
         time.sleep(2)
     failures = [o for o in outcomes if o[0] != 0]
-    assert len(outcomes) >= 4 and not failures, (len(outcomes), failures[:3])
+    if failures:
+        label = f"com.docker.swarm.service.name={stack.deployment.service_name('registry')}"
+        errors = []
+        for node in stack.swarm.nodes:
+            for container in node.client().containers.list(all=True, filters={"label": label}):
+                errors += [f"{container.name[-12:]} {line}" for line in
+                           container.logs(timestamps=True).decode(errors="replace").splitlines()
+                           if "level=error" in line or "level=fatal" in line or "level=warn" in line
+                           or "shutting down" in line.lower()]
+        raise AssertionError(f"{len(failures)} of {len(outcomes)} pulls failed, first {failures[:2]}; "
+                             "registry errors:\n" + "\n".join(errors[-25:]))
+    assert len(outcomes) >= 4
     tasks = stack.deployment.running_tasks("registry")
     assert len(tasks) == REPLICAS
     assert {t["Spec"]["ContainerSpec"]["Image"] for t in tasks} == {ROLLED_STANDIN}

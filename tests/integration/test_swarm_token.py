@@ -12,6 +12,7 @@ client's token requests go through A's nginx, wherever its /v2/ requests go.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import time
 import uuid
@@ -30,7 +31,7 @@ from tests.support.clients import CLIENTS, Identity, docker_trust
 from tests.support.deploy import IMAGE, STANDIN_NGINX, STANDIN_REGISTRY, STANDINS, \
     build_declared_image, docker_cli, free_port
 from tests.support.objectstore import REDIS_STANDIN, build_scale_standins, redis_standins
-from tests.support.program import run_program
+from tests.support.program import REGISTRY_VERSION, run_program
 from tests.support.scale_clients import RegistryUser
 from tests.support.swarm import two_node_swarm, weed_in_namespace
 from tests.support.swarm_deploy import SwarmDeployment
@@ -109,8 +110,9 @@ def stack(tmp_path_factory):
 def test_token_service_on_the_manager_wired_to_registry_and_nginx(stack):
     """The token service runs one task, on the manager A (node B does not even have its image);
     its key and htpasswd are Swarm secrets only its user (nobody) reads, its certificate and
-    policy configs; the registry replicas mount the same certificate as auth.token's
-    rootcertbundle; nginx holds no htpasswd. Both nodes' /v2/ answer 401 with a Bearer
+    policy configs; the registry replicas trust that certificate's key (distribution 3: a
+    JWKS of it at auth.token.jwks; 2.8: the same certificate as rootcertbundle); nginx holds
+    no htpasswd. Both nodes' /v2/ answer 401 with a Bearer
     challenge naming the realm on the stack's address, and node B's nginx serves /token from
     the service on A over the overlay network: the reader gets a token, a wrong password 401."""
     d = stack.deployment
@@ -130,8 +132,15 @@ def test_token_service_on_the_manager_wired_to_registry_and_nginx(stack):
     assert container["Healthcheck"]["Test"][0] == "CMD"
     signer_cert = next(c["ConfigName"] for c in container["Configs"] if c["File"]["Name"] == ts.CERT_PATH)
     registry = d.client.api.inspect_service(d.service_name("registry"))["Spec"]["TaskTemplate"]["ContainerSpec"]
-    assert [(c["File"]["Name"], c["ConfigName"]) for c in registry["Configs"]] == [
-        (ts.REGISTRY_BUNDLE_PATH, signer_cert)]
+    if REGISTRY_VERSION == 3:
+        (trusted,) = registry["Configs"]
+        assert trusted["File"]["Name"] == ts.REGISTRY_JWKS_PATH
+        jwks = base64.b64decode(d.client.api.inspect_config(trusted["ConfigID"])["Spec"]["Data"]).decode()
+        cert = base64.b64decode(d.client.api.inspect_config(signer_cert)["Spec"]["Data"]).decode()
+        assert jwks == ts.render_jwks(cert)
+    else:
+        assert [(c["File"]["Name"], c["ConfigName"]) for c in registry["Configs"]] == [
+            (ts.REGISTRY_BUNDLE_PATH, signer_cert)]
     proxy = d.client.api.inspect_service(d.service_name("proxy"))["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert {s["File"]["Name"] for s in proxy["Secrets"]} == {"/etc/nginx/tls/server.crt", "/etc/nginx/tls/server.key"}
 

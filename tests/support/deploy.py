@@ -29,21 +29,25 @@ import yaml
 
 from components.registry_api import RegistryClient
 from components.render.registry_config import CONFIG_PATH
-from components.settings import DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE
+from components.settings import DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE, REGISTRY2_IMAGE
 from tests.support.engine import Registered
 from tests.support.ports import free_port
-from tests.support.program import ProgramRun, run_program
+from tests.support.program import REGISTRY_VERSION, ProgramRun, run_program
 from tests.support.tarballs import tar_bytes
 from tests.support.waiting import http_status, wait_for
 
 __all__ = ["Deployment", "LiveStack", "RegistryStack", "docker_cli", "free_port", "live_stack", "registry_stack",
            "upload_content", "wait_https"]
 
-STANDIN_REGISTRY = "private-registry-standin/registry:2.8.2"
+STANDIN_REGISTRY3 = "private-registry-standin/registry:3.1.2"
+STANDIN_REGISTRY2 = "private-registry-standin/registry:2.8.2"
+# The registry under test (TEST_REGISTRY_VERSION, tests/support/program.py).
+STANDIN_REGISTRY = STANDIN_REGISTRY3 if REGISTRY_VERSION == 3 else STANDIN_REGISTRY2
 STANDIN_NGINX = "private-registry-standin/nginx:1.22.1"
 STANDIN_BUSYBOX = "private-registry-standin/busybox:test"
 STANDIN_PYTHON = "private-registry-standin/python:3.12-slim"
-STANDINS = {DEFAULT_REGISTRY_IMAGE: STANDIN_REGISTRY, DEFAULT_NGINX_IMAGE: STANDIN_NGINX}
+STANDINS = {DEFAULT_REGISTRY_IMAGE: STANDIN_REGISTRY3, REGISTRY2_IMAGE: STANDIN_REGISTRY2,
+            DEFAULT_NGINX_IMAGE: STANDIN_NGINX}
 
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
@@ -377,7 +381,7 @@ class RegistryStack:
     def volume_bytes(self) -> int:
         """Measured independently of docker_exec: ``du`` from a throwaway container on the volume."""
         out = self.docker.containers.run(
-            STANDIN_REGISTRY, entrypoint=["du", "-sb", "/data"], command=[], remove=True,
+            STANDIN_BUSYBOX, entrypoint=["du", "-sb", "/data"], command=[], remove=True,
             volumes={self.volume_name: {"bind": "/data", "mode": "ro"}}, network_mode="none",
         )
         return int(out.split()[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,29 @@ ROOT = Path(__file__).resolve().parents[2]
 MAIN = ROOT / "__main__.py"
 PROJECT = "private-registry"
 
+# The distribution the integration suite's stacks run: 3 (the program's default image) or,
+# with TEST_REGISTRY_VERSION=2, 2.8 (tests/integration/conftest.py calls use_registry_version).
+REGISTRY_VERSION = int(os.environ.get("TEST_REGISTRY_VERSION", "3"))
+if REGISTRY_VERSION not in (2, 3):
+    raise SystemExit(f"TEST_REGISTRY_VERSION={REGISTRY_VERSION}: use 2 or 3")
+_stack_registry_image: Optional[str] = None
+
+
+def use_registry_version(version: int) -> None:
+    """From now on, runs whose config sets no ``images.registry`` get distribution ``version``'s
+    pinned image (3: the default, nothing added)."""
+    from components.settings import REGISTRY2_IMAGE
+
+    global _stack_registry_image
+    _stack_registry_image = REGISTRY2_IMAGE if version == 2 else None
+
+
+def _with_registry_image(config: Optional[dict]) -> Optional[dict]:
+    images = (config or {}).get("images", {})
+    if _stack_registry_image is None or not isinstance(images, dict) or "registry" in images:
+        return config
+    return {**(config or {}), "images": {**images, "registry": _stack_registry_image}}
+
 
 def use_mocks(*, stack: str = "dev", preview: bool = False, config: Optional[dict] = None,
               secret_keys: Iterable[str] = (), state: Optional[dict] = None) -> EngineMonitor:
@@ -24,6 +48,7 @@ def use_mocks(*, stack: str = "dev", preview: bool = False, config: Optional[dic
     Pass the same ``state`` dict to successive calls to model successive runs of one stack."""
     # A new root Stack per run, named after this run's stack (set_mocks keeps an existing one).
     pulumi.runtime.settings.ROOT.set(None)
+    config = _with_registry_image(config)
     mocks = EngineMocks(preview=preview, state=state)
     monitor = EngineMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)

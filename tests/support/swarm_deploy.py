@@ -215,8 +215,15 @@ class SwarmDeployment:
                                         timeout=3) == 200 for node in nodes))
 
         def registry_tasks() -> str:
-            tasks = self.client.api.tasks(filters={"service": self.service_name("registry")})
-            return f"registry tasks {[(t['Status']['State'], t['Status'].get('Err')) for t in tasks]}"
+            """Every task's state and error per service, and each node's /healthz status."""
+            lines = []
+            for suffix in ("registry", "proxy", *(("-token",) if token else ())):
+                tasks = self.client.api.tasks(filters={"service": self.service_name(suffix)})
+                lines.append(f"{suffix.lstrip('-')} tasks {[(t['Status']['State'], t['Status'].get('Err')) for t in tasks]}")
+            for node in nodes:
+                status = http_status(f"https://{node.host_address}:{https_port}/healthz", verify=ca_file, timeout=3)
+                lines.append(f"{node.host_address}:{https_port}/healthz -> {status}")
+            return "\n".join(lines)
 
         wait_for(converged, timeout, interval=1, what="swarm stack converged", log=registry_tasks)
 
