@@ -269,6 +269,15 @@ def listening(proc_net_unix: str, path: str) -> bool:
     return any(flags & _ACCEPTCON for flags, _state, _inode in _unix_sockets(proc_net_unix, path))
 
 
+def _proc_net_unix(container: Any) -> str | None:
+    """``/proc/net/unix`` as read in ``container``'s network namespace; None if it cannot be read."""
+    try:
+        code, (out, _err) = container.exec_run(["cat", "/proc/net/unix"], demux=True)
+    except docker.errors.APIError:
+        return None
+    return (out or b"").decode(errors="replace") if code == 0 else None
+
+
 def _tar_one(path: str, text: str, mode: int) -> bytes:
     """A tar archive holding one file at absolute ``path``, for ``put_archive("/", ...)``.
 
@@ -603,6 +612,10 @@ class RegistryContainer(_Served):
         accepted connections are read from ``/proc/net/unix`` (:func:`busy_connections`), and
         if none is being served it is killed; the queued ones are reset unanswered, which nginx
         retries on the stand-by. Otherwise it thaws (SIGCONT) and is looked at again shortly.
+        The kernel lists an accepted Unix connection in the network namespace of the process
+        that connected, so the table is read in the registry's own namespace and in that of
+        every running container sharing the socket's mount (the proxy: :meth:`socket_peers`);
+        a table that cannot be read counts as busy.
         A kill through the Docker API counts as a manual stop, so the restart policy does not
         bring it back.
 
@@ -611,14 +624,16 @@ class RegistryContainer(_Served):
         be started by the caller, even when a step here fails.
         """
         socket = registry_socket(self.read_file(self.config_path))
+        peers = self.socket_peers(socket)
         deadline = time.monotonic() + max_wait
         looks = 0
         while True:
             looks += 1
             self._signal("SIGSTOP")
             try:
-                text = self.exec(["cat", "/proc/net/unix"], check=False).stdout
-                idle = not busy_connections(text, socket)
+                own = self.exec(["cat", "/proc/net/unix"], check=False).stdout
+                tables = [own, *(_proc_net_unix(peer) for peer in peers)]
+                idle = all(text is not None and not busy_connections(text, socket) for text in tables)
                 self._signal("SIGKILL" if idle else "SIGCONT")
             except BaseException:
                 self._thaw_and_stop()
@@ -632,6 +647,25 @@ class RegistryContainer(_Served):
         if not self.wait_stopped(timeout):
             raise self._fail(f"still running {timeout:.0f}s after being stopped")
         return looks
+
+    def socket_peers(self, socket: str) -> list[Any]:
+        """Running containers other than this one that share the mount holding ``socket``
+        (the same volume, or the same host directory): those that can connect to it."""
+        def key(mount: dict) -> tuple[str, str]:
+            return (mount.get("Type", ""), mount.get("Name") or mount.get("Source") or "")
+
+        self.container.reload()
+        holding = [m for m in self.container.attrs.get("Mounts") or []
+                   if socket.startswith(str(m.get("Destination", "")).rstrip("/") + "/")]
+        if not holding:
+            return []
+        mount = key(max(holding, key=lambda m: len(str(m.get("Destination", "")))))
+        try:
+            running = self.client.containers.list(filters={"status": "running"})
+        except docker.errors.APIError as exc:
+            raise self._fail(f"cannot list the containers sharing its socket: {exc.explanation or exc}") from exc
+        return [c for c in running if c.id != self.container.id
+                and any(key(m) == mount for m in c.attrs.get("Mounts") or [])]
 
     def _thaw_and_stop(self) -> None:
         try:

@@ -8,12 +8,14 @@ over gRPC, as the engine does.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 
 import pytest
+import requests
 
 from components import docker_exec, maintenance_providers
 from components.docker_exec import CONFIG_PATH
@@ -340,6 +342,52 @@ def test_gc_hands_back_a_standby_left_by_a_crashed_run(registry_stack, pushed):
     oci.write_image(pushed.layout, "after", [oci.random_bytes(16 * 1024, seed="after")], seed="after")
     registry_stack.push(pushed.layout, "after", "app")
     assert_pulls(registry_stack, "app", "one", pushed.digests["one"])
+
+
+def test_registry_is_stopped_only_once_a_slow_download_through_the_proxy_has_ended(registry_stack, tmp_path):
+    """A 24 MiB layer read slowly through nginx (more than its 4 MiB of response buffers and the
+    kernel's socket buffers, so the registry keeps writing while the client drains): the
+    registry is not stopped while that response is in flight -- the download completes with
+    the layer's digest and size -- and it is stopped after more than one look. (The registry's
+    own network namespace never lists that connection: the kernel lists it in nginx's.)"""
+    layout = tmp_path / "slow"
+    size = 24 * 1024 * 1024
+    oci.write_image(layout, "big", [oci.random_bytes(size, seed="slow")], seed="slow")
+    registry_stack.push(layout, "big", "slow")
+    with registry_stack.client() as client:
+        layer = client.manifest("slow", "big").document["layers"][0]
+    started, result = threading.Event(), {}
+
+    def download():
+        digest, received = hashlib.sha256(), 0
+        try:
+            with requests.get(f"{registry_stack.url}/v2/slow/blobs/{layer['digest']}", stream=True, timeout=60,
+                              auth=(registry_stack.username, registry_stack.password),
+                              verify=str(registry_stack.cert_dir / "ca.crt")) as response:
+                response.raise_for_status()
+                for chunk in response.iter_content(256 * 1024):
+                    digest.update(chunk)
+                    received += len(chunk)
+                    started.set()
+                    time.sleep(0.05)
+        except requests.RequestException as exc:
+            result["error"] = repr(exc)
+        result["digest"], result["bytes"] = f"sha256:{digest.hexdigest()}", received
+        started.set()
+
+    reader = threading.Thread(target=download)
+    reader.start()
+    assert started.wait(30)
+    with docker_exec.RegistryContainer(registry_stack.docker_host, registry_stack.registry_name) as target:
+        try:
+            looks = target.stop_when_idle()
+        finally:
+            reader.join(60)
+            target.start()
+            target.wait_answering(60)
+    assert "error" not in result, result
+    assert (result["digest"], result["bytes"]) == (layer["digest"], layer["size"])
+    assert looks > 1
 
 
 def test_gc_dry_run_changes_nothing_and_stop_mode_frees_space(registry_stack, pushed):

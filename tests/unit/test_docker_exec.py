@@ -27,7 +27,13 @@ from components.docker_exec import (
     standby_config,
     storage_root,
 )
-from components.render.registry_config import REGISTRY_SOCKET, STANDBY_SOCKET, render_registry_config, serve_command
+from components.render.registry_config import (
+    REGISTRY_SOCKET,
+    SOCKET_DIR,
+    STANDBY_SOCKET,
+    render_registry_config,
+    serve_command,
+)
 from components.render.storage import S3_CA_ENV, S3_CA_PATH
 
 S3_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -182,9 +188,10 @@ def test_registry_socket_comes_from_http_net_and_addr():
             registry_socket(text)
 
 
-# Verbatim /proc/net/unix of a registry container (distribution 2.8.2 on its socket) with one
-# request being served (accepted: 03 with an inode), one waiting in the accept queue (no
-# inode), the listener (__SO_ACCEPTCON) and an unrelated socket.
+# /proc/net/unix lines as the kernel writes them for the registry's socket: the listener
+# (__SO_ACCEPTCON, in the registry's network namespace), one request being served (accepted:
+# 03 with an inode) and one waiting in the accept queue (no inode), both listed in the
+# namespace of the process that connected (nginx's), and unrelated sockets.
 PROC_NET_UNIX_HEADER = "Num       RefCount Protocol Flags    Type St Inode Path\n"
 LISTENER = f"00000000878a97f5: 00000002 00000000 00010000 0001 01 146890 {REGISTRY_SOCKET}\n"
 ACCEPTED = f"000000003ce2aab1: 00000003 00000000 00000000 0001 03 146893 {REGISTRY_SOCKET}\n"
@@ -218,12 +225,14 @@ def test_listening_needs_a_listener_not_a_stale_socket_file():
 class FakeDockerContainer:
     """The parts of docker.models.containers.Container the RegistryContainer methods use."""
 
-    def __init__(self, *, proc_net: list[str], exec_fails: bool = False):
-        self.id, self.name = "0123456789ab" + "c" * 52, "reg"
+    def __init__(self, *, proc_net: list[str], exec_fails: bool = False, name: str = "reg",
+                 mounts: tuple[str, ...] = ("sockets",)):
+        self.id, self.name = name.ljust(64, "c"), name
         self.signals: list[str] = []
         self.proc_net = proc_net
         self.exec_fails = exec_fails
-        self.attrs = {"State": {"Status": "running"}}
+        self.attrs = {"State": {"Status": "running"},
+                      "Mounts": [{"Type": "volume", "Name": volume, "Destination": SOCKET_DIR} for volume in mounts]}
         self.labels: dict = {}
 
     def reload(self):
@@ -248,10 +257,22 @@ class FakeDockerContainer:
         return 0, (self.proc_net.pop(0).encode(), b"")
 
 
-def registry_container(container) -> RegistryContainer:
+class FakeContainerList:
+    """A Docker client whose ``containers.list`` returns the given running containers."""
+
+    def __init__(self, running):
+        self.containers, self.running = self, running
+
+    def list(self, filters=None):
+        assert filters == {"status": "running"}
+        return self.running
+
+
+def registry_container(container, others=()) -> RegistryContainer:
     target = RegistryContainer.__new__(RegistryContainer)
     target.host, target.name, target.config_path = "unix:///fake.sock", container.name, CONFIG_PATH
-    target.socket, target.client, target.container = REGISTRY_SOCKET, None, container
+    target.socket, target.container = REGISTRY_SOCKET, container
+    target.client = FakeContainerList([container, *others])
     return target
 
 
@@ -277,6 +298,26 @@ def test_stop_when_idle_stops_anyway_after_its_time_and_never_leaves_it_frozen()
         registry_container(broken).stop_when_idle(timeout=1)
     assert broken.signals == ["SIGSTOP", "SIGCONT", "stop"]
     assert broken.attrs["State"]["Status"] == "exited"
+
+
+def test_stop_when_idle_reads_the_connections_where_the_kernel_lists_them():
+    """A connection the registry accepted is listed in the connecting process's network
+    namespace: a request being served, seen only from the proxy (which shares the socket's
+    volume), keeps the registry thawed; a container without that volume is not asked; a
+    proxy whose table cannot be read counts as busy, so the registry is stopped the slow way
+    once its time is up, never killed blind."""
+    registry = FakeDockerContainer(proc_net=[IDLE, IDLE])
+    proxy = FakeDockerContainer(proc_net=[BUSY, IDLE], name="proxy")
+    unrelated = FakeDockerContainer(proc_net=[], name="other", mounts=("data",))
+    looks = registry_container(registry, [proxy, unrelated]).stop_when_idle(timeout=1)
+    assert looks == 2
+    assert registry.signals == ["SIGSTOP", "SIGCONT", "SIGSTOP", "SIGKILL"]
+    assert proxy.proc_net == [] and proxy.signals == []
+
+    registry = FakeDockerContainer(proc_net=[IDLE])
+    broken_proxy = FakeDockerContainer(proc_net=[], name="proxy", exec_fails=True)
+    registry_container(registry, [broken_proxy]).stop_when_idle(max_wait=0, timeout=1)
+    assert registry.signals == ["SIGSTOP", "SIGCONT", "stop"]
 
 
 class FakeDockerClient:
