@@ -70,9 +70,11 @@ class ImageDeletion(pulumi.dynamic.Resource, module="registry", name="ImageDelet
     deletionRuns: pulumi.Output[int]
     alreadyGone: pulumi.Output[list]
 
-    def __init__(self, name: str, *, rule: Any, opts=None, **connection: Any):
+    def __init__(self, name: str, *, rule: Any, delete_by_tag: bool = False, opts=None, **connection: Any):
         inputs = {"repository": rule.repository, "tags": list(rule.tags), "digests": list(rule.digests),
-                  "allowSharedDigest": bool(rule.allow_shared_digest)}
+                  "allowSharedDigest": bool(rule.allow_shared_digest),
+                  # Only when set: the inputs of every rule deleting by digest stay as they were.
+                  **({"deleteByTag": True} if delete_by_tag else {})}
         outputs = ("pendingDeletions", "deletedDigests", "deletedTags", "deletionRuns", "alreadyGone")
         super().__init__(ImageDeletionProvider(), name, _props(connection, inputs, outputs), _options(opts))
 
@@ -126,6 +128,8 @@ class MaintenanceArgs:
     password: pulumi.Input[str]
     docker_host: str
     container_name: pulumi.Input[str]
+    # The registry's major version (ImageSettings.registry_major): 3 can delete by tag.
+    registry_version: int = 2
 
 
 def _slug(text: str) -> str:
@@ -185,6 +189,16 @@ def _merged(lists: list[Optional[list]]) -> list:
     return sorted({entry for entries in lists for entry in (entries or [])})
 
 
+def deletes_by_tag(settings: "MaintenanceSettings", registry_version: int) -> bool:
+    """Whether deletion rules remove their tags by tag: on distribution 3 (2.8 deletes only by
+    digest), when the collection that follows them removes untagged manifests (deleteUntagged,
+    readonly or stop mode). Then a tag costs one request and another tag on the same manifest
+    stays; the manifest goes with the collection, as a digest deletion would have taken it.
+    Otherwise a manifest whose tags went would stay, pullable by digest, so they go by digest."""
+    gc = settings.gc
+    return registry_version >= 3 and gc.enabled and gc.delete_untagged and gc.mode != "dry-run"
+
+
 class Maintenance(pulumi.ComponentResource):
     """Deletions, retention and garbage collection for one registry.
 
@@ -218,9 +232,11 @@ class Maintenance(pulumi.ComponentResource):
             return pulumi.ResourceOptions(parent=self, depends_on=[*upstream, *depends_on], aliases=aliases)
 
         self.deletions = []
+        by_tag = deletes_by_tag(settings, args.registry_version)
         for rule in settings.deletions:
             child_name, aliases = _named(name, "delete", rule.repository, rule)
-            self.deletions.append(ImageDeletion(child_name, **connection, rule=rule, opts=child([], aliases)))
+            self.deletions.append(ImageDeletion(child_name, **connection, rule=rule, delete_by_tag=by_tag,
+                                                opts=child([], aliases)))
         self.retention = []
         for i, rule in enumerate(settings.retention):
             child_name, aliases = _named(name, "retain", rule.repositories, rule)

@@ -15,6 +15,8 @@ for an ``int`` field becomes an ``int``; a fractional one is refused).
 Registry 2.8 cannot untag: a ``DELETE`` by digest removes every tag on that digest, so
 :func:`plan_deletion` refuses a digest that tags outside the rule share (unless
 ``allow_shared_digest``), and never deletes a platform manifest a remaining index lists.
+Distribution 3 deletes by tag too: :func:`plan_untag` plans a rule of tags that way when the
+program turns it on (``delete_by_tag``, see ``components.maintenance.deletes_by_tag``).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class ImageDeletionProps(ConnectionProps):
     tags: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     allow_shared_digest: bool = False
+    # Distribution 3, with a collection of untagged manifests to follow: tags go by tag.
+    delete_by_tag: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,7 @@ class DeletionPlan:
     tags_removed: tuple[str, ...]
     untagged: tuple[str, ...]  # digests to delete that no tag points to
     already_gone: tuple[str, ...]
+    untag: tuple[str, ...] = ()  # tags removed by tag (their manifests stay, for the collection)
 
     @property
     def pending(self) -> list[str]:
@@ -261,8 +266,9 @@ def plan_deletion(rule: ImageDeletionProps, snap: RepoSnapshot, untagged_present
         if others and not rule.allow_shared_digest:
             raise SharedDigestError(
                 rule.registry_url,
-                f"deleting this digest would also delete tag(s) {', '.join(others)} (registry 2.8 cannot untag); "
-                "add them to the rule's tags, or set allowSharedDigest: true",
+                f"deleting this digest would also delete tag(s) {', '.join(others)} (a deletion by digest removes "
+                "every tag on it); add them to the rule's tags, or set allowSharedDigest: true (on distribution 3, "
+                "maintenance.gc.deleteUntagged: true deletes a rule's tags by tag, leaving other tags alone)",
                 repository=rule.repository, reference=digest,
             )
         parents = [index for index in snap.indexes_listing(digest) if index not in targets]
@@ -278,6 +284,16 @@ def plan_deletion(rule: ImageDeletionProps, snap: RepoSnapshot, untagged_present
     removed = tuple(sorted({tag for digest in digests for tag in snap.tags_of(digest)}))
     untagged = tuple(digest for digest in digests if not snap.tags_of(digest))
     return DeletionPlan(rule.repository, digests, removed, untagged, tuple(gone))
+
+
+def plan_untag(rule: ImageDeletionProps, present: Sequence[str]) -> DeletionPlan:
+    """A rule that deletes by tag (names no digests): each named tag in ``present`` (the
+    repository's tag list) goes by itself. Nothing is refused: another tag on the same
+    manifest stays, and so does the manifest while any tag or index reaches it."""
+    listed = set(present)
+    untag = tuple(sorted({tag for tag in rule.tags if tag in listed}))
+    gone = tuple(tag for tag in rule.tags if tag not in listed)
+    return DeletionPlan(rule.repository, (), untag, (), gone, untag)
 
 
 # --- retention rules --------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from components.maintenance_plan import (
     has_unknown,
     plan_deletion,
     plan_retention,
+    plan_untag,
     repository_matches,
     snapshot,
     untagged_to_delete,
@@ -103,14 +104,16 @@ def wait_until_serving(client: RegistryClient, timeout: float | None = None) -> 
         time.sleep(0.5)
 
 
-def deletion_record(previous: Mapping[str, Any], digests: list[str], tags: list[str]) -> dict[str, Any]:
+def deletion_record(previous: Mapping[str, Any], digests: list[str], tags: list[str], *,
+                    deleted: bool | None = None) -> dict[str, Any]:
     """Outputs about the last run that deleted something; a run that deleted nothing keeps them.
 
     ``deletionRuns`` counts such runs, so garbage collection (triggered by these outputs) runs
-    again even when a re-pushed image is deleted under the same digest as before.
+    again even when a re-pushed image is deleted under the same digest as before. A run
+    deleted something if it deleted a digest, unless ``deleted`` says (tags removed by tag).
     """
     runs = int(previous.get("deletionRuns") or 0)
-    if not digests:
+    if not (bool(digests) if deleted is None else deleted):
         return {
             "deletedDigests": list(previous.get("deletedDigests") or []),
             "deletedTags": list(previous.get("deletedTags") or []),
@@ -263,6 +266,13 @@ class ImageDeletionProvider(MaintenanceProvider):
 
     @staticmethod
     def plan(client: RegistryClient, props: ImageDeletionProps) -> DeletionPlan:
+        if props.delete_by_tag and not props.digests:
+            # One request for the tag list; no HEAD per tag (see plan_untag).
+            try:
+                present = client.tags(props.repository)
+            except RegistryNotFoundError:
+                present = []
+            return plan_untag(props, present)
         snap = snapshot(client, props.repository)
         loose = [d for d in props.digests if d not in snap.tags.values()]
 
@@ -281,6 +291,14 @@ class ImageDeletionProvider(MaintenanceProvider):
 
     def apply(self, client: RegistryClient, props: ImageDeletionProps, previous: Mapping[str, Any]) -> dict[str, Any]:
         plan = self.plan(client, props)
+        if plan.untag:
+            results = client.map(lambda tag: client.untag(props.repository, tag), plan.untag)
+            untagged = [tag for tag, ok in zip(plan.untag, results) if ok]
+            return {
+                "pendingDeletions": [],
+                **deletion_record(previous, [], untagged, deleted=bool(untagged)),
+                "alreadyGone": [*plan.already_gone, *(tag for tag, ok in zip(plan.untag, results) if not ok)],
+            }
         removed = client.map(lambda digest: client.delete(props.repository, digest), plan.digests)
         deleted = [d for d, ok in zip(plan.digests, removed) if ok]
         return {

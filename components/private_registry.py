@@ -231,6 +231,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                     password=password,
                     docker_host=s.docker.host,
                     container_name=registry_container,
+                    registry_version=s.images.registry_major,
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[front]),
             )

@@ -477,6 +477,18 @@ class RegistryClient:
             return False
         return True
 
+    def untag(self, repository: str, tag: str) -> bool:
+        """Remove one tag (``DELETE`` by tag, which distribution 3 serves): the manifest stays, with
+        any other tags on it, until garbage collection removes it untagged; ``False`` if the tag
+        was already gone."""
+        validate_repository(self.url, repository)
+        validate_tag(self.url, repository, tag)
+        try:
+            self._request("DELETE", f"/v2/{repository}/manifests/{tag}", repository=repository, reference=tag, ok=(202,))
+        except RegistryNotFoundError:
+            return False
+        return True
+
     def created(self, repository: str, reference: str) -> datetime | None:
         """When the image was built, for retention's "newest" and "younger than".
 

@@ -26,9 +26,10 @@ from components.maintenance_providers import (
     RetentionProvider,
 )
 from components.registry import RESTART_POLICY
-from components.registry_api import RegistryNotFoundError
+from components.registry_api import RegistryError, RegistryNotFoundError
 from tests.support import deploy, oci
 from tests.support.ports import free_port
+from tests.support.program import REGISTRY_VERSION
 
 
 def conn(stack, **overrides) -> dict:
@@ -388,6 +389,42 @@ def test_registry_is_stopped_only_once_a_slow_download_through_the_proxy_has_end
     assert "error" not in result, result
     assert (result["digest"], result["bytes"]) == (layer["digest"], layer["size"])
     assert looks > 1
+
+
+def test_deletion_by_tag_leaves_other_tags_and_the_collection_frees_what_it_untagged(registry_stack, pushed):
+    """Distribution 3: a rule deleting `one` and `two` by tag (deleteByTag, what the program sets
+    on 3 with deleteUntagged) asks only for the tag list and sends one DELETE per tag; `latest`,
+    on the same manifest as `one`, stays and pulls, and nothing is refused. `two`'s manifest,
+    left untagged, still resolves by digest until the collection with deleteUntagged removes
+    it and frees its 2 MiB layer. On 2.8 the registry refuses a DELETE by tag, so the program
+    never sends one there (components.maintenance.deletes_by_tag)."""
+    with registry_stack.client() as client:
+        if REGISTRY_VERSION == 2:
+            with pytest.raises(RegistryError):
+                client.untag("app", "two")
+            assert client.resolve("app", "two") == pushed.digests["two"]
+            return
+    deletion = ImageDeletionProvider()
+    news = {**conn(registry_stack), "repository": "app", "tags": ["one", "two", "gone"], "deleteByTag": True}
+    checked, created = run_create(deletion, news)
+    assert checked.inputs["pendingDeletions"] == ["app:one", "app:two"]
+    assert created.outs["deletedTags"] == ["one", "two"] and created.outs["alreadyGone"] == ["gone"]
+    assert_gone(registry_stack, "app", "one")
+    assert_gone(registry_stack, "app", "two")
+    assert_pulls(registry_stack, "app", "latest", pushed.digests["one"])
+    with registry_stack.client() as client:
+        assert client.resolve("app", pushed.digests["two"]) == pushed.digests["two"]
+
+    before = registry_stack.volume_bytes()
+    _, collected = run_create(GarbageCollectionProvider(), {
+        **conn(registry_stack), "dockerHost": registry_stack.docker_host, "containerName": registry_stack.registry_name,
+        "mode": "readonly", "deleteUntagged": True, "trigger": "by-tag"})
+    assert f"app@{pushed.digests['two']}" in collected.outs["untaggedDeleted"]
+    assert before - registry_stack.volume_bytes() >= 2 * 1024 * 1024
+    with registry_stack.client() as client, pytest.raises(RegistryNotFoundError):
+        client.resolve("app", pushed.digests["two"])
+    for tag in ("latest", "three", "multi", "multi2"):
+        assert_pulls(registry_stack, "app", tag, pushed.digests["one" if tag == "latest" else tag])
 
 
 def test_gc_dry_run_changes_nothing_and_stop_mode_frees_space(registry_stack, pushed):

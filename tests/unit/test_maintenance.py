@@ -20,7 +20,7 @@ import pulumi
 import pytest
 
 from components import maintenance_plan, maintenance_providers
-from components.maintenance import Maintenance, MaintenanceArgs, legacy_rule_hash, rule_hash
+from components.maintenance import Maintenance, MaintenanceArgs, deletes_by_tag, legacy_rule_hash, rule_hash
 from components.maintenance_plan import (
     UNKNOWN,
     ImageDeletionProps,
@@ -29,6 +29,7 @@ from components.maintenance_plan import (
     RetentionProps,
     plan_deletion,
     plan_retention,
+    plan_untag,
     repository_matches,
     untagged_to_delete,
 )
@@ -77,6 +78,8 @@ class FakeRegistry:
         self.created_at = dict(created or {})
         self.untagged = {tuple(x) for x in untagged}  # (repo, digest) present without a tag
         self.deleted: list[tuple[str, str]] = []
+        self.untagged_tags: list[tuple[str, str]] = []
+        self.described: list[tuple[str, ...]] = []
 
     def __enter__(self):
         return self
@@ -102,6 +105,7 @@ class FakeRegistry:
         return OCI_INDEX if digest in self.indexes else OCI_MANIFEST
 
     def descriptors(self, repo, tags):
+        self.described.append(tuple(tags))
         return {t: Descriptor(self.repos[repo][t], self._media(self.repos[repo][t])) for t in tags if t in self.repos[repo]}
 
     def manifest(self, repo, digest):
@@ -114,6 +118,16 @@ class FakeRegistry:
 
     def created(self, repo, digest):
         return self.created_at.get(digest)
+
+    def untag(self, repo, tag):
+        """DELETE by tag as distribution 3 serves it: the manifest stays, untagged if that was its last tag."""
+        digest = self.repos.get(repo, {}).pop(tag, None)
+        if digest is None:
+            return False
+        self.untagged_tags.append((repo, tag))
+        if digest not in self.repos[repo].values():
+            self.untagged.add((repo, digest))
+        return True
 
     def delete(self, repo, digest):
         present = digest in self.repos.get(repo, {}).values() or (repo, digest) in self.untagged
@@ -145,7 +159,7 @@ def test_props_round_trip_through_pulumi_dicts():
     props = ImageDeletionProps.from_dict({**CONN, "repository": "app", "tags": ["v1", "v2"], "extra": 1})
     assert props.tags == ("v1", "v2") and props.digests == () and props.allow_shared_digest is False
     assert props.to_dict() == {**CONN, "repository": "app", "tags": ["v1", "v2"], "digests": [],
-                               "allowSharedDigest": False}
+                               "allowSharedDigest": False, "deleteByTag": False}
     retention = RetentionProps.from_dict({**CONN, "repositories": "team/*", "keepLast": 3})
     assert "keepYoungerThanHours" not in retention.to_dict() and retention.keep_last == 3
 
@@ -453,6 +467,57 @@ def test_refresh_finds_a_re_pushed_tag_and_update_deletes_it_again(fake):
     assert updated.outs["deletionRuns"] == 2 and updated.outs["pendingDeletions"] == []
 
 
+def test_deleting_by_tag_removes_only_the_named_tags_and_refuses_nothing():
+    """On distribution 3 a rule's tags go by tag: a tag sharing its manifest with another tag
+    goes alone (no shared-digest refusal, nothing else removed), a missing one is already gone."""
+    plan = plan_untag(rule(tags=["v1", "v9"], deleteByTag=True), ["latest", "v1", "v2"])
+    assert plan.untag == ("v1",) and plan.tags_removed == ("v1",) and plan.digests == ()
+    assert plan.already_gone == ("v9",) and plan.pending == ["app:v1"]
+
+
+def test_create_by_tag_asks_for_the_tag_list_only_and_untags(fake):
+    """create with deleteByTag: one tag list, no HEAD per tag; the named tags are untagged (the
+    shared manifest keeps its other tag, a manifest left untagged stays for the collection),
+    the run is counted for the collection's trigger; a rerun finds them gone and counts nothing."""
+    registry = fake(FakeRegistry({"app": {"v1": d("1"), "latest": d("1"), "v2": d("2")}}))
+    provider = wired(ImageDeletionProvider())
+    news = {**CONN, "repository": "app", "tags": ["v1", "v2", "v9"], "deleteByTag": True}
+    assert provider.check({}, news).inputs["pendingDeletions"] == ["app:v1", "app:v2"]
+    result = provider.create(news)
+    assert registry.described == [] and registry.deleted == []
+    assert registry.untagged_tags == [("app", "v1"), ("app", "v2")]
+    assert registry.repos["app"] == {"latest": d("1")} and ("app", d("2")) in registry.untagged
+    assert result.outs["deletedTags"] == ["v1", "v2"] and result.outs["deletedDigests"] == []
+    assert result.outs["deletionRuns"] == 1 and result.outs["alreadyGone"] == ["v9"]
+    again = provider.update(result.id, result.outs, provider.check(result.outs, news).inputs)
+    assert again.outs["deletionRuns"] == 1 and again.outs["alreadyGone"] == ["v1", "v2", "v9"]
+
+
+def test_a_rule_naming_digests_deletes_by_digest_even_where_tags_could_go_by_tag(fake):
+    """deleteByTag covers rules of tags only: a rule that names a digest deletes by digest, with
+    the shared-digest checks, as on 2.8."""
+    registry = fake(FakeRegistry({"app": {"v1": d("1"), "v2": d("2")}}, untagged=[("app", d("3"))]))
+    wired(ImageDeletionProvider()).create({**CONN, "repository": "app", "tags": ["v1"], "digests": [d("3")],
+                                           "deleteByTag": True})
+    assert sorted(registry.deleted) == [("app", d("1")), ("app", d("3"))] and registry.untagged_tags == []
+    with pytest.raises(MaintenanceError, match="also delete tag.s. v2 .*deleteUntagged: true deletes a rule's tags by tag"):
+        wired(ImageDeletionProvider()).create({**CONN, "repository": "app", "digests": [d("2")], "deleteByTag": True})
+
+
+@pytest.mark.parametrize("version, gc, expected", [
+    (3, GcSettings(delete_untagged=True), True),
+    (3, GcSettings(delete_untagged=True, mode="stop"), True),
+    (3, GcSettings(), False),
+    (3, GcSettings(delete_untagged=True, mode="dry-run"), False),
+    (3, GcSettings(delete_untagged=True, enabled=False), False),
+    (2, GcSettings(delete_untagged=True), False),
+])
+def test_rules_delete_by_tag_only_where_a_collection_then_removes_the_untagged_manifests(version, gc, expected):
+    """By tag only on distribution 3 and when the collection after the deletions removes
+    untagged manifests: otherwise a manifest whose tags went would stay pullable by digest."""
+    assert deletes_by_tag(MaintenanceSettings(deletions=SETTINGS.deletions, gc=gc), version) is expected
+
+
 def test_retention_dry_run_only_reports(fake):
     """A dry run lists what would go and deletes nothing."""
     registry = fake(FakeRegistry({"app": {"a": d("1"), "b": d("2")}}, created={d("1"): NOW, d("2"): NOW - timedelta(1)}))
@@ -548,13 +613,13 @@ SETTINGS = MaintenanceSettings(
 )
 
 
-def build(settings=SETTINGS):
+def build(settings=SETTINGS, registry_version=2):
     registry = pulumi.CustomResource("test:index:RegistryContainer", "registry", {"name": "reg-registry"})
     component = Maintenance(
         "maint",
         MaintenanceArgs(settings=settings, registry_url=URL, ca_pem=CONN["caPem"], username="admin",
                         password=PASSWORD, docker_host="unix:///var/run/docker.sock",
-                        container_name=registry.name),
+                        container_name=registry.name, registry_version=registry_version),
         opts=pulumi.ResourceOptions(depends_on=[registry]),
     )
     return registry, component
@@ -596,6 +661,23 @@ def test_component_graph_order_and_secrecy(pulumi_mocks):
         provider = resource.plain_inputs.get("__provider")
         if provider:
             assert PASSWORD.encode() not in base64.b64decode(provider)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_deletion_inputs_name_delete_by_tag_only_when_set(pulumi_mocks, version):
+    """On 3 with deleteUntagged every deletion resource gets deleteByTag: true; on 2.8 the
+    inputs are exactly what they were before the setting existed (no key), so no stack diffs."""
+
+    @pulumi.runtime.test
+    def run():
+        _, component = build(registry_version=version)
+        return component.pending_deletions.apply(lambda _: None)
+
+    run()
+    deletions = pulumi_mocks.by_type("pulumi-python:dynamic/registry:ImageDeletion")
+    assert len(deletions) == 2
+    for resource in deletions:
+        assert resource.plain_inputs.get("deleteByTag", "absent") == (True if version == 3 else "absent")
 
 
 def test_component_names_follow_rule_content_not_position(pulumi_mocks):
