@@ -27,6 +27,10 @@ DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 DOMAIN = rf"{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
 TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 DIGEST = r"sha256:[a-f0-9]{64}"
+# Where a registry serves no referrers API, clients keep what they attach to an image under
+# tags derived from its digest: cosign's `sha256-<hex>.sig`, `.att` and `.sbom`, and the OCI
+# referrers tag schema's `sha256-<hex>` (an index listing the artifacts; cosign 3, oras).
+ATTACHMENT_TAG = r"(?P<algorithm>sha256)-(?P<hex>[a-f0-9]{64})(?:\.(?P<kind>sig|att|sbom))?"
 REPOSITORY = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
 # An image as a Docker engine pulls it: [domain/]repository[:tag][@digest].
 IMAGE_REFERENCE = rf"(?:{DOMAIN}/)?{REPOSITORY}(?::{TAG})?(?:@{DIGEST})?"
@@ -63,6 +67,7 @@ CREDENTIAL = r"[A-Za-z0-9_.~+/=@:,-]{1,256}"
 REPOSITORY_RE = re.compile(REPOSITORY)
 TAG_RE = re.compile(TAG)
 DIGEST_RE = re.compile(DIGEST)
+ATTACHMENT_TAG_RE = re.compile(ATTACHMENT_TAG)
 IMAGE_REFERENCE_RE = re.compile(IMAGE_REFERENCE)
 IMAGE_REFERENCE_PARTS_RE = re.compile(IMAGE_REFERENCE_PARTS)
 DNS_NAME_RE = re.compile(DNS_NAME)
@@ -125,6 +130,23 @@ def parse_image_reference(value: object) -> Optional[ImageReference]:
         return None
     match = IMAGE_REFERENCE_PARTS_RE.fullmatch(value)
     return ImageReference(match["name"], match["tag"], match["digest"])
+
+
+class Attachment(NamedTuple):
+    """What a digest-derived tag holds: the ``subject`` digest it is attached to and its
+    ``kind``: ``sig``, ``att``, ``sbom`` (cosign's tags) or ``referrers`` (the referrers tag
+    schema's index)."""
+
+    subject: str
+    kind: str
+
+
+def parse_attachment_tag(value: object) -> Optional[Attachment]:
+    """The subject and kind of an attachment tag (see ``ATTACHMENT_TAG``), or None for any other tag."""
+    match = ATTACHMENT_TAG_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return Attachment(f"{match['algorithm']}:{match['hex']}", match["kind"] or "referrers")
 
 
 def is_pinned_image_reference(value: object) -> bool:

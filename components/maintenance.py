@@ -87,13 +87,17 @@ class RetentionPolicy(pulumi.dynamic.Resource, module="registry", name="Retentio
     deletedDigests: pulumi.Output[list]
     blockedTags: pulumi.Output[list]
     keptTags: pulumi.Output[list]
+    orphanedArtifacts: pulumi.Output[list]
     deletionRuns: pulumi.Output[int]
 
     def __init__(self, name: str, *, rule: Any, exclude=(), dry_run=False, opts=None, **connection: Any):
         inputs = {"repositories": rule.repositories, "excludeRepositories": list(exclude),
                   "keepLast": rule.keep_last, "keepPatterns": list(rule.keep_patterns),
-                  "keepYoungerThanHours": rule.keep_younger_than_hours, "dryRun": bool(dry_run)}
-        outputs = ("pendingDeletions", "deletedTags", "deletedDigests", "blockedTags", "keptTags", "deletionRuns")
+                  "keepYoungerThanHours": rule.keep_younger_than_hours, "dryRun": bool(dry_run),
+                  # Only when set: the inputs of rules that leave orphans alone stay as they were.
+                  **({"deleteOrphans": True} if rule.delete_orphans else {})}
+        outputs = ("pendingDeletions", "deletedTags", "deletedDigests", "blockedTags", "keptTags",
+                   "orphanedArtifacts", "deletionRuns")
         super().__init__(RetentionProvider(), name, _props(connection, inputs, outputs), _options(opts))
 
 

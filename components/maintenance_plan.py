@@ -173,6 +173,8 @@ class RetentionProps(ConnectionProps):
     keep_patterns: tuple[str, ...] = ()
     keep_younger_than_hours: Optional[float] = None
     dry_run: bool = False
+    # Delete attachments (signatures, attestations, SBOMs) whose subject image is gone.
+    delete_orphans: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ class RepoSnapshot:
     tags: Mapping[str, str]  # tag -> digest
     children: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # index digest -> platform digests
     created: Mapping[str, Optional[datetime]] = field(default_factory=dict)  # digest -> build time
+    # Untagged manifests known to exist (looked up: the subjects of attachments no tag reaches).
+    present: frozenset[str] = frozenset()
 
     def tags_of(self, digest: str) -> list[str]:
         return sorted(tag for tag, d in self.tags.items() if d == digest)
@@ -306,6 +310,7 @@ class RetentionPlan:
     delete: Mapping[str, Mapping[str, tuple[str, ...]]]  # repository -> digest -> tags
     blocked: tuple[str, ...]  # "repo:tag" the rule does not keep but that share a digest (or index) with a kept tag
     kept: tuple[str, ...]
+    orphans: tuple[str, ...] = ()  # "repo:tag" attachments whose subject is gone, left in place
 
     @property
     def pending(self) -> list[str]:
@@ -332,6 +337,10 @@ def plan_retention(rule: RetentionProps, snaps: Sequence[RepoSnapshot], now: dat
     build time (see :meth:`RegistryClient.created` for that clock and why); an image without
     one counts as the oldest, and ties are broken by tag name (later in sort order counts as
     newer), so the choice is deterministic.
+
+    Attachment tags (:func:`components.grammar.parse_attachment_tag`: signatures,
+    attestations, SBOMs, referrers indexes) are not images: the rule neither counts nor keeps
+    them. Each follows its subject (:func:`_attachments`).
     """
     patterns = [grammar.compile_tag_pattern(p) for p in rule.keep_patterns]
     horizon = None
@@ -340,31 +349,87 @@ def plan_retention(rule: RetentionProps, snaps: Sequence[RepoSnapshot], now: dat
     delete: dict[str, dict[str, tuple[str, ...]]] = {}
     blocked: list[str] = []
     kept_all: list[str] = []
+    orphans: list[str] = []
     for snap in snaps:
         def built(tag: str) -> datetime:
             return snap.created.get(snap.tags[tag]) or _EPOCH
 
-        keep = {tag for tag in snap.tags if any(p.fullmatch(tag) for p in patterns)}
+        attached = {tag: found.subject for tag in snap.tags if (found := grammar.parse_attachment_tag(tag))}
+        images = sorted(tag for tag in snap.tags if tag not in attached)
+        keep = {tag for tag in images if any(p.fullmatch(tag) for p in patterns)}
         if horizon is not None:
-            keep |= {tag for tag in snap.tags if built(tag) > horizon}
+            keep |= {tag for tag in images if built(tag) > horizon}
         if rule.keep_last:
-            newest = sorted(snap.tags, key=lambda tag: (built(tag), tag), reverse=True)
+            newest = sorted(images, key=lambda tag: (built(tag), tag), reverse=True)
             keep |= set(newest[: rule.keep_last])
         kept_digests = {snap.tags[tag] for tag in keep}
         needed = kept_digests | {kid for d in kept_digests for kid in snap.children.get(d, ())}
         chosen: dict[str, tuple[str, ...]] = {}
-        for digest in sorted(set(snap.tags.values())):
-            tags = snap.tags_of(digest)
+        for digest in sorted({snap.tags[tag] for tag in images}):
+            tags = [tag for tag in snap.tags_of(digest) if tag not in attached]
             if all(tag in keep for tag in tags):
                 continue
             if digest in needed:
                 blocked.extend(f"{snap.repository}:{tag}" for tag in tags if tag not in keep)
             else:
                 chosen[digest] = tuple(tags)
+        kept_attachments, orphaned = _attachments(snap, attached, chosen, delete_orphans=rule.delete_orphans)
         if chosen:
             delete[snap.repository] = chosen
-        kept_all.extend(f"{snap.repository}:{tag}" for tag in sorted(keep))
-    return RetentionPlan(delete, tuple(sorted(blocked)), tuple(sorted(kept_all)))
+        kept_all.extend(f"{snap.repository}:{tag}" for tag in sorted(keep | kept_attachments))
+        orphans.extend(f"{snap.repository}:{tag}" for tag in orphaned)
+    return RetentionPlan(delete, tuple(sorted(blocked)), tuple(sorted(kept_all)), tuple(sorted(orphans)))
+
+
+def _attachments(snap: RepoSnapshot, attached: Mapping[str, str], chosen: dict[str, tuple[str, ...]], *,
+                 delete_orphans: bool) -> tuple[set[str], list[str]]:
+    """Give each attachment tag its subject's fate; returns (kept attachment tags, orphans left).
+
+    An attachment whose subject stays reachable (a remaining tag, a remaining index's platform
+    manifest, a kept attachment, or an untagged manifest in ``snap.present``) is kept; one
+    whose subject is deleted is deleted with it (added to ``chosen``), and so is every artifact
+    a deleted referrers index lists that nothing else reaches; one whose subject is gone is an
+    orphan: deleted with ``delete_orphans``, else listed.
+    """
+    def reach(digests: set[str]) -> set[str]:
+        return digests | {kid for d in digests for kid in snap.children.get(d, ())}
+
+    staying = reach({snap.tags[tag] for tag in snap.tags if tag not in attached and snap.tags[tag] not in chosen})
+    going = reach(set(chosen)) - staying
+    kept: set[str] = set()
+    undecided = dict(attached)
+    while undecided:
+        decided = []
+        for tag, subject in sorted(undecided.items()):
+            digest = snap.tags[tag]
+            if subject in staying:
+                staying |= reach({digest})
+                kept.add(tag)
+            elif subject in going:
+                going |= reach({digest}) - staying
+                chosen[digest] = (*chosen.get(digest, ()), tag)
+            else:
+                continue
+            decided.append(tag)
+        if not decided:
+            break
+        for tag in decided:
+            del undecided[tag]
+    orphans = []
+    for tag, subject in sorted(undecided.items()):
+        if subject in snap.present:
+            kept.add(tag)
+        elif delete_orphans:
+            chosen[snap.tags[tag]] = (*chosen.get(snap.tags[tag], ()), tag)
+            going |= reach({snap.tags[tag]}) - staying
+        else:
+            orphans.append(tag)
+    for tag, digest in snap.tags.items():
+        if tag in attached and digest in chosen:
+            for artifact in snap.children.get(digest, ()):
+                if artifact not in staying:
+                    chosen.setdefault(artifact, ())
+    return kept, orphans
 
 
 # --- garbage collection -----------------------------------------------------------------------

@@ -40,6 +40,7 @@ from another cwd.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -59,12 +60,14 @@ from components.maintenance_plan import (
     Props,
     PropsError,
     RetentionPlan,
+    RepoSnapshot,
     RetentionProps,
     from_wire,
     has_unknown,
     plan_deletion,
     plan_retention,
     plan_untag,
+    protected_manifests,
     repository_matches,
     snapshot,
     untagged_to_delete,
@@ -313,6 +316,24 @@ class ImageDeletionProvider(MaintenanceProvider):
 # --- RetentionPolicy --------------------------------------------------------------------------
 
 
+def with_present_subjects(client: RegistryClient, snap: RepoSnapshot) -> RepoSnapshot:
+    """``snap`` with ``present`` filled: which subjects of its attachment tags that no tag
+    reaches still exist untagged (a ``HEAD`` each), so only a subject truly gone makes an orphan."""
+    reached = protected_manifests(snap)
+    subjects = sorted({found.subject for tag in snap.tags
+                       if (found := grammar.parse_attachment_tag(tag)) and found.subject not in reached})
+
+    def exists(digest: str) -> bool:
+        try:
+            client.resolve(snap.repository, digest)
+            return True
+        except RegistryNotFoundError:
+            return False
+
+    present = frozenset(d for d, ok in zip(subjects, client.map(exists, subjects)) if ok)
+    return dataclasses.replace(snap, present=present)
+
+
 class RetentionProvider(MaintenanceProvider):
     """Applies one retention rule to the repositories it governs. See :func:`plan_retention`."""
 
@@ -344,7 +365,7 @@ class RetentionProvider(MaintenanceProvider):
         snaps = []
         for repo in repositories:
             try:
-                snaps.append(snapshot(client, repo, with_created=True))
+                snaps.append(with_present_subjects(client, snapshot(client, repo, with_created=True)))
             except RegistryNotFoundError as exc:
                 if exc.code != "NAME_UNKNOWN":
                     raise
@@ -352,7 +373,8 @@ class RetentionProvider(MaintenanceProvider):
 
     @staticmethod
     def _outputs(plan: RetentionPlan, pending: list[str]) -> dict[str, Any]:
-        return {"pendingDeletions": pending, "blockedTags": list(plan.blocked), "keptTags": list(plan.kept)}
+        return {"pendingDeletions": pending, "blockedTags": list(plan.blocked), "keptTags": list(plan.kept),
+                "orphanedArtifacts": list(plan.orphans)}
 
     def preview(self, client: RegistryClient, props: RetentionProps) -> dict[str, Any]:
         return {"pendingDeletions": self.plan(client, props).pending}

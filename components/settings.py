@@ -392,6 +392,8 @@ class RetentionRule:
     keep_last: Optional[StrictInt] = Field(default=None, ge=1, le=100_000)
     keep_patterns: tuple[StrictStr, ...] = ()
     keep_younger_than_hours: Optional[float] = Field(default=None, alias="keepYoungerThan")
+    # Signatures, attestations and SBOMs whose image is gone: deleted (true) or listed (false).
+    delete_orphans: StrictBool = False
 
     @field_validator("repositories")
     @classmethod

@@ -80,3 +80,16 @@ def test_tag_patterns_are_linear_time_re2():
     for bad in ["", "(a)\\1", "(?=x)", "a" * 257, "a\nb"]:
         with pytest.raises(g.PatternError):
             g.compile_tag_pattern(bad)
+
+
+def test_attachment_tags_name_their_subject_and_kind_and_nothing_else_matches():
+    """cosign's digest tags and the referrers tag schema's give their subject digest and kind;
+    tags that merely look alike (wrong length, upper case, other suffix or algorithm) are images."""
+    hexes = "ab" * 32
+    assert g.parse_attachment_tag(f"sha256-{hexes}.sig") == g.Attachment(f"sha256:{hexes}", "sig")
+    assert g.parse_attachment_tag(f"sha256-{hexes}.att") == (f"sha256:{hexes}", "att")
+    assert g.parse_attachment_tag(f"sha256-{hexes}.sbom") == (f"sha256:{hexes}", "sbom")
+    assert g.parse_attachment_tag(f"sha256-{hexes}") == (f"sha256:{hexes}", "referrers")
+    for tag in (f"sha256-{hexes[:-1]}.sig", f"sha256-{hexes.upper()}.sig", f"sha256-{hexes}.sigx",
+                f"sha256-{hexes}.txt", f"sha512-{hexes}.sig", f"v1-sha256-{hexes}", "latest", None, 3):
+        assert g.parse_attachment_tag(tag) is None, tag

@@ -80,6 +80,7 @@ class FakeRegistry:
         self.deleted: list[tuple[str, str]] = []
         self.untagged_tags: list[tuple[str, str]] = []
         self.described: list[tuple[str, ...]] = []
+        self.resolved: list[str] = []
 
     def __enter__(self):
         return self
@@ -112,6 +113,7 @@ class FakeRegistry:
         return Manifest(digest, self._media(digest), {"manifests": [{"digest": c} for c in self.indexes.get(digest, ())]})
 
     def resolve(self, repo, ref):
+        self.resolved.append(ref)
         if ref in self.repos.get(repo, {}).values() or (repo, ref) in self.untagged:
             return ref
         raise RegistryNotFoundError(URL, "manifest not found", repository=repo, reference=ref)
@@ -299,6 +301,80 @@ def test_a_platform_manifest_a_kept_index_needs_is_blocked():
     snap = aged({"multi": ("i", 1), "amd64-only": ("a", 100)}, children={d("i"): (d("a"), d("b"))})
     plan = plan_retention(retention(keepLast=1), [snap], NOW)
     assert plan.kept == ("app:multi",) and plan.pending == [] and plan.blocked == ("app:amd64-only",)
+
+
+def att(subject: str, kind: str = "") -> str:
+    """The tag cosign (``.sig``/``.att``/``.sbom``) or the referrers tag schema (no suffix) gives
+    what is attached to ``subject``."""
+    return subject.replace(":", "-") + (f".{kind}" if kind else "")
+
+
+def test_signatures_are_not_counted_and_follow_their_image():
+    """keepLast counts images only: two images and their signature, attestation and SBOM tags
+    under keepLast: 2 lose nothing. Under keepLast: 1 the older image goes with its three
+    attachments (the preview lists them) and the newer one's stay."""
+    new, old = d("1"), d("2")
+    tags = {"new": ("1", 1), "old": ("2", 50), att(new, "sig"): ("3", None), att(old, "sig"): ("4", None),
+            att(old, "att"): ("5", None), att(old, "sbom"): ("6", None)}
+    assert plan_retention(retention(keepLast=2), [aged(tags)], NOW).pending == []
+    plan = plan_retention(retention(keepLast=1), [aged(tags)], NOW)
+    assert plan.pending == sorted(["app:old", f"app:{att(old, 'sig')}", f"app:{att(old, 'att')}",
+                                   f"app:{att(old, 'sbom')}"])
+    assert set(plan.delete["app"]) == {old, d("4"), d("5"), d("6")}
+    assert plan.kept == tuple(sorted(["app:new", f"app:{att(new, 'sig')}"])) and plan.orphans == ()
+
+
+def test_a_deleted_images_referrers_index_takes_its_artifacts_and_a_kept_ones_stays():
+    """The referrers tag schema's index (cosign 3, oras) of a deleted image goes, and so do the
+    artifacts it lists (untagged manifests nothing else reaches); a kept image's index and
+    artifacts stay; an artifact's own signature follows the artifact."""
+    new, old = d("1"), d("2")
+    tags = {"new": ("1", 1), "old": ("2", 50), att(new): ("7", None), att(old): ("8", None),
+            att(d("b"), "sig"): ("9", None)}
+    snap = aged(tags, children={d("7"): (d("a"),), d("8"): (d("b"), d("c"))})
+    plan = plan_retention(retention(keepLast=1), [snap], NOW)
+    assert set(plan.delete["app"]) == {old, d("8"), d("b"), d("c"), d("9")}
+    assert plan.pending == sorted(["app:old", f"app:{att(old)}", f"app:{att(d('b'), 'sig')}"])
+    assert f"app:{att(new)}" in plan.kept
+
+
+def test_attachments_of_a_kept_index_and_its_platform_images_stay():
+    """A signature of a kept multi-architecture index, or of one of its platform manifests,
+    stays; a signature of a platform manifest the deleted index alone listed goes."""
+    tags = {"multi": ("e", 1), "gone": ("f", 50), att(d("e"), "sig"): ("3", None),
+            att(d("a"), "sig"): ("4", None), att(d("b"), "sig"): ("5", None)}
+    snap = aged(tags, children={d("e"): (d("a"),), d("f"): (d("b"),)})
+    plan = plan_retention(retention(keepLast=1), [snap], NOW)
+    assert set(plan.delete["app"]) == {d("f"), d("5")}
+
+
+def test_orphans_are_listed_kept_when_their_subject_exists_untagged_and_deleted_on_request():
+    """An attachment whose subject no tag reaches: an orphan, listed and left, if the subject
+    is gone; kept if the subject still exists untagged; deleted (in the preview) with
+    deleteOrphans, with the artifacts an orphaned referrers index lists."""
+    x, y = d("c"), d("d")
+    tags = {"v1": ("1", 1), att(x, "sig"): ("3", None), att(y): ("7", None)}
+    snap = aged(tags, children={d("7"): (d("a"),)})
+    plan = plan_retention(retention(keepLast=1), [snap], NOW)
+    assert plan.pending == [] and plan.orphans == tuple(sorted([f"app:{att(x, 'sig')}", f"app:{att(y)}"]))
+    present = dataclasses.replace(snap, present=frozenset({x}))
+    assert plan_retention(retention(keepLast=1), [present], NOW).orphans == (f"app:{att(y)}",)
+    cleaned = plan_retention(retention(keepLast=1, deleteOrphans=True), [snap], NOW)
+    assert cleaned.orphans == () and set(cleaned.delete["app"]) == {d("3"), d("7"), d("a")}
+    assert cleaned.pending == sorted([f"app:{att(x, 'sig')}", f"app:{att(y)}"])
+
+
+def test_retention_provider_looks_up_only_unreached_subjects_and_reports_orphans(fake):
+    """create: only the subjects no tag reaches are looked up, once each; one untagged but present keeps its attachment, one gone
+    makes its attachment an orphan, reported in orphanedArtifacts and left in place."""
+    x, y = d("c"), d("d")
+    registry = fake(FakeRegistry({"app": {"v1": d("1"), att(d("1"), "sig"): d("3"), att(x, "sig"): d("4"),
+                                          att(y, "sig"): d("5")}},
+                                 created={d("1"): NOW}, untagged=[("app", x)]))
+    result = wired(RetentionProvider()).create({**CONN, "repositories": "app", "keepLast": 1})
+    assert registry.deleted == [] and sorted(registry.resolved) == [x, y]
+    assert result.outs["orphanedArtifacts"] == [f"app:{att(y, 'sig')}"]
+    assert sorted(result.outs["keptTags"]) == sorted(["app:v1", f"app:{att(d('1'), 'sig')}", f"app:{att(x, 'sig')}"])
 
 
 def test_rules_govern_repositories_by_pattern_first_match_wins():
