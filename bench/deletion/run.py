@@ -1,16 +1,20 @@
-"""Deleting 200 tags: the ImageDeletion provider versus the tutorial's method, side by side.
+"""Deleting 200 tags: the ImageDeletion provider versus the tutorial's method, and distribution
+2.8.2 versus 3.1.2, side by side.
 
-Two stacks deployed from the program: one in basic mode (nginx TLS + bcrypt basic auth at cost
-5, checked by nginx on every request; the tutorial's method needs it) and one in the default
-token mode (the registry verifies a JWT on each request; the provider fetches scoped tokens).
-Each round pushes 200 distinct small Docker schema 2 images (their own config and layer, one
-shared base layer; schema 2 so the tutorial's single Accept header resolves them) to a fresh
-repository per method, then deletes all 200 tags of each:
+Three stacks deployed from the program: on distribution 2.8.2, one in basic mode (nginx TLS +
+bcrypt basic auth at cost 5, checked by nginx on every request; the tutorial's method needs it)
+and one in the default token mode (the registry verifies a JWT on each request; the provider
+fetches scoped tokens); on 3.1.2, one in token mode. Each round pushes 200 distinct small
+Docker schema 2 images (their own config and layer, one shared base layer; schema 2 so the
+tutorial's single Accept header resolves them) to a fresh repository per method, then deletes
+all 200 tags of each:
 
-* provider (basic) and provider (token): ``ImageDeletionProvider().create`` with one rule
-  naming the 200 tags: one keep-alive session, at most 16 requests at once (the default), the
-  shared-digest and multi-arch safety checks (tag list, a ``HEAD`` per tag), a ``DELETE`` per
-  digest;
+* provider (basic), provider (token) and provider (token, 3): ``ImageDeletionProvider().create``
+  with one rule naming the 200 tags: one keep-alive session, at most 16 requests at once (the
+  default), the shared-digest and multi-arch safety checks (tag list, a ``HEAD`` per tag), a
+  ``DELETE`` per digest;
+* provider (token, 3, by tag): the same rule with ``deleteByTag`` (what the program sets on 3
+  when the collection removes untagged manifests): the tag list, then a ``DELETE`` per tag;
 * tutorial (basic): per tag, ``curl -I`` with the Docker manifest Accept header to read
   Docker-Content-Digest, then ``curl -X DELETE`` by digest: two curl processes, two new TLS
   connections per tag.
@@ -56,12 +60,18 @@ import requests  # noqa: E402
 from components.maintenance_providers import ImageDeletionProvider  # noqa: E402
 from components.registry_api import DOCKER_MANIFEST  # noqa: E402
 from components.registry_auth import RegistryAuth  # noqa: E402
+from components.settings import REGISTRY2_IMAGE  # noqa: E402
 from tests.support.deploy import live_stack, registry_stack  # noqa: E402
+from tests.support.go_tools import registry_binary  # noqa: E402
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-# method -> the stack it runs against
-METHODS = {"provider": "basic", "provider-token": "token", "tutorial": "basic"}
+# method -> the stack it runs against (stacks: auth mode and distribution version)
+METHODS = {"provider": "basic-2", "provider-token": "token-2", "provider-token-3": "token-3",
+           "provider-token-3-by-tag": "token-3", "tutorial": "basic-2"}
+BY_TAG = {"provider-token-3-by-tag"}
+# Where a stack pins distribution 2.8 (3 is the program's default image).
+PINNED_2 = {"images": {"registry": REGISTRY2_IMAGE}}
 CGROUP_CPU = Path("/sys/fs/cgroup/cpuacct/docker")
 TOKEN_USER = "maint"
 
@@ -104,17 +114,19 @@ def _roles(deployment) -> dict[str, str]:
 
 @contextmanager
 def basic_target(work: Path) -> Iterator[Target]:
-    with registry_stack(work, prefix="bench-deletion") as stack:
+    """Basic mode on distribution 2.8.2 (the tutorial's registry)."""
+    with registry_stack(work, prefix="bench-deletion", **PINNED_2) as stack:
         ids = {"registry": stack.registry_container().id, "proxy": stack.docker.containers.get(stack.proxy_name).id}
         yield Target("basic", stack.url, stack.ca_pem, stack.cert_dir / "ca.crt", stack.username, stack.password, ids)
 
 
 @contextmanager
-def token_target(work: Path) -> Iterator[Target]:
-    """The program's default auth mode: token; the bench's user is an admin (may delete)."""
+def token_target(work: Path, version: int) -> Iterator[Target]:
+    """The program's default auth mode: token, on distribution ``version`` (2 or 3); the bench's
+    user is an admin (may delete)."""
     password = secrets.token_urlsafe(18)
-    with live_stack(work, "bench-deletion-tok", {TOKEN_USER: password}, wait_healthy=False,
-                    auth={"admins": [TOKEN_USER]}) as live:
+    with live_stack(work, f"bench-deletion-tok{version}", {TOKEN_USER: password}, wait_healthy=False,
+                    auth={"admins": [TOKEN_USER]}, **(PINNED_2 if version == 2 else {})) as live:
         target = Target("token", f"https://{live.address}", live.ca_file.read_text(), live.ca_file, TOKEN_USER,
                         password, _roles(live.deployment))
         with target.session() as session:
@@ -149,6 +161,7 @@ def machine() -> dict:
         "requests": requests.__version__,
         "curl": first_line(["curl", "--version"]),
         "registry": first_line(["docker-registry", "--version"]) + " (stand-in image from this binary)",
+        "registry3": first_line([registry_binary(3), "--version"]) + " (stand-in image from this binary)",
         "nginx": first_line(["nginx", "-v"]) + " (stand-in image from this binary)",
         "docker": first_line(["docker", "version", "--format", "{{.Server.Version}}"]),
     }
@@ -215,11 +228,12 @@ def tutorial_delete(target: Target, repository: str, tags: list[str]) -> None:
             raise RuntimeError(f"tutorial DELETE of {repository}:{tag} answered {deleted.stdout}")
 
 
-def provider_delete(target: Target, repository: str, tags: list[str]) -> None:
+def provider_delete(target: Target, repository: str, tags: list[str], *, by_tag: bool = False) -> None:
     rule = {"registryUrl": target.url, "caPem": target.ca_pem, "username": target.username,
-            "password": target.password, "repository": repository, "tags": tags}
+            "password": target.password, "repository": repository, "tags": tags, "deleteByTag": by_tag}
     outs = ImageDeletionProvider().create(rule).outs
-    if len(outs["deletedDigests"]) != len(tags) or outs["pendingDeletions"]:
+    deleted = outs["deletedTags"] if by_tag else outs["deletedDigests"]
+    if len(deleted) != len(tags) or outs["pendingDeletions"]:
         raise RuntimeError(f"provider left {outs['pendingDeletions']} in {repository}")
 
 
@@ -236,7 +250,7 @@ def measure(method: str, target: Target, repository: str, tags: list[str]) -> di
     if method == "tutorial":
         tutorial_delete(target, repository, tags)
     else:
-        provider_delete(target, repository, tags)
+        provider_delete(target, repository, tags, by_tag=method in BY_TAG)
     wall = time.perf_counter() - start
     after, client_after = target.cpu_seconds(), _client_cpu(method)
     cpu = {role: round(after[role] - before[role], 3) for role in before}
@@ -260,8 +274,9 @@ def main() -> None:
     rounds: list[dict] = []
     load_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench-deletion-") as work, ExitStack() as stacks:
-        targets = {"basic": stacks.enter_context(basic_target(Path(work) / "basic")),
-                   "token": stacks.enter_context(token_target(Path(work) / "token"))}
+        targets = {"basic-2": stacks.enter_context(basic_target(Path(work) / "basic")),
+                   "token-2": stacks.enter_context(token_target(Path(work) / "token2", 2)),
+                   "token-3": stacks.enter_context(token_target(Path(work) / "token3", 3))}
         for number in range(options.rounds):
             repositories = {method: f"bench/r{number}-{method}" for method in methods}
             pushed = sum(push_all(targets[METHODS[m]], tags, repo) for m, repo in repositories.items())
@@ -276,14 +291,18 @@ def main() -> None:
                     raise RuntimeError(f"tags left in {repo}: {left}")
             tutorial = results["tutorial"]["seconds"]
             ratios = {m: round(tutorial / results[m]["seconds"], 2) for m in methods if m != "tutorial"}
+            on_28 = results["provider-token"]["seconds"]
+            versus_28 = {m: round(on_28 / results[m]["seconds"], 2) for m in methods if m.startswith("provider-token-3")}
             rounds.append({"order": list(order), "results": results, "push_seconds": round(pushed, 1),
-                           "tutorial_over": ratios})
+                           "tutorial_over": ratios, "token_2_8_over": versus_28})
             print(f"round {number + 1}: " + "; ".join(
                 f"{m} {results[m]['seconds']:.2f} s (load {results[m]['load_average_1m']}; CPU ms/tag: "
                 f"{per_tag_ms(results[m], len(tags))})" for m in order)
-                + "; " + ", ".join(f"tutorial/{m} {r:.2f}x" for m, r in ratios.items()), flush=True)
+                + "; " + ", ".join(f"tutorial/{m} {r:.2f}x" for m, r in ratios.items())
+                + "; " + ", ".join(f"provider-token/{m} {r:.2f}x" for m, r in versus_28.items()), flush=True)
 
     medians = {m: statistics.median(r["tutorial_over"][m] for r in rounds) for m in methods if m != "tutorial"}
+    medians_28 = {m: statistics.median(r["token_2_8_over"][m] for r in rounds) for m in rounds[0]["token_2_8_over"]}
     result = {
         "tags": len(tags),
         "stacks": METHODS,
@@ -291,11 +310,13 @@ def main() -> None:
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "rounds": rounds,
         "median_tutorial_over": medians,
+        "median_token_2_8_over": medians_28,
         "machine": machine(),
     }
     print(f"deleting {len(tags)} tags, {len(rounds)} rounds, load {result['load_average_1m_start']}"
           f"-{result['load_average_1m_end']}: median " + ", ".join(
-              f"tutorial (basic) / {m} ({METHODS[m]}) {r:.2f}x" for m, r in medians.items()))
+              f"tutorial (basic-2) / {m} ({METHODS[m]}) {r:.2f}x" for m, r in medians.items())
+          + "; " + ", ".join(f"provider-token (2.8) / {m} {r:.2f}x" for m, r in medians_28.items()))
     print(json.dumps(result["machine"], indent=2))
     if options.json:
         options.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -405,12 +405,14 @@ def _disable_deletion(deployment: Deployment, name: str) -> None:
 
 
 @contextmanager
-def registry_stack(work: Path, *, prefix: str = "maint", delete_enabled: bool = True) -> Iterator[RegistryStack]:
+def registry_stack(work: Path, *, prefix: str = "maint", delete_enabled: bool = True,
+                   **settings) -> Iterator[RegistryStack]:
     """The program's registry and proxy deployed (:func:`live_stack`) with one user, as a
-    :class:`RegistryStack`; ``delete_enabled=False`` turns the registry's deletion off."""
+    :class:`RegistryStack`; ``delete_enabled=False`` turns the registry's deletion off; other
+    keyword arguments are further stack settings (``images={...}``, say)."""
     password = PASSWORD_PREFIX + secrets.token_urlsafe(12)
     # Basic mode: callers send the password with every request (token mode: tests/integration/test_token_*.py).
-    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False, auth={"mode": "basic"}) as live:
+    with live_stack(work, prefix, {USERNAME: password}, wait_healthy=False, auth={"mode": "basic"}, **settings) as live:
         registry_name = live.deployment.container("registry-container").plain_inputs["name"]
         if not delete_enabled:
             _disable_deletion(live.deployment, registry_name)
