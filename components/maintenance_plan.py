@@ -374,6 +374,11 @@ def plan_retention(rule: RetentionProps, snaps: Sequence[RepoSnapshot], now: dat
             else:
                 chosen[digest] = tuple(tags)
         kept_attachments, orphaned = _attachments(snap, attached, chosen, delete_orphans=rule.delete_orphans)
+        # A deletion by digest takes every tag on it: an attachment sharing its manifest with
+        # one that stays (the same SBOM attached to two images) stays too.
+        going = {tag for tags in chosen.values() for tag in tags}
+        for digest in [d for d in chosen if any(tag not in going for tag in snap.tags_of(d))]:
+            blocked.extend(f"{snap.repository}:{tag}" for tag in chosen.pop(digest))
         if chosen:
             delete[snap.repository] = chosen
         kept_all.extend(f"{snap.repository}:{tag}" for tag in sorted(keep | kept_attachments))

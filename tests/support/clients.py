@@ -777,6 +777,12 @@ class OrasClient(_GoClient):
     def pull_artifact(self, ref: str, folder: Path) -> Outcome:
         return self._go("pull", *self.remote, "--output", str(folder), ref)
 
+    def attach(self, subject: str, path: Path, artifact_type: str) -> Outcome:
+        """``oras attach`` of the file at ``path`` to ``subject``: an artifact manifest whose
+        subject is ``subject``, listed in its referrers (the ``sha256-<hex>`` index here)."""
+        return _run([self.binary, "attach", *self.remote, "--artifact-type", artifact_type, subject, path.name],
+                    label="oras attach", env=self.env, cwd=path.parent)
+
 
 class Cosign:
     """cosign, signing with a key pair made for the test and nothing of Sigstore's public
@@ -818,10 +824,26 @@ class Cosign:
             raise RuntimeError(str(made))
         return prefix.with_suffix(".key"), prefix.with_suffix(".pub")
 
-    def sign(self, ref: str, key: Path, password: str) -> Outcome:
+    def sign(self, ref: str, key: Path, password: str, *, legacy: bool = False) -> Outcome:
+        """Sign ``ref``: cosign 3's bundle under the referrers tag schema's ``sha256-<hex>`` index
+        (where the registry serves no referrers API), or with ``legacy`` the ``sha256-<hex>.sig``
+        tag of cosign before 3 (``--new-bundle-format=false``)."""
+        legacy_flags = ["--new-bundle-format=false"] if legacy else []
         return self._cosign("sign", "--key", str(key), "--use-signing-config=false", "--tlog-upload=false",
-                            "--yes", "--registry-cacert", str(self.ca_file), ref,
+                            *legacy_flags, "--yes", "--registry-cacert", str(self.ca_file), ref,
                             env={"COSIGN_PASSWORD": password}, secrets=(password,))
+
+    def attest(self, ref: str, key: Path, password: str, predicate: Path) -> Outcome:
+        """An in-toto attestation of ``predicate`` (type ``custom``) under the ``sha256-<hex>.att`` tag."""
+        return self._cosign("attest", "--key", str(key), "--use-signing-config=false", "--tlog-upload=false",
+                            "--new-bundle-format=false", "--yes", "--registry-cacert", str(self.ca_file),
+                            "--predicate", str(predicate), "--type", "custom", ref,
+                            env={"COSIGN_PASSWORD": password}, secrets=(password,))
+
+    def attach_sbom(self, ref: str, sbom: Path) -> Outcome:
+        """An SPDX SBOM under the ``sha256-<hex>.sbom`` tag (``cosign attach sbom``, deprecated in 3, still served)."""
+        return self._cosign("attach", "sbom", "--sbom", str(sbom), "--type", "spdx",
+                            "--registry-cacert", str(self.ca_file), ref)
 
     def verify(self, ref: str, public_key: Path) -> Outcome:
         return self._cosign("verify", "--key", str(public_key), "--insecure-ignore-tlog=true",

@@ -324,6 +324,15 @@ def test_signatures_are_not_counted_and_follow_their_image():
     assert plan.kept == tuple(sorted(["app:new", f"app:{att(new, 'sig')}"])) and plan.orphans == ()
 
 
+def test_an_attachment_sharing_its_manifest_with_a_kept_ones_is_blocked():
+    """The same SBOM attached to a kept and a deleted image is one manifest under two tags:
+    deleting it by digest would take the kept image's tag, so both stay (blockedTags)."""
+    new, old = d("1"), d("2")
+    tags = {"new": ("1", 1), "old": ("2", 50), att(new, "sbom"): ("6", None), att(old, "sbom"): ("6", None)}
+    plan = plan_retention(retention(keepLast=1), [aged(tags)], NOW)
+    assert set(plan.delete["app"]) == {old} and plan.blocked == (f"app:{att(old, 'sbom')}",)
+
+
 def test_a_deleted_images_referrers_index_takes_its_artifacts_and_a_kept_ones_stays():
     """The referrers tag schema's index (cosign 3, oras) of a deleted image goes, and so do the
     artifacts it lists (untagged manifests nothing else reaches); a kept image's index and
