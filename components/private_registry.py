@@ -16,8 +16,9 @@ from components.cache import RedisCache, RedisCacheArgs, storage_wiring
 
 from components.client_trust import ClientTrust, ClientTrustArgs
 from components.maintenance import Maintenance, MaintenanceArgs
+from components.metrics import Metrics, MetricsArgs, metrics_paths, routes
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
-from components.proxy import Proxy, ProxyArgs
+from components.proxy import Proxy, ProxyArgs, ProxyMetrics
 from components.registry import Registry, RegistryArgs
 from components.render.token_service import registry_token_auth
 from components.settings import Settings
@@ -25,6 +26,23 @@ from components.settings_scale import redis_enabled
 from components.swarm import SwarmRegistry, SwarmRegistryArgs, SwarmTokenArgs, swarm_garbage_collection
 from components.token_auth import TokenAuth, TokenAuthArgs, TokenSigner, TokenSignerArgs
 from components.users import Htpasswd, HtpasswdArgs
+
+
+# The stack's outputs (``pulumi stack output NAME``): export name -> PrivateRegistry attribute.
+EXPORTS = {
+    "registryAddress": "address",
+    "caCertificatePem": "ca_certificate_pem",
+    "serverCertificateExpiry": "server_certificate_expiry",
+    "userNames": "user_names",
+    "passwords": "passwords",
+    "loginCommand": "login_command",
+    "volumeName": "volume_name",
+    "pendingDeletions": "pending_deletions",
+    "deletedTags": "deleted_tags",
+    "garbageCollection": "garbage_collection",
+    "metrics": "metrics",
+    "metricsPassword": "metrics_password",
+}
 
 
 @dataclass
@@ -45,6 +63,8 @@ class PrivateRegistry(pulumi.ComponentResource):
     pending_deletions: pulumi.Output[list]
     deleted_tags: pulumi.Output[list]
     garbage_collection: pulumi.Output[Optional[dict]]
+    metrics: pulumi.Output[Optional[dict]]
+    metrics_password: pulumi.Output[Optional[str]]
 
     def __init__(self, name: str, args: PrivateRegistryArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("registry:index:PrivateRegistry", name, None, opts)
@@ -79,6 +99,12 @@ class PrivateRegistry(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        metrics = Metrics(
+            f"{name}-metrics",
+            MetricsArgs(settings=s.metrics, certificate_expiry=server_cert.expiry,
+                        renew_before_hours=s.certificate.renew_before_hours, bcrypt_rounds=s.bcrypt_cost),
+            opts=child,
+        ) if s.metrics.enabled else None
         users = Htpasswd(
             f"{name}-users",
             HtpasswdArgs(
@@ -158,6 +184,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                                              registry_version=s.images.registry_major) if token else None,
                     token_cert_pem=signer.cert_pem if signer else None,
                     registry_version=s.images.registry_major,
+                    metrics=metrics is not None,
                 ),
                 opts=on_docker,
             )
@@ -198,6 +225,9 @@ class PrivateRegistry(pulumi.ComponentResource):
                     token_upstream=token_auth.upstream_address if token_auth else None,
                     token_rate_per_second=s.auth.rate_limit_per_second,
                     token_burst=s.auth.rate_limit_burst,
+                    metrics=ProxyMetrics(port=s.metrics.port, routes=routes(s.prefix, token_mode=bool(token)),
+                                         htpasswd=metrics.htpasswd, certificate_gauges=metrics.certificate_gauges)
+                    if metrics else None,
                 ),
                 opts=pulumi.ResourceOptions(parent=self, providers={"docker": docker_provider},
                                             depends_on=[registry] + ([token_auth] if token_auth else [])),
@@ -252,6 +282,11 @@ class PrivateRegistry(pulumi.ComponentResource):
             f"docker login {shlex.quote(s.address)} --username {shlex.quote(first_user)} --password-stdin"
         )
         self.volume_name = volume_name
+        self.metrics = pulumi.Output.from_input({
+            "urls": [f"https://{s.metrics_address}{path}" for path in metrics_paths(bool(token))],
+            "username": s.metrics.username,
+        } if metrics else None)
+        self.metrics_password = metrics.password if metrics else pulumi.Output.from_input(None)
         empty = pulumi.Output.from_input([])
         self.pending_deletions = maintenance.pending_deletions if maintenance else empty
         self.deleted_tags = maintenance.deleted_tags if maintenance else empty
@@ -285,5 +320,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                 "pending_deletions": self.pending_deletions,
                 "deleted_tags": self.deleted_tags,
                 "garbage_collection": self.garbage_collection,
+                "metrics": self.metrics,
+                "metrics_password": self.metrics_password,
             }
         )

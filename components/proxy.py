@@ -10,11 +10,15 @@ import pulumi_docker as docker
 
 from components.render.nginx import (
     CERT_PATH,
+    CERTIFICATE_METRICS_PATH,
     CONF_PATH,
     CONTAINER_HTTPS_PORT,
+    CONTAINER_METRICS_PORT,
     HEALTH_PORT,
     HTPASSWD_PATH,
     KEY_PATH,
+    METRICS_HTPASSWD_PATH,
+    MetricsRoutes,
     NginxOptions,
     render_nginx_conf,
 )
@@ -40,6 +44,17 @@ class ProxyArgs:
     token_upstream: Optional[str] = None
     token_rate_per_second: int = 5
     token_burst: int = 20
+    metrics: Optional["ProxyMetrics"] = None
+
+
+@dataclass
+class ProxyMetrics:
+    """The metrics listener (components/metrics.py): host port, routes and its two files."""
+
+    port: int
+    routes: MetricsRoutes
+    htpasswd: pulumi.Input[str]
+    certificate_gauges: pulumi.Input[str]
 
 
 class Proxy(pulumi.ComponentResource):
@@ -54,8 +69,10 @@ class Proxy(pulumi.ComponentResource):
         conf = render_nginx_conf(
             NginxOptions(server_names=tuple(args.server_names), public_port=args.https_port,
                          auth=args.token_upstream is None, token_upstream=args.token_upstream,
-                         token_rate_per_second=args.token_rate_per_second, token_burst=args.token_burst)
+                         token_rate_per_second=args.token_rate_per_second, token_burst=args.token_burst,
+                         metrics=args.metrics.routes if args.metrics else None)
         )
+        metrics = args.metrics
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         container = docker.Container(
             f"{name}-container",
@@ -68,7 +85,9 @@ class Proxy(pulumi.ComponentResource):
             ports=[
                 docker.ContainerPortArgs(
                     internal=CONTAINER_HTTPS_PORT, external=args.https_port, ip=args.bind_address, protocol="tcp"
-                )
+                ),
+                *([docker.ContainerPortArgs(internal=CONTAINER_METRICS_PORT, external=metrics.port,
+                                            ip=args.bind_address, protocol="tcp")] if metrics else []),
             ],
             volumes=[docker.ContainerVolumeArgs(volume_name=args.socket_volume_name, container_path=SOCKET_DIR)],
             # Uploads are part of the container's identity: a new certificate, user list or
@@ -82,7 +101,11 @@ class Proxy(pulumi.ComponentResource):
             ]
             # Basic mode only: in token mode the token service alone holds the htpasswd.
             + ([docker.ContainerUploadArgs(file=HTPASSWD_PATH, content=args.htpasswd, permissions="0640")]
-               if args.token_upstream is None else []),
+               if args.token_upstream is None else [])
+            + ([docker.ContainerUploadArgs(file=METRICS_HTPASSWD_PATH, content=metrics.htpasswd, permissions="0640"),
+                docker.ContainerUploadArgs(file=CERTIFICATE_METRICS_PATH, content=metrics.certificate_gauges,
+                                           permissions="0644")]
+               if metrics else []),
             healthcheck=wget_healthcheck(f"http://127.0.0.1:{HEALTH_PORT}/healthz"),
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )

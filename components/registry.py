@@ -69,6 +69,8 @@ class RegistryArgs:
     token_cert_pem: Optional[pulumi.Input[str]] = None
     # Distribution's major version (2 or 3): the environment and the key file differ.
     registry_version: int = 3
+    # Prometheus metrics on the debug listener, reachable on the network (components/metrics.py).
+    metrics: bool = False
 
 
 class Registry(pulumi.ComponentResource):
@@ -105,7 +107,7 @@ class Registry(pulumi.ComponentResource):
             pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
                 lambda values: render_registry_config(
                     http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect,
-                    auth=args.auth,
+                    auth=args.auth, metrics=args.metrics,
                 )
             )
         )

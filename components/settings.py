@@ -46,6 +46,7 @@ from components.settings_scale import (
     check_scale,
 )
 from components.settings_auth import TOKEN_BCRYPT_ROUNDS, AuthSettings
+from components.metrics import MetricsSettings
 
 PROJECT = "private-registry"
 
@@ -483,6 +484,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @field_validator("now")
     @classmethod
@@ -614,6 +616,13 @@ class Settings:
             )
         except ValueError as exc:
             problems.append(str(exc))
+        if self.metrics.enabled and self.swarm.enabled:
+            problems.append(
+                "metrics.enabled: not supported in Swarm mode yet (each replica counts for itself and the proxy "
+                "reaches one at a time); set metrics.enabled to false or run on one host"
+            )
+        if self.metrics.enabled and self.metrics.port == self.https_port:
+            problems.append(f"metrics.port: {self.metrics.port} is the registry's httpsPort; choose another port")
         if self.docker.ssh_opts and self.maintenance.runs_gc:
             problems.append(
                 "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "
@@ -641,6 +650,12 @@ class Settings:
         if ":" in host:
             host = f"[{host}]"
         return host if self.https_port == 443 else f"{host}:{self.https_port}"
+
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the metrics listener (components/metrics.py), as Prometheus writes it."""
+        host = self.primary_host
+        return f"[{host}]:{self.metrics.port}" if ":" in host else f"{host}:{self.metrics.port}"
 
     @property
     def user_names(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ Routes (the realm is ``https://<registry name>/token`` through nginx):
   400 ``{"error": "invalid_grant"}``. This is what ``docker login`` and every later docker pull
   use: the password is checked once at login, later tokens come from the refresh token.
 - ``GET /healthz``: 200 when the key, certificate, htpasswd and policy files are readable.
+- ``GET /metrics``: the counters of token_service/metrics.py (Prometheus text format).
 
 Password checks are throttled (token_service/throttle.py): a pair that passed a check within the
 credential cache's lifetime is accepted without bcrypt; any other check spends one of the client
@@ -41,6 +42,7 @@ from urllib.parse import parse_qs
 from token_service.access import Policy, parse_scopes
 from token_service.credentials import Credentials
 from token_service.files import FileUnavailable, WatchedFile
+from token_service.metrics import TokenMetrics
 from token_service.throttle import FailureBudget, FairSlots, retry_after
 from token_service.tokens import Issuer
 
@@ -62,6 +64,7 @@ class TokenApp:
     policy: WatchedFile
     failures: FailureBudget = field(default_factory=FailureBudget)
     checks: FairSlots = field(default_factory=lambda: FairSlots(2))
+    metrics: TokenMetrics = field(default_factory=TokenMetrics)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -72,6 +75,11 @@ class TokenApp:
                 self.issuer.keys.get()
                 self.credentials.stored("")
                 return _reply(start_response, 200, {"status": "ok"})
+            if path == "/metrics" and method == "GET":
+                data = self.metrics.render()
+                start_response("200 OK", [("Content-Type", self.metrics.content_type),
+                                          ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])
+                return [data]
             if path != "/token":
                 return _reply(start_response, 404, {"error": "not_found"})
             if method == "GET":
@@ -94,11 +102,13 @@ class TokenApp:
             basic = _basic(header)
             wait = self._wait(environ, *basic) if basic else 0.0
             if wait:
+                self.metrics.throttled.labels(route="GET").inc()
                 log.info("GET /token: 429 for %s", _printable(basic[0]))
                 return _reply(start_response, 429, {"errors": [{"code": "TOOMANYREQUESTS",
                                                                  "message": "too many failed logins"}]},
                               [("Retry-After", retry_after(wait))])
             if basic is None or not self._check(environ, *basic):
+                self.metrics.refused.labels(route="GET").inc()
                 log.info("GET /token: 401 for %s", _printable(basic[0]) if basic else "a malformed header")
                 return _reply(
                     start_response, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
@@ -111,6 +121,7 @@ class TokenApp:
         body = self._tokens(user, query.get("scope", []))
         if user is not None and query.get("offline_token", [""])[0].lower() == "true":
             body["refresh_token"] = self.issuer.refresh_token(user, self.credentials.binding(user) or "")
+        self.metrics.issued.labels(route="GET").inc()
         log.info("GET /token: 200 for %s, %d resources", user or "anonymous", body.pop("_count"))
         return _reply(start_response, 200, body)
 
@@ -132,9 +143,11 @@ class TokenApp:
             user = first("username")
             wait = self._wait(environ, user, first("password")) if user and len(user) <= USER_MAX else 0.0
             if wait:
+                self.metrics.throttled.labels(route="POST").inc()
                 log.info("POST /token password: 429 for %s", _printable(user))
                 return _reply(start_response, 429, {"error": "slow_down"}, [("Retry-After", retry_after(wait))])
             if not user or len(user) > USER_MAX or not self._check(environ, user, first("password")):
+                self.metrics.refused.labels(route="POST").inc()
                 log.info("POST /token password: 400 for %s", _printable(user))
                 return _reply(start_response, 400, {"error": "invalid_grant"})
             if first("access_type") == "offline":
@@ -145,6 +158,7 @@ class TokenApp:
             user = claims["sub"] if claims else ""
             named = first("username")
             if claims is None or (named and named != user) or self.credentials.binding(user) != claims["bnd"]:
+                self.metrics.refused.labels(route="POST").inc()
                 log.info("POST /token refresh_token: 400")
                 return _reply(start_response, 400, {"error": "invalid_grant"})
         else:
@@ -155,6 +169,7 @@ class TokenApp:
         )
         if refresh:
             body["refresh_token"] = refresh
+        self.metrics.issued.labels(route="POST").inc()
         log.info("POST /token %s: 200 for %s, %d resources", grant, user, body.pop("_count"))
         return _reply(start_response, 200, body)
 

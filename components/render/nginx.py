@@ -29,6 +29,12 @@ CERT_PATH = "/etc/nginx/tls/server.crt"
 KEY_PATH = "/etc/nginx/tls/server.key"
 HTPASSWD_PATH = "/etc/nginx/htpasswd"
 CONF_PATH = "/etc/nginx/nginx.conf"
+# Metrics (components/metrics.py): their own TLS listener and their own credential.
+CONTAINER_METRICS_PORT = 9443
+METRICS_HTPASSWD_PATH = "/etc/nginx/metrics-htpasswd"
+METRICS_REALM = "Registry metrics"
+METRICS_PREFIX = "private_registry"
+CERTIFICATE_METRICS_PATH = "/etc/nginx/metrics/certificate.prom"
 WORKER_USER = "nobody"
 WORKER_GROUP = "root"
 REALM = "Registry realm"
@@ -50,6 +56,16 @@ TLS_CIPHERS = (
 )
 HSTS = "max-age=63072000"
 _API_PATH_KIND = "(?:manifests|blobs|tags)"
+
+
+@dataclass(frozen=True)
+class MetricsRoutes:
+    """Where the metrics server (``CONTAINER_METRICS_PORT``) gets what it serves."""
+
+    # The registry's debug listener (host:port on the Docker network): /metrics and /debug/health.
+    registry_debug: str
+    # Token mode: the token service (host:port) whose /metrics it serves; None in basic mode.
+    token: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,8 @@ class NginxOptions:
     token_burst: int = 20
     token_any_rate_per_second: int = 50
     token_any_burst: int = 100
+    # Metrics on their own port behind their own credential (see _metrics_server); None: off.
+    metrics: Optional[MetricsRoutes] = None
 
 
 def _host_suffix(port: int) -> str:
@@ -203,6 +221,97 @@ def _token_location(o: NginxOptions) -> str:
             proxy_read_timeout 30s;
         }}
 
+"""
+
+
+def render_certificate_metrics(expiry: int, renew_before_seconds: int) -> str:
+    """The served certificate's gauges in the Prometheus text format: its end of validity
+    (seconds since the epoch) and how long before it the program renews it (seconds)."""
+    if not (type(expiry) is int and type(renew_before_seconds) is int and expiry >= 0 and renew_before_seconds >= 0):
+        raise ValueError("certificate expiry and renewal window must be whole seconds, 0 or more")
+    name = f"{METRICS_PREFIX}_certificate"
+    return (
+        f"# HELP {name}_expiry_timestamp_seconds When the served TLS certificate expires.\n"
+        f"# TYPE {name}_expiry_timestamp_seconds gauge\n"
+        f"{name}_expiry_timestamp_seconds {expiry}\n"
+        f"# HELP {name}_renew_before_seconds How long before its expiry the program renews it.\n"
+        f"# TYPE {name}_renew_before_seconds gauge\n"
+        f"{name}_renew_before_seconds {renew_before_seconds}\n"
+    )
+
+
+def _metrics_server(o: NginxOptions) -> str:
+    """The metrics listener: TLS with the stack's certificate, basic auth against the metrics
+    user's own htpasswd (no registry user's password opens it, and it opens nothing else), and
+    these Prometheus endpoints only, each answered in the content phase (after the credential
+    is checked; nginx's ``return`` would answer before it):
+
+    - ``/metrics/registry``: the registry's own (``http.debug.prometheus`` on its debug listener);
+    - ``/metrics/token``: the token service's counters (token mode);
+    - ``/metrics/storage``: ``private_registry_storage_healthy`` 1 or 0, from the registry's
+      health checks (its ``/debug/health`` answers ``{}`` while they pass, 503 once the storage
+      driver check fails; unreachable counts as failing);
+    - ``/metrics/certificate``: :func:`render_certificate_metrics`, a file in the container.
+    """
+    m = o.metrics
+    if m is None:
+        return ""
+    for value in (m.registry_debug, *([m.token] if m.token else [])):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}:[0-9]{1,5}", value):
+            raise ValueError(f"metrics upstream {value!r} is not name:port")
+    gauge = f"{METRICS_PREFIX}_storage_healthy"
+    health = f"# HELP {gauge} 1 while the registry's storage health checks pass.\\n# TYPE {gauge} gauge\\n{gauge}"
+    token = f"""
+        location = /metrics/token {{
+            set $metrics_token {m.token};
+            proxy_pass http://$metrics_token/metrics;
+        }}""" if m.token else ""
+    return f"""
+    # Metrics: their own port (published apart from the registry's), their own credential.
+    server {{
+        listen {CONTAINER_METRICS_PORT} ssl;
+        server_name _;
+        ssl_certificate {CERT_PATH};
+        ssl_certificate_key {KEY_PATH};
+        ssl_protocols {TLS_PROTOCOLS};
+        ssl_ciphers {TLS_CIPHERS};
+        limit_conn per_address 16;
+        client_max_body_size 1k;
+        auth_basic "{METRICS_REALM}";
+        auth_basic_user_file {METRICS_HTPASSWD_PATH};
+        resolver 127.0.0.11 valid=10s ipv6=off;
+        proxy_connect_timeout 2s;
+        proxy_read_timeout 10s;
+        proxy_set_header Authorization "";
+        proxy_set_header Accept-Encoding "";
+
+        location = /metrics/registry {{
+            set $metrics_registry {m.registry_debug};
+            proxy_pass http://$metrics_registry/metrics;
+        }}{token}
+        location = /metrics/storage {{
+            set $metrics_registry {m.registry_debug};
+            proxy_pass http://$metrics_registry/debug/health;
+            proxy_intercept_errors on;
+            error_page 502 503 504 = @storage_unhealthy;
+            proxy_hide_header Content-Type;
+            add_header Content-Type "text/plain; version=0.0.4" always;
+            sub_filter_types *;
+            sub_filter_once on;
+            sub_filter "{{}}" "{health} 1\\n";
+        }}
+        location @storage_unhealthy {{
+            default_type "text/plain; version=0.0.4";
+            return 200 "{health} 0\\n";
+        }}
+        location = /metrics/certificate {{
+            default_type "text/plain; version=0.0.4";
+            alias {CERTIFICATE_METRICS_PATH};
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
 """
 
 
@@ -405,6 +514,7 @@ http {{
         }}
     }}
 
+{_metrics_server(o)}
     # Container healthcheck only: bound to the container's loopback, never published.
     server {{
         listen 127.0.0.1:{HEALTH_PORT};

@@ -23,6 +23,8 @@ STANDBY_SOCKET = f"{SOCKET_DIR}/standby.sock"
 DEBUG_PORT = 5001
 DEBUG_ADDR = f"127.0.0.1:{DEBUG_PORT}"
 HEALTH_URL = f"http://{DEBUG_ADDR}/debug/health"
+# With metrics on (components/metrics.py): the debug listener on every address of the container.
+METRICS_DEBUG_ADDR = f"0.0.0.0:{DEBUG_PORT}"
 # The group nginx's workers run as (components/render/nginx.py): the only group, besides the
 # registry's root, that may connect to the socket.
 SOCKET_GROUP_ID = 0
@@ -55,7 +57,7 @@ def serve_command(config_path: str = CONFIG_PATH) -> list[str]:
 def registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None, metrics: bool = False,
 ) -> dict:
     """The registry configuration as a dict (see :func:`render_registry_config`).
 
@@ -64,7 +66,9 @@ def registry_config(
     the top-level ``redis`` section; the blob descriptor cache then lives there, shared by every
     replica. ``tcp_addr`` (Swarm mode, where nginx runs on other nodes): listen on TCP there
     instead of the Unix socket. ``auth``: the ``auth`` section, e.g. token auth from
-    components/render/token_service.py.
+    components/render/token_service.py. ``metrics``: the debug listener serves Prometheus
+    metrics at ``/metrics`` and listens on every address (:data:`METRICS_DEBUG_ADDR`: the
+    stack's private network, where nginx's metrics server reaches it; components/metrics.py).
     """
     config = {
         "version": 0.1,
@@ -108,19 +112,21 @@ def registry_config(
         config["http"]["addr"] = tcp_addr
     if auth:
         config["auth"] = auth
+    if metrics:
+        config["http"]["debug"] = {"addr": METRICS_DEBUG_ADDR, "prometheus": {"enabled": True, "path": "/metrics"}}
     return config
 
 
 def render_registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None, metrics: bool = False,
 ) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
         registry_config(
             http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
-            redirect=redirect, tcp_addr=tcp_addr, auth=auth,
+            redirect=redirect, tcp_addr=tcp_addr, auth=auth, metrics=metrics,
         ),
         sort_keys=False,
     )

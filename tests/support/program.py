@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional
 
 import pulumi
 
+from components.private_registry import EXPORTS
 from tests.support.engine import EngineMocks, EngineMonitor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,18 +68,6 @@ class ProgramRun:
     secret_exports: set[str]  # names of exports that are secret
 
 
-EXPORTS = {
-    "registryAddress": "address",
-    "caCertificatePem": "ca_certificate_pem",
-    "serverCertificateExpiry": "server_certificate_expiry",
-    "userNames": "user_names",
-    "passwords": "passwords",
-    "loginCommand": "login_command",
-    "volumeName": "volume_name",
-    "pendingDeletions": "pending_deletions",
-    "deletedTags": "deleted_tags",
-    "garbageCollection": "garbage_collection",
-}
 
 
 def run_program(config: Optional[dict] = None, *, secret_keys: Iterable[str] = (), stack: str = "dev",

@@ -8,7 +8,7 @@ import subprocess
 
 from cryptography import x509
 
-from tests.support.program import EXPORTS
+from components.private_registry import EXPORTS
 
 ALICE = "p@ss:w0rd'with\"quotes-0123"
 USERS = {"alice": ALICE, "ci@example.com": "another:secret@pw-4567"}
