@@ -68,6 +68,7 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -749,6 +750,60 @@ def pprof_top(profile: Path, *flags: str, nodecount: int = 30) -> list[str]:
     return (out.stdout or out.stderr).strip().splitlines()
 
 
+# Where a registry's CPU goes, as named in its profile (2.8's github.com/docker/distribution
+# and 3's github.com/distribution/distribution/v3 alike): cumulative time of the function (its
+# callees included; the categories overlap: nested ones are indented), or flat for syscalls.
+PROFILE_CATEGORIES = {
+    "token check (accessController.Authorized)": r"auth/token\.\(\*accessController\)\.Authorized$",
+    "  verify (Token.Verify)": r"auth/token\.\(\*Token\)\.Verify$",
+    "    ECDSA P-256 signature (crypto/ecdsa.Verify)": r"^crypto/ecdsa\.Verify$",
+    "    key lookup by kid (Token.VerifySigningKey; 2.8: in Verify)": r"auth/token\.\(\*Token\)\.VerifySigningKey$",
+    "  parse (token.NewToken)": r"auth/token\.NewToken$",
+    "URL builder per request (v2.NewURLBuilder*)": r"api/v2\.NewURLBuilder",
+    "  regexp compile": r"^regexp\.compile$",
+    "OpenTelemetry span export (stdouttrace JSON to a debug log)": r"batchSpanProcessor\)\.exportSpans$",
+    "logging (logrus Entry.log)": r"logrus\.\(\*Entry\)\.log$",
+    "logger per request (dcontext.getLogrusLogger)": r"dcontext\.getLogrusLogger$",
+    "manifest handler (GetManifest)": r"\(\*manifestHandler\)\.GetManifest$",
+    "allocation (runtime.mallocgc)": r"^runtime\.mallocgc$",
+    "GC background marking (runtime.gcBgMarkWorker)": r"^runtime\.gcBgMarkWorker$",
+    "syscalls (Syscall6, flat)": r"[Ss]yscall6$",
+}
+_PPROF_LINE = re.compile(r"\s*([\d.]+)((?:m?s)?)\s+[\d.]+%\s+[\d.]+%\s+([\d.]+)((?:m?s)?)\s+[\d.]+%\s+(.*)$")
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
+def profile_categories(profile: Path, requests: float) -> dict:
+    """:data:`PROFILE_CATEGORIES` of a saved profile: share of all samples and CPU ms per request
+    (``requests`` served while it was taken), from ``go tool pprof -top -cum`` with no node
+    dropped."""
+    out = subprocess.run([GO, "tool", "pprof", "-top", "-cum", "-nodecount=1000000", "-nodefraction=0", str(profile)],
+                         capture_output=True, text=True, timeout=120).stdout
+    total_match = re.search(r"Total samples = ([\d.]+)(m?s)", out)
+    if not total_match:
+        return {"error": out[-500:]}
+    total = _seconds(*total_match.groups())
+    rows = []
+    for line in out.splitlines():
+        m = _PPROF_LINE.match(line)
+        if m:
+            rows.append((re.sub(r" \(.*inline\)$", "", m.group(5)), _seconds(m.group(1), m.group(2)),
+                         _seconds(m.group(3), m.group(4))))
+    figures = {"samples s": round(total, 3), "requests": round(requests),
+               "all, ms per request": round(1000 * total / requests, 3)}
+    for label, pattern in PROFILE_CATEGORIES.items():
+        hits = [row for row in rows if re.search(pattern, row[0])]
+        if not hits:
+            figures[label] = None
+            continue
+        seconds = sum(h[1] for h in hits) if "flat" in label else max(h[2] for h in hits)
+        figures[label] = {"share %": round(100 * seconds / total, 1), "ms per request": round(1000 * seconds / requests, 3)}
+    return figures
+
+
 def fetch_profile(client, registry: str, seconds: int, labels: dict) -> bytes:
     """``/debug/pprof/profile`` of the registry container, fetched by a busybox helper in its
     network namespace into a file and copied out (its output through the log driver would
@@ -806,11 +861,26 @@ def profile_registries(benches: list[Bench], seconds: float, path: str, reposito
                          "CPU ms per request": {k: round(v, 3) for k, v in box["cpu"].items()}},
                 "top (flat)": pprof_top(target),
                 "top (cumulative)": pprof_top(target, "-cum", nodecount=45),
+                # Requests while the profile ran: ab's rate over the profile's seconds.
+                "where the time goes": profile_categories(target, box["rate"] * int(seconds)),
             }
             log(f"profile {key}: {box['rate']:.1f} req/s under profiling, {target.relative_to(ROOT)}")
-            for line in results[key]["top (flat)"][:16]:
-                log(f"    {line}")
+            for label, figure in results[key]["where the time goes"].items():
+                log(f"    {label:62s} {figure}")
     return results
+
+
+def recompute_profiles(name: str) -> None:
+    """Re-read the profiles a stored result names (results/<name>.json) and write their
+    categories into it again (after a change to :data:`PROFILE_CATEGORIES`; nothing measured)."""
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    result = json.loads(path.read_text())
+    for key, prof in result.get("profile", {}).items():
+        prof["where the time goes"] = profile_categories(ROOT / prof["profile"],
+                                                         prof["load"]["req/s"] * prof["profile seconds"])
+        log(f"{key}: {json.dumps(prof['where the time goes'])}")
+    path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    log(f"wrote {path.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -837,7 +907,12 @@ def main() -> None:
     parser.add_argument("--skip", default="",
                         help="comma list of bearer,algorithm,head,pull,flood,profile,token-program to skip")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--recompute-profiles", metavar="RESULT",
+                        help="only re-read the profiles of results/RESULT.json and store their categories again")
     args = parser.parse_args()
+    if args.recompute_profiles:
+        recompute_profiles(args.recompute_profiles)
+        return
     if args.flood_child:
         spec = json.loads(args.flood_child)
         spec["connect"] = tuple(spec["connect"])
