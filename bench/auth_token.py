@@ -1,7 +1,15 @@
 """Token authentication against basic auth and auth off, side by side in one run, with the CPU
 every request costs next to each ratio.
 
-    .venv/bin/python bench/auth_token.py [--seconds 5] [--rounds 5] [--new-cost 10] [--quick]
+    .venv/bin/python bench/auth_token.py [--seconds 5] [--rounds 5] [--new-cost 10] [--versions 3,2] [--quick]
+
+Every registry is the one under test (distribution 3.1.2; TEST_REGISTRY_VERSION=2: 2.8.2) and,
+with ``--versions 3,2`` (the default), the other one beside it: each version gets its own
+stacks (the program's basic-mode stack with its auth-off nginx, the token stand-up, the
+program's token-mode stack). Parts 1 and 2 run every version's token variants in the same
+rounds, and also report each variant on the first version against the same on the other
+(``head across versions``: e.g. token-program on 3.1.2 vs on 2.8.2, and their auth-off
+partners); the basic variants, part 0 and part 3 run on the first version only.
 
 0. **Bearer header.** The stand-up's registry, HEAD with one token's claims naming the key by
    ``kid`` (what the service issues) against the signing certificate in ``x5c``: registry CPU
@@ -27,6 +35,10 @@ every request costs next to each ratio.
    Against ``token-program`` it comes from a helper container's network namespace straight to
    nginx's container address, so nginx sees it apart from the legitimate client (which reaches
    nginx through docker-proxy); elsewhere from 127.0.0.2.
+4. **Profile** (part ``profile``): a CPU profile (pprof, ``--profile-seconds``) of each version's
+   token-program registry under token HEADs and of its auth-off partner's registry under
+   auth-off HEADs, from the registry's debug listener; saved under results/profiles/ with
+   ``go tool pprof -top`` of each in the result.
 
 Every figure is paired with its partner measured right before or after it in the same round
 (order alternating); ratios are the median over rounds, printed with their spread (min-max) and
@@ -38,18 +50,26 @@ The token variant needs the token service (``token_service``, ``python -m token_
 documented environment) importable; without it the other variants run and the result says the
 token variant was not measured. It is a bench-only stand-up of what token mode deploys: the
 service as a host process on loopback (the realm), the registry with ``auth.token``, nginx
-rendered with ``auth=False`` and the ``Authorization`` header passed through.
+rendered with ``auth=False`` and the ``Authorization`` header passed through. Its registry's
+``auth.token`` section and trust file are the program's for that version
+(components/render/token_service.py): 2.8 the certificates in ``rootcertbundle``; 3 a JWKS
+(``render_jwks``: the key under the libtrust id the tokens name; 3 ids a ``rootcertbundle``
+key by its JWK thumbprint), holding the RSA key of part 0b too, plus ``rootcertbundle`` for
+part 0's x5c tokens, which 3 verifies against it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import http.client
 import importlib.util
 import json
 import os
+import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -61,14 +81,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 from auth_cost import CONCURRENCY, ab, htpasswd_at
 from common import (
     AUTH_MODES,
     LABEL,
     PORT,
+    REGISTRY_VERSION,
     MiB,
     STANDIN_NGINX,
-    STANDIN_REGISTRY,
     BenchStack,
     CpuMeter,
     Variant,
@@ -77,19 +98,23 @@ from common import (
     log,
     machine,
     median,
+    registry_environment,
+    registry_image,
+    rotated,
     versions,
     write_result,
 )
 
+from components.render import token_service as rendered_token
 from components.render.nginx import CERT_PATH, CONF_PATH, CONTAINER_HTTPS_PORT, KEY_PATH, NginxOptions, render_nginx_conf
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config, serve_command
+from components.settings import REGISTRY2_IMAGE
+from tests.support.deploy import STANDIN_BUSYBOX
 from tests.support.oci import write_image
 
 FLOOD_SOURCE = "127.0.0.2"
 # What a wrong password may get: refused, or rate-limited (the program's /token limit).
 REFUSED = (401, 403, 429)
-ISSUER = "bench-token-issuer"
-SERVICE = "bench-registry"
 STRIP_AUTHORIZATION = '            proxy_set_header Authorization "";\n'
 
 
@@ -140,7 +165,30 @@ class TokenSide:
         (self.dir / "htpasswd").write_text(htpasswd_at(s, self.cost))
         (self.dir / "policy.json").write_text(json.dumps({"version": 1, "admins": [s.user], "rules": []}))
         self.realm = f"http://127.0.0.1:{self.service_port}/token"
-        env = {**os.environ, "TOKEN_ISSUER": ISSUER, "TOKEN_SERVICE": SERVICE,
+        # The registry's auth section and trust file as the program renders them for this
+        # version (components/render/token_service.py): on 2.8 the certificates in
+        # rootcertbundle; on 3 a JWKS naming each key by the libtrust id the tokens carry (3 ids
+        # a rootcertbundle key by its JWK thumbprint: tokens with that kid get 401 without it).
+        # The realm is the stand-up's own service, a host process.
+        version = s.registry_version
+        self.address = f"localhost:{self.port}"
+        self.service = self.address
+        self.issuer = rendered_token.issuer(s.prefix)
+        auth = rendered_token.registry_token_auth(address=self.address, prefix=s.prefix, registry_version=version)
+        auth["token"]["realm"] = self.realm
+        trust_path = rendered_token.registry_key_path(version)
+        if version >= 3:
+            # Both keys (ES256 and the RS256 part's) in one set, each as render_jwks writes it.
+            keys = [key for pem in (cert_pem, rsa_cert_pem)
+                    for key in json.loads(rendered_token.render_jwks(pem.decode()))["keys"]]
+            trust_files = {trust_path: (json.dumps({"keys": keys}, indent=2, sort_keys=True) + "\n", 0o644),
+                           # For part 0's x5c tokens only: 3 verifies an x5c chain against
+                           # rootcertbundle (a kid token is looked up in the keys by id, as above).
+                           rendered_token.REGISTRY_BUNDLE_PATH: ((cert_pem + rsa_cert_pem).decode(), 0o644)}
+            auth["token"]["rootcertbundle"] = rendered_token.REGISTRY_BUNDLE_PATH
+        else:
+            trust_files = {trust_path: ((cert_pem + rsa_cert_pem).decode(), 0o644)}
+        env = {**os.environ, "TOKEN_ISSUER": self.issuer, "TOKEN_SERVICE": self.service,
                "TOKEN_KEY_FILE": str(self.dir / "key.pem"), "TOKEN_CERT_FILE": str(self.dir / "cert.pem"),
                "TOKEN_HTPASSWD_FILE": str(self.dir / "htpasswd"), "TOKEN_POLICY_FILE": str(self.dir / "policy.json"),
                "TOKEN_LISTEN": f"127.0.0.1:{self.service_port}", "TOKEN_TTL": "3600"}
@@ -150,20 +198,16 @@ class TokenSide:
         registry_name = f"{s.prefix}-tokenreg"
         # Over TCP, like the bench's other comparison registries; its auth-off partner is the
         # program's nginx.conf (auth off) to the TCP registry (``authoff-tcp``), the same hop.
-        config = registry_config(http_secret=uuid.uuid4().hex)
-        config["http"].pop("net")
+        config = registry_config(http_secret=uuid.uuid4().hex, tcp_addr=f":{PORT}", auth=auth)
         config["http"].pop("debug")
-        config["http"]["addr"] = f":{PORT}"
-        config["auth"] = {"token": {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
-                                    "rootcertbundle": "/certs/token.crt"}}
         import yaml
 
         volume = f"{s.prefix}-token-data"
         s.client.volumes.create(volume, labels=LABEL)
         s.extra_volumes.append(volume)
-        self._container(registry_name, STANDIN_REGISTRY, None, PORT, {
-            CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644),
-            "/certs/token.crt": ((cert_pem + rsa_cert_pem).decode(), 0o644)}, volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
+        self._container(registry_name, s.registry_image, None, PORT, {
+            CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o644), **trust_files},
+            volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
         conf = render_nginx_conf(NginxOptions(auth=False, upstreams=(f"{registry_name}:{PORT}",), backup_upstreams=(),
                                               server_names=("localhost", "127.0.0.1"), public_port=self.port))
         if STRIP_AUTHORIZATION not in conf:
@@ -173,7 +217,7 @@ class TokenSide:
         self._container(nginx_name, STANDIN_NGINX, self.port, CONTAINER_HTTPS_PORT, {
             CONF_PATH: (conf, 0o644), CERT_PATH: (s.cert_pem, 0o644), KEY_PATH: (s.key_pem, 0o600)},
             stop_signal="SIGQUIT")
-        variant = Variant("token", f"localhost:{self.port}", tls=True, auth=True, port=self.port,
+        variant = Variant("token", self.address, tls=True, auth=True, port=self.port,
                           containers={"nginx": nginx_name, "registry": registry_name})
         s.variants["token"] = variant
         s.ports["token"] = self.port
@@ -196,9 +240,12 @@ class TokenSide:
         s = self.stack
         api = s.client.api
         bindings = {internal: ("127.0.0.1", host_port)} if host_port else None
+        registry = image == s.registry_image
         created = api.create_container(
             image=image, name=name, ports=[internal] if host_port else None, labels=LABEL, stop_signal=stop_signal,
-            environment=list(self.registry_env) if image == STANDIN_REGISTRY else None,
+            # As the program runs a registry: `registry serve CONFIG_PATH`, its environment.
+            entrypoint=serve_command(CONFIG_PATH) if registry else None,
+            environment=registry_environment(s.registry_version, self.registry_env) if registry else None,
             host_config=api.create_host_config(port_bindings=bindings, binds=volumes or None),
             networking_config=api.create_networking_config({s.network: api.create_endpoint_config()}))
         s.extra_containers.append(name)
@@ -226,7 +273,7 @@ class TokenSide:
     def token(self, scope: str) -> str:
         import requests
 
-        reply = requests.get(self.realm, params={"service": SERVICE, "scope": scope},
+        reply = requests.get(self.realm, params={"service": self.service, "scope": scope},
                              auth=(self.stack.user, self.stack.password), timeout=60)
         reply.raise_for_status()
         return reply.json()["token"]
@@ -287,7 +334,8 @@ class ProgramToken:
         s = self.stack
         tmp = s.workdir / "program-token"
         tmp.mkdir()
-        self._context = live_stack(tmp, f"{s.prefix}-tok", {s.user: s.password}, auth={"mode": "token"})
+        images = {"images": {"registry": REGISTRY2_IMAGE}} if s.registry_version == 2 else {}
+        self._context = live_stack(tmp, f"{s.prefix}-tok", {s.user: s.password}, auth={"mode": "token"}, **images)
         self.live = self._context.__enter__()
         containers = {}
         for spec in self.live.deployment.containers():
@@ -360,9 +408,17 @@ class Bench:
     costs: list[int]
     token: TokenSide | None
     program: ProgramToken | None = None
+    # The basic-auth variants run on the registry under test only (nginx's bcrypt is the same
+    # whatever the registry behind it).
+    basic: bool = True
+
+    @property
+    def version(self) -> str:
+        """The registry's version as its stand-in image is tagged (``3.1.2``, ``2.8.2``)."""
+        return self.stack.registry_image.rsplit(":", 1)[1]
 
     def variants(self) -> list[str]:
-        return ([f"basic-{c}" for c in self.costs] + (["token"] if self.token else [])
+        return (([f"basic-{c}" for c in self.costs] if self.basic else []) + (["token"] if self.token else [])
                 + (["token-program"] if self.program else []))
 
     def partner(self, name: str) -> str:
@@ -435,21 +491,50 @@ def bearer_header(bench: Bench, rounds: int, seconds: float, path: str, reposito
     return summarize(pairs, "req/s", "kid", other_kind)
 
 
-def paired(bench: Bench, rounds: int, measure, label: str, unit: str) -> dict:
-    """Every variant against auth off in every round, the pair's order alternating."""
-    series = {name: [] for name in bench.variants()}
+def result_key(bench: Bench, name: str, primary: Bench) -> str:
+    """A variant's key in the result: its name on the registry under test, ``name @2.8.2`` on another."""
+    return name if bench is primary else f"{name} @{bench.version}"
+
+
+def paired(benches: list[Bench], rounds: int, measure, label: str, unit: str) -> tuple[dict, dict]:
+    """Every variant of every bench (one per registry version, the registry under test first)
+    against its auth-off partner on the same version, in every round: the pair measured back
+    to back, its order alternating, the pairs' order rotated per round (common.rotated).
+
+    Returns (ratio to auth off per variant, keyed by :func:`result_key`; the same variant on
+    each other version against the first, from the same rounds: variant and partner)."""
+    primary = benches[0]
+    items = [(bench, name) for bench in benches for name in bench.variants()]
+    series: dict = {(id(b), n): [] for b, n in items}
     for r in range(rounds):
-        names = bench.variants() if r % 2 == 0 else list(reversed(bench.variants()))
-        for i, name in enumerate(names):
+        for i, (bench, name) in enumerate(rotated(items, r)):
             first_off = (r + i) % 2 == 0
-            off = measure(bench.partner(name)) if first_off else None
-            on = measure(name)
-            off = off or measure(bench.partner(name))
-            series[name].append((on, off))
-            log(f"{label} round {r + 1}/{rounds} {name:10s} {on['rate']:8.2f} {unit} vs auth off {off['rate']:8.2f}"
-                f"  {fmt_ratio(on['rate'] / off['rate'])}  CPU/{unit.split('/')[0]} {on['cpu']['total']:.2f} ms"
-                f" vs {off['cpu']['total']:.2f} ms")
-    return {name: summarize(pairs, unit) for name, pairs in series.items()}
+            off = measure(bench, bench.partner(name)) if first_off else None
+            on = measure(bench, name)
+            off = off or measure(bench, bench.partner(name))
+            series[(id(bench), name)].append((on, off))
+            log(f"{label} round {r + 1}/{rounds} {bench.version:6s} {name:13s} {on['rate']:8.2f} {unit} vs auth off"
+                f" {off['rate']:8.2f}  {fmt_ratio(on['rate'] / off['rate'])}  CPU/{unit.split('/')[0]}"
+                f" {on['cpu']['total']:.2f} ms vs {off['cpu']['total']:.2f} ms")
+    ratios = {result_key(b, n, primary): summarize(series[(id(b), n)], unit) for b, n in items}
+    across = {}
+    for other in benches[1:]:
+        for name in primary.variants():
+            if name not in other.variants():
+                continue
+            mine, theirs = series[(id(primary), name)], series[(id(other), name)]
+            for which, pick in ((name, 0), (primary.partner(name), 1)):
+                key = f"{which} {primary.version} vs {other.version}"
+                if key in across:
+                    continue  # one auth-off partner serves several variants: its first pairing
+                across[key] = summarize([(a[pick], b[pick]) for a, b in zip(mine, theirs)], unit,
+                                        f"on {primary.version}", f"on {other.version}")
+    return ratios, across
+
+
+def cpu_line(cpu: dict) -> str:
+    """CPU ms per unit by process, the total last."""
+    return ", ".join(f"{k} {v:.3f}" for k, v in cpu.items() if k != "total") + f" = {cpu['total']:.3f} ms"
 
 
 def summarize(pairs: list, unit: str, with_: str = "with auth", partner: str = "auth off") -> dict:
@@ -578,7 +663,7 @@ def flood_spec(bench: Bench, name: str, repository: str, seconds: float, connect
     wrong = "Basic " + base64.b64encode(f"{s.user}:not-the-password-{uuid.uuid4().hex}".encode()).decode()
     common = {"seconds": seconds, "connections": connections, "rate": rate, "authorization": wrong}
     if name == "token":
-        return FloodSpec(f"{bench.token.realm}?service={SERVICE}&scope=repository:{repository}:pull",
+        return FloodSpec(f"{bench.token.realm}?service={bench.token.service}&scope=repository:{repository}:pull",
                          ca_file=s.ca_file, **common)
     if name == "token-program":
         pid, proxy = bench.program.flood_namespace()
@@ -650,6 +735,154 @@ def flood_benchmark(bench: Bench, rounds: int, seconds: float, connections: int,
     return results
 
 
+GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
+DEBUG_URL = "http://127.0.0.1:5001/debug/pprof/profile?seconds={seconds}"
+PROFILES_DIR = Path(__file__).resolve().parent / "results" / "profiles"
+
+
+def pprof_top(profile: Path, *flags: str, nodecount: int = 30) -> list[str]:
+    """``go tool pprof -top`` of a saved profile (its lines), or why it could not run."""
+    try:
+        out = subprocess.run([GO, "tool", "pprof", "-top", f"-nodecount={nodecount}", *flags, str(profile)],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"go tool pprof unavailable: {exc}"]
+    return (out.stdout or out.stderr).strip().splitlines()
+
+
+# Where a registry's CPU goes, as named in its profile (2.8's github.com/docker/distribution
+# and 3's github.com/distribution/distribution/v3 alike): cumulative time of the function (its
+# callees included; the categories overlap: nested ones are indented), or flat for syscalls.
+PROFILE_CATEGORIES = {
+    "token check (accessController.Authorized)": r"auth/token\.\(\*accessController\)\.Authorized$",
+    "  verify (Token.Verify)": r"auth/token\.\(\*Token\)\.Verify$",
+    "    ECDSA P-256 signature (crypto/ecdsa.Verify)": r"^crypto/ecdsa\.Verify$",
+    "    key lookup by kid (Token.VerifySigningKey; 2.8: in Verify)": r"auth/token\.\(\*Token\)\.VerifySigningKey$",
+    "  parse (token.NewToken)": r"auth/token\.NewToken$",
+    "URL builder per request (v2.NewURLBuilder*)": r"api/v2\.NewURLBuilder",
+    "  regexp compile": r"^regexp\.compile$",
+    "OpenTelemetry span export (stdouttrace JSON to a debug log)": r"batchSpanProcessor\)\.exportSpans$",
+    "logging (logrus Entry.log)": r"logrus\.\(\*Entry\)\.log$",
+    "logger per request (dcontext.getLogrusLogger)": r"dcontext\.getLogrusLogger$",
+    "manifest handler (GetManifest)": r"\(\*manifestHandler\)\.GetManifest$",
+    "allocation (runtime.mallocgc)": r"^runtime\.mallocgc$",
+    "GC background marking (runtime.gcBgMarkWorker)": r"^runtime\.gcBgMarkWorker$",
+    "syscalls (Syscall6, flat)": r"[Ss]yscall6$",
+}
+_PPROF_LINE = re.compile(r"\s*([\d.]+)((?:m?s)?)\s+[\d.]+%\s+[\d.]+%\s+([\d.]+)((?:m?s)?)\s+[\d.]+%\s+(.*)$")
+
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
+def profile_categories(profile: Path, requests: float) -> dict:
+    """:data:`PROFILE_CATEGORIES` of a saved profile: share of all samples and CPU ms per request
+    (``requests`` served while it was taken), from ``go tool pprof -top -cum`` with no node
+    dropped."""
+    out = subprocess.run([GO, "tool", "pprof", "-top", "-cum", "-nodecount=1000000", "-nodefraction=0", str(profile)],
+                         capture_output=True, text=True, timeout=120).stdout
+    total_match = re.search(r"Total samples = ([\d.]+)(m?s)", out)
+    if not total_match:
+        return {"error": out[-500:]}
+    total = _seconds(*total_match.groups())
+    rows = []
+    for line in out.splitlines():
+        m = _PPROF_LINE.match(line)
+        if m:
+            rows.append((re.sub(r" \(.*inline\)$", "", m.group(5)), _seconds(m.group(1), m.group(2)),
+                         _seconds(m.group(3), m.group(4))))
+    figures = {"samples s": round(total, 3), "requests": round(requests),
+               "all, ms per request": round(1000 * total / requests, 3)}
+    for label, pattern in PROFILE_CATEGORIES.items():
+        hits = [row for row in rows if re.search(pattern, row[0])]
+        if not hits:
+            figures[label] = None
+            continue
+        seconds = sum(h[1] for h in hits) if "flat" in label else max(h[2] for h in hits)
+        figures[label] = {"share %": round(100 * seconds / total, 1), "ms per request": round(1000 * seconds / requests, 3)}
+    return figures
+
+
+def fetch_profile(client, registry: str, seconds: int, labels: dict) -> bytes:
+    """``/debug/pprof/profile`` of the registry container, fetched by a busybox helper in its
+    network namespace into a file and copied out (its output through the log driver would
+    not survive: json-file logs are text)."""
+    import io
+    import tarfile
+
+    helper = client.containers.create(
+        STANDIN_BUSYBOX, entrypoint=["wget", "-q", "-O", "/cpu.pprof", DEBUG_URL.format(seconds=seconds)],
+        network_mode=f"container:{registry}", labels=labels)
+    try:
+        helper.start()
+        status = helper.wait(timeout=seconds + 60)
+        if status.get("StatusCode") != 0:
+            raise RuntimeError(f"profile of {registry} failed: {helper.logs().decode(errors='replace')[-500:]}")
+        stream, _ = helper.get_archive("/cpu.pprof")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            return tar.extractfile(tar.getmembers()[0]).read()
+    finally:
+        helper.remove(force=True)
+
+
+def profile_registries(benches: list[Bench], seconds: float, path: str, repository: str, out: str) -> dict:
+    """A CPU profile of each version's program registries under the HEAD load: the token-program
+    stack's registry under token HEADs, and the auth-off partner's registry under auth-off
+    HEADs (ab, as in part 1, for ``seconds`` + 2 s around the profile's ``seconds``).
+
+    Both distributions serve net/http/pprof on their debug listener (``http.debug.addr``, which
+    the program renders as 127.0.0.1:5001 inside the registry's container for its health check:
+    cmd/registry imports net/http/pprof, and 3.1.2's configuration has no setting for it). A
+    busybox helper in the registry container's network namespace fetches it. Profiles are saved
+    under results/profiles/ and read with ``go tool pprof -top`` (flat and cumulative)."""
+    from common import LABEL as labels
+
+    client = docker.from_env()
+    PROFILES_DIR.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for bench in benches:
+        for name in ("token-program", "authoff"):
+            if name == "token-program" and not bench.program:
+                continue
+            registry = bench.stack.variants[name].containers["registry"]
+            box: dict = {}
+            load = threading.Thread(target=lambda: box.update(bench.head(name, seconds + 2, path, repository)))
+            load.start()
+            time.sleep(1)
+            data = fetch_profile(client, registry, int(seconds), labels)
+            load.join()
+            target = PROFILES_DIR / f"{out}-registry-{bench.version}-{name}.pprof"
+            target.write_bytes(data)
+            key = f"{name} @{bench.version}"
+            results[key] = {
+                "profile": str(target.relative_to(ROOT)), "profile seconds": int(seconds),
+                "load": {"req/s": round(box["rate"], 1), "requests": box["n"],
+                         "CPU ms per request": {k: round(v, 3) for k, v in box["cpu"].items()}},
+                "top (flat)": pprof_top(target),
+                "top (cumulative)": pprof_top(target, "-cum", nodecount=45),
+                # Requests while the profile ran: ab's rate over the profile's seconds.
+                "where the time goes": profile_categories(target, box["rate"] * int(seconds)),
+            }
+            log(f"profile {key}: {box['rate']:.1f} req/s under profiling, {target.relative_to(ROOT)}")
+            for label, figure in results[key]["where the time goes"].items():
+                log(f"    {label:62s} {figure}")
+    return results
+
+
+def recompute_profiles(name: str) -> None:
+    """Re-read the profiles a stored result names (results/<name>.json) and write their
+    categories into it again (after a change to :data:`PROFILE_CATEGORIES`; nothing measured)."""
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    result = json.loads(path.read_text())
+    for key, prof in result.get("profile", {}).items():
+        prof["where the time goes"] = profile_categories(ROOT / prof["profile"],
+                                                         prof["load"]["req/s"] * prof["profile seconds"])
+        log(f"{key}: {json.dumps(prof['where the time goes'])}")
+    path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    log(f"wrote {path.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -661,90 +894,118 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=10)
     parser.add_argument("--flood-rate", type=float, default=200,
                         help="wrong-password requests/s of the flood, over all its connections (40x the /token limit)")
+    other = 2 if REGISTRY_VERSION == 3 else 3
+    parser.add_argument("--versions", default=f"{REGISTRY_VERSION},{other}",
+                        help="registry versions, the one under test first (TEST_REGISTRY_VERSION, default 3);"
+                             " the others run parts 1 and 2 beside it, in the same rounds")
+    parser.add_argument("--profile-seconds", type=float, default=10,
+                        help="length of each registry CPU profile (part profile)")
     parser.add_argument("--out", default="auth_token", help="result name in bench/results/")
     parser.add_argument("--flood-child", help=argparse.SUPPRESS)
     parser.add_argument("--registry-gogc", type=int, default=None,
                         help="bench-only variant: run every registry with GOGC=N (registry_gc.py shows why)")
-    parser.add_argument("--skip", default="", help="comma list of bearer,algorithm,head,pull,flood,token-program to skip")
+    parser.add_argument("--skip", default="",
+                        help="comma list of bearer,algorithm,head,pull,flood,profile,token-program to skip")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--recompute-profiles", metavar="RESULT",
+                        help="only re-read the profiles of results/RESULT.json and store their categories again")
     args = parser.parse_args()
+    if args.recompute_profiles:
+        recompute_profiles(args.recompute_profiles)
+        return
     if args.flood_child:
         spec = json.loads(args.flood_child)
         spec["connect"] = tuple(spec["connect"])
         print(json.dumps(flood(FloodSpec(**spec))), flush=True)
         return
     if args.quick:
-        args.seconds, args.rounds, args.flood_seconds = 2, 1, 4
+        args.seconds, args.rounds, args.flood_seconds, args.profile_seconds = 2, 1, 4, 2
     skip = set(filter(None, args.skip.split(",")))
+    registry_versions = [int(v) for v in args.versions.split(",") if v]
+    if not registry_versions or any(v not in (2, 3) for v in registry_versions) or \
+            len(set(registry_versions)) != len(registry_versions):
+        parser.error(f"--versions {args.versions}: distinct 2 and/or 3, the one under test first")
     costs = sorted({5, args.new_cost})
-    result: dict = {"benchmark": "auth_token", "machine": machine(), "versions": versions(),
+    result: dict = {"benchmark": "auth_token", "machine": machine(), "versions": versions(tuple(registry_versions)),
                     "settings": {"seconds": args.seconds, "rounds": args.rounds, "bcrypt costs": costs,
                                  "token htpasswd cost": args.new_cost, "concurrency": CONCURRENCY,
+                                 "registry versions": [registry_image(v) for v in registry_versions],
                                  "flood": f"{args.flood_connections} keep-alive connections, {args.flood_rate} requests/s"
                                           " in all, a child process at nice 19"}}
-    token = None
     registry_env = (f"GOGC={args.registry_gogc}",) if args.registry_gogc else ()
     result["settings"]["registry environment added"] = list(registry_env)
-    with BenchStack(variants_wanted=("ours", "direct", "authoff"), registry_env=registry_env) as stack:
-        try:
+    if not token_service_available():
+        result["token"] = "not measured: token_service is not importable from this checkout"
+        log(result["token"])
+    benches: list[Bench] = []
+    with contextlib.ExitStack() as cleanup:
+        for i, version in enumerate(registry_versions):
+            stack = cleanup.enter_context(BenchStack(variants_wanted=("ours", "direct", "authoff"),
+                                                     registry_env=registry_env, registry_version=version))
+            cleanup.callback(lambda s=stack: s.set_htpasswd(s.htpasswd) if s.deployment else None)
+            token = None
             if token_service_available():
                 token = TokenSide(stack, args.new_cost, registry_env=registry_env)
+                cleanup.callback(token.down)
                 token.up()
-            else:
-                result["token"] = "not measured: token_service is not importable from this checkout"
-                log(result["token"])
             program = None
             if AUTH_MODES and "token-program" not in skip:
                 program = ProgramToken(stack)
+                cleanup.callback(program.down)
                 program.up()
-            else:
-                result["token-program"] = "not measured: this checkout's program has no token mode"
-            bench = Bench(stack, costs, token, program)
+            elif i == 0:
+                result["token-program"] = "not measured: skipped, or this checkout's program has no token mode"
+            benches.append(Bench(stack, costs, token, program, basic=i == 0))
+        for bench in benches:
+            stack = bench.stack
             small = Path(tempfile.mkdtemp(prefix="small-", dir=stack.workdir))
             write_image(small, "v1", [4096], seed=f"{stack.tag}-small")
             ten = Path(tempfile.mkdtemp(prefix="ten-", dir=stack.workdir))
             write_image(ten, "v1", [args.pull_layer_mib * MiB] * args.pull_layers, seed=f"{stack.tag}-ten")
-            stack.push(small, "v1", stack.variants["ours"], "bench/small")
-            stack.push(ten, "v1", stack.variants["ours"], "bench/ten")
-            for name in ("token", "token-program"):
+            for name in ("ours", "token", "token-program"):
                 if name in stack.variants:
                     stack.push(small, "v1", stack.variants[name], "bench/small")
                     stack.push(ten, "v1", stack.variants[name], "bench/ten")
-            if "bearer" not in skip and token:
-                result["bearer header"] = bearer_header(bench, args.rounds, args.seconds,
-                                                        "/v2/bench/small/manifests/v1", "bench/small")
-            if "algorithm" not in skip and token:
-                result["signature algorithm"] = bearer_header(bench, args.rounds, args.seconds,
-                                                              "/v2/bench/small/manifests/v1", "bench/small", "rs256")
-            if "head" not in skip:
-                result["head"] = paired(bench, args.rounds,
-                                        lambda n: bench.head(n, args.seconds, "/v2/bench/small/manifests/v1",
-                                                             "bench/small"), "HEAD", "req/s")
-            if "pull" not in skip:
-                result["pull"] = paired(bench, args.rounds * 2, lambda n: bench.pull(n, "bench/ten"), "pull",
-                                        "pulls/s")
-            if "flood" not in skip:
-                result["flood"] = flood_benchmark(bench, max(2, args.rounds // 2), args.flood_seconds,
-                                                  args.flood_connections, args.flood_rate, "bench/ten")
-        finally:
-            if token:
-                token.down()
-            if program:
-                program.down()
-            stack.set_htpasswd(stack.htpasswd) if stack.deployment else None
-    goals = {"head": (("token", "token-program"), 0.9), "pull": (("token", "token-program"), 0.9),
-             "flood": (None, 0.8)}
+        bench = benches[0]
+        head_path = "/v2/bench/small/manifests/v1"
+        if "bearer" not in skip and bench.token:
+            result["bearer header"] = bearer_header(bench, args.rounds, args.seconds, head_path, "bench/small")
+        if "algorithm" not in skip and bench.token:
+            result["signature algorithm"] = bearer_header(bench, args.rounds, args.seconds, head_path,
+                                                          "bench/small", "rs256")
+        if "head" not in skip:
+            result["head"], result["head across versions"] = paired(
+                benches, args.rounds, lambda b, n: b.head(n, args.seconds, head_path, "bench/small"), "HEAD", "req/s")
+        if "pull" not in skip:
+            result["pull"], result["pull across versions"] = paired(
+                benches, args.rounds * 2, lambda b, n: b.pull(n, "bench/ten"), "pull", "pulls/s")
+        if "flood" not in skip:
+            result["flood"] = flood_benchmark(bench, max(2, args.rounds // 2), args.flood_seconds,
+                                              args.flood_connections, args.flood_rate, "bench/ten")
+        if "profile" not in skip:
+            result["profile"] = profile_registries(benches, args.profile_seconds, head_path, "bench/small", args.out)
+    goals = {"head": 0.9, "pull": 0.9, "flood": 0.8}
     result["goals"] = {}
-    for part, (variant, goal) in goals.items():
+    for part, goal in goals.items():
         if part not in result:
             continue
         for name, figures in result[part].items():
-            if variant is None or name in variant:
+            if part == "flood" or name.split(" @")[0] in ("token", "token-program"):
                 result["goals"][f"{part} {name} >= {goal}x"] = figures["ratio"] >= goal
             partner = "alone" if part == "flood" else "auth off"
-            log(f"{part:5s} {name:10s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
+            log(f"{part:5s} {name:20s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
                 f"{fmt_ratio(figures['spread'][1])}]  CPU ms {figures['CPU ms']['total']:.2f} vs {partner} "
                 f"{figures[f'CPU ms {partner}']['total']:.2f} (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
+            log(f"      CPU ms by process: {cpu_line(figures['CPU ms'])}")
+            log(f"      {partner:8s}         : {cpu_line(figures[f'CPU ms {partner}'])}")
+    for part in ("head across versions", "pull across versions"):
+        for name, figures in result.get(part, {}).items():
+            a, b = [k for k in figures if k.startswith("CPU ms") and not k.endswith("per round")][:2]
+            log(f"{part.split()[0]:5s} {name:30s} {fmt_ratio(figures['ratio'])} [{fmt_ratio(figures['spread'][0])}-"
+                f"{fmt_ratio(figures['spread'][1])}]  CPU ms {figures[a]['total']:.2f} vs {figures[b]['total']:.2f}"
+                f" (CPU-bound {fmt_ratio(figures['CPU-bound ratio'])})")
+            log(f"      {a}: {cpu_line(figures[a])}")
+            log(f"      {b}: {cpu_line(figures[b])}")
     if "bearer header" in result:
         b = result["bearer header"]
         log(f"bearer kid vs x5c {fmt_ratio(b['ratio'])} [{fmt_ratio(b['spread'][0])}-{fmt_ratio(b['spread'][1])}]"

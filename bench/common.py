@@ -59,10 +59,24 @@ from components.render.nginx import (  # noqa: E402
     NginxOptions,
     render_nginx_conf,
 )
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, SOCKET_DIR, registry_config  # noqa: E402
-from components.settings import DEFAULT_BCRYPT_ROUNDS  # noqa: E402
-from tests.support.deploy import STANDIN_NGINX, STANDIN_REGISTRY, Deployment, upload_content, wait_https  # noqa: E402
-from tests.support.program import run_program  # noqa: E402
+from components.render.registry_config import (  # noqa: E402
+    CONFIG_PATH,
+    DATA_DIR,
+    SOCKET_DIR,
+    registry_config,
+    runtime_env,
+    serve_command,
+)
+from components.settings import DEFAULT_BCRYPT_ROUNDS, REGISTRY2_IMAGE  # noqa: E402
+from tests.support.deploy import (  # noqa: E402
+    STANDIN_NGINX,
+    STANDIN_REGISTRY2,
+    STANDIN_REGISTRY3,
+    Deployment,
+    upload_content,
+    wait_https,
+)
+from tests.support.program import REGISTRY_VERSION, run_program  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402,F401
 
 # Whether this checkout's program has auth modes (settings key ``auth``: token or basic).
@@ -75,6 +89,33 @@ LABEL = {"private-registry.bench": "1"}
 USER = "bench"
 MiB = 1 << 20
 PORT = 5000  # the comparison registries' TCP port
+
+
+# ---- the registry under test ------------------------------------------------------------------
+# Distribution 3 by default (the program's default image); TEST_REGISTRY_VERSION=2 for 2.8, as
+# the integration tests (tests/support/program.py). Some parts also run the other one beside it.
+def registry_image(version: int) -> str:
+    """The stand-in image of distribution ``version`` (2: 2.8.2, 3: 3.1.2)."""
+    return STANDIN_REGISTRY3 if version >= 3 else STANDIN_REGISTRY2
+
+
+def registry_environment(version: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """The environment the program gives every registry of ``version`` (GOGC=400; on 3 also
+    OTEL_TRACES_EXPORTER=none), with ``extra`` "NAME=value" entries replacing those of the same
+    name (Go reads the first of duplicate names, so a later duplicate would not count)."""
+    merged: dict[str, str] = {}
+    for entry in (*runtime_env(version), *extra):
+        name = entry.split("=", 1)[0]
+        merged.pop(name, None)
+        merged[name] = entry
+    return list(merged.values())
+
+
+def registry_version_of(image: str) -> int:
+    return 3 if image == STANDIN_REGISTRY3 else 2
+
+
+STANDIN_REGISTRY = registry_image(REGISTRY_VERSION)
 
 
 # ---- numbers ----------------------------------------------------------------------------------
@@ -188,18 +229,24 @@ def machine() -> dict:
     }
 
 
-def versions() -> dict:
-    """Versions of the software under test, asked of the binaries themselves."""
+def versions(registry_versions: tuple[int, ...] = (REGISTRY_VERSION,)) -> dict:
+    """Versions of the software under test, asked of the binaries themselves. ``registry`` is
+    the first of ``registry_versions`` (the registry under test); any other one run beside it
+    is ``registry <N>.x``."""
     client = docker.from_env()
     nginx = client.containers.run(STANDIN_NGINX, entrypoint=["/usr/sbin/nginx", "-v"], remove=True,
                                   stderr=True, stdout=True).decode().strip()
-    registry = client.containers.run(STANDIN_REGISTRY, entrypoint=["/bin/registry", "--version"], remove=True,
+    registries = {}
+    for i, version in enumerate(registry_versions):
+        image = registry_image(version)
+        text = client.containers.run(image, entrypoint=["/bin/registry", "--version"], remove=True,
                                      stderr=True, stdout=True).decode().strip()
+        registries["registry" if i == 0 else f"registry {version}.x"] = f"{text} ({image})"
     import bcrypt as bcrypt_module
 
     return {
         "nginx": f"{nginx} ({STANDIN_NGINX})",
-        "registry": f"{registry} ({STANDIN_REGISTRY})",
+        **registries,
         "skopeo": _first_line(["skopeo", "--version"]),
         "docker engine": client.version()["Version"],
         "ab": _first_line(["ab", "-V"]) if shutil.which("ab") else "not installed",
@@ -258,9 +305,13 @@ class BenchStack:
     # Extra "NAME=value" environment for the program's registry container (a bench-only
     # variant, e.g. GOGC=400; see registry_gc.py); empty: exactly as the program declares it.
     registry_env: tuple[str, ...] = ()
+    # Which distribution the stack runs (the program's images.registry); 3 unless
+    # TEST_REGISTRY_VERSION=2. The comparison registries run the same one.
+    registry_version: int = REGISTRY_VERSION
 
     def __post_init__(self) -> None:
         self.client = docker.from_env()
+        self.registry_image = registry_image(self.registry_version)
         self.ports = {name: free_port() for name in ("ours", "ours-tcp", "direct", "tutorial", "native", "authoff")}
         self.prefix = f"bench-{self.tag}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
@@ -281,6 +332,8 @@ class BenchStack:
         if AUTH_MODES:
             # The variants compared here are nginx's basic auth; token mode is its own variant.
             config["auth"] = {"mode": "basic"}
+        if self.registry_version == 2:
+            config["images"] = {"registry": REGISTRY2_IMAGE}
         config.update(self.config_extra)
         return config
 
@@ -302,7 +355,12 @@ class BenchStack:
         self.deployment = Deployment(self.run)
         if self.registry_env:
             spec = self.deployment.container("registry-container")
-            spec.inputs["envs"] = [*(spec.inputs.get("envs") or []), *self.registry_env]
+            declared = tuple(spec.inputs.get("envs") or ())
+            merged: dict[str, str] = {}
+            for entry in (*declared, *self.registry_env):
+                merged.pop(entry.split("=", 1)[0], None)
+                merged[entry.split("=", 1)[0]] = entry
+            spec.inputs["envs"] = list(merged.values())
         self.deployment.up()
         proxy_spec = self.deployment.container("proxy-container")
         self.proxy_name = proxy_spec.plain_inputs["name"]
@@ -341,10 +399,15 @@ class BenchStack:
                        volumes: Optional[dict] = None, stop_signal: Optional[str] = None,
                        aliases: Optional[list] = None) -> None:
         api = self.client.api
+        registry = image in (STANDIN_REGISTRY2, STANDIN_REGISTRY3)
         created = api.create_container(
             image=image,
             name=name,
             ports=[internal],
+            # A registry as the program runs one: `registry serve CONFIG_PATH` (registry:3's own
+            # command reads /etc/distribution/config.yml) and the program's environment.
+            entrypoint=serve_command(CONFIG_PATH) if registry else None,
+            environment=registry_environment(registry_version_of(image), self.registry_env) if registry else None,
             host_config=api.create_host_config(
                 port_bindings={internal: ("127.0.0.1", port)},
                 binds=volumes or None,
@@ -362,12 +425,10 @@ class BenchStack:
         """The program's registry config, serving TCP on :5000, on the program's data volume."""
         import yaml
 
-        config = registry_config(http_secret=uuid.uuid4().hex)
-        config["http"].pop("net")
+        config = registry_config(http_secret=uuid.uuid4().hex, tcp_addr=f":{PORT}")
         config["http"].pop("debug")
-        config["http"]["addr"] = f":{PORT}"
         self.tcp_registry = f"{self.prefix}-registry-tcp"
-        self._run_container(self.tcp_registry, STANDIN_REGISTRY, self.ports["direct"], PORT,
+        self._run_container(self.tcp_registry, self.registry_image, self.ports["direct"], PORT,
                             {CONFIG_PATH: (yaml.safe_dump(config, sort_keys=False), 0o600)},
                             volumes={f"{self.prefix}-data": {"bind": DATA_DIR, "mode": "rw"}}, aliases=["registry"])
 
@@ -401,7 +462,8 @@ class BenchStack:
                                                         "registry": self.tcp_registry})
 
     def _start_native(self) -> None:
-        config = registry_config(http_secret=uuid.uuid4().hex)
+        config = registry_config(http_secret=uuid.uuid4().hex, tcp_addr=f":{PORT}")
+        config["http"].pop("debug")
         config["http"]["tls"] = {"certificate": "/certs/server.crt", "key": "/certs/server.key"}
         config["auth"] = {"htpasswd": {"realm": "Registry Realm", "path": "/auth/htpasswd"}}
         import yaml
@@ -415,7 +477,7 @@ class BenchStack:
             "/certs/server.key": (self.key_pem, 0o600),
             "/auth/htpasswd": (self.htpasswd, 0o644),
         }
-        self._run_container(f"{self.prefix}-native", STANDIN_REGISTRY, self.ports["native"], PORT, files,
+        self._run_container(f"{self.prefix}-native", self.registry_image, self.ports["native"], PORT, files,
                             volumes={volume: {"bind": DATA_DIR, "mode": "rw"}})
         self.variants["native"] = Variant("native", f"localhost:{self.ports['native']}", tls=True, auth=True,
                                           containers={"registry": f"{self.prefix}-native"})

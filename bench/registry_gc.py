@@ -3,7 +3,8 @@ without competing CPU load, at Go's default ``GOGC=100`` and at ``GOGC=400``.
 
     .venv/bin/python bench/registry_gc.py [--rounds 4] [--seconds 5] [--gogc 400]
 
-Two registry containers (the stand-in's distribution 2.8.2 binary, the program's rendered
+Two registry containers (the stand-in of the registry under test, distribution 3.1.2 unless
+TEST_REGISTRY_VERSION=2 (2.8.2), with the program's rendered
 ``config.yml`` serving TCP instead of its Unix socket, the stack's data volume mounted read-only) run with ``GODEBUG=gctrace=1``, which
 makes the Go runtime print one line per collection with its heap sizes and CPU times; one with
 the default GOGC, one with ``--gogc``. Each round measures manifest HEAD requests (ab,
@@ -26,10 +27,22 @@ import uuid
 from pathlib import Path
 
 from auth_cost import ACCEPT, CONCURRENCY
-from common import LABEL, PORT, BenchStack, CpuMeter, free_port, log, machine, median, put_files, versions, write_result
+from common import (
+    LABEL,
+    PORT,
+    BenchStack,
+    CpuMeter,
+    free_port,
+    log,
+    machine,
+    median,
+    put_files,
+    registry_environment,
+    versions,
+    write_result,
+)
 
-from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config
-from tests.support.deploy import STANDIN_REGISTRY
+from components.render.registry_config import CONFIG_PATH, DATA_DIR, registry_config, serve_command
 from tests.support.oci import write_image
 
 GCTRACE = re.compile(
@@ -58,13 +71,14 @@ def start_registry(stack: BenchStack, name: str, env: list[str]) -> tuple[str, i
     comparison registries), on the stack's data volume read-only, with ``env`` added."""
     import yaml
 
-    config = registry_config(http_secret=uuid.uuid4().hex)
-    config["http"].pop("net")
+    config = registry_config(http_secret=uuid.uuid4().hex, tcp_addr=f":{PORT}")
     config["http"].pop("debug")
-    config["http"]["addr"] = f":{PORT}"
     port = free_port()
     container = stack.client.containers.create(
-        STANDIN_REGISTRY, name=f"{stack.prefix}-{name}", labels=LABEL, environment=env,
+        stack.registry_image, name=f"{stack.prefix}-{name}", labels=LABEL,
+        entrypoint=serve_command(CONFIG_PATH),
+        # The program's environment for this version (OTEL off on 3) with this case's GOGC.
+        environment=registry_environment(stack.registry_version, tuple(env)),
         ports={f"{PORT}/tcp": ("127.0.0.1", port)},
         volumes={f"{stack.prefix}-data": {"bind": DATA_DIR, "mode": "ro"}})
     stack.extra_containers.append(container.name)
@@ -105,7 +119,8 @@ def main() -> None:
     result: dict = {"benchmark": "registry_gc", "machine": machine(), "versions": versions(),
                     "settings": {"rounds": args.rounds, "seconds": args.seconds, "gogc": args.gogc,
                                  "load": f"ab -k -i -c {CONCURRENCY}, plain HTTP to the registry"}}
-    cases = {"GOGC=100": ["GODEBUG=gctrace=1"], f"GOGC={args.gogc}": ["GODEBUG=gctrace=1", f"GOGC={args.gogc}"]}
+    cases = {"GOGC=100": ["GODEBUG=gctrace=1", "GOGC=100"],
+             f"GOGC={args.gogc}": ["GODEBUG=gctrace=1", f"GOGC={args.gogc}"]}
     series: dict = {}
     with BenchStack(variants_wanted=("ours", "direct")) as stack:
         layout = Path(tempfile.mkdtemp(prefix="small-", dir=stack.workdir))

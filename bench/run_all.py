@@ -148,6 +148,16 @@ def auth_token_markdown(t: dict) -> list[str]:
             lines.append(f"| {part} | {name} | {v['ratio']:.2f}x | {v['spread'][0]:.2f}-{v['spread'][1]:.2f}x "
                          f"| {v['CPU ms']['total']} / {v[f'CPU ms {partner}']['total']} | {v['CPU-bound ratio']:.2f}x "
                          f"| {v[f'{unit} {with_}']} / {v[f'{unit} {partner}']} |")
+    for part in ("head across versions", "pull across versions"):
+        if not t.get(part):
+            continue
+        lines += ["", f"{part.split()[0]}, each variant on one registry version against the same on the other "
+                  "(same rounds):", "", "| variant, versions | ratio (median) | spread | CPU ms per unit (first / other) "
+                  "| CPU-bound ratio |", "|---|---|---|---|---|"]
+        for name, v in t[part].items():
+            first, other = [k for k in v if k.startswith("CPU ms") and not k.endswith("per round")][:2]
+            lines.append(f"| {name} | {v['ratio']:.2f}x | {v['spread'][0]:.2f}-{v['spread'][1]:.2f}x "
+                         f"| {v[first]['total']} / {v[other]['total']} | {v['CPU-bound ratio']:.2f}x |")
     lines += ["", "Goals: " + ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in t.get("goals", {}).items())]
     return lines
 
