@@ -278,16 +278,7 @@ class ImageDeletionProvider(MaintenanceProvider):
             return plan_untag(props, present)
         snap = snapshot(client, props.repository)
         loose = [d for d in props.digests if d not in snap.tags.values()]
-
-        def present(digest: str) -> bool:
-            try:
-                client.resolve(props.repository, digest)
-                return True
-            except RegistryNotFoundError:
-                return False
-
-        untagged = [d for d, ok in zip(loose, client.map(present, loose)) if ok]
-        return plan_deletion(props, snap, untagged)
+        return plan_deletion(props, snap, present_digests(client, props.repository, loose))
 
     def preview(self, client: RegistryClient, props: ImageDeletionProps) -> dict[str, Any]:
         return {"pendingDeletions": self.plan(client, props).pending}
@@ -316,22 +307,25 @@ class ImageDeletionProvider(MaintenanceProvider):
 # --- RetentionPolicy --------------------------------------------------------------------------
 
 
+def present_digests(client: RegistryClient, repository: str, digests: Sequence[str]) -> list[str]:
+    """Those of ``digests`` that exist in ``repository`` (a ``HEAD`` each, in parallel)."""
+    def exists(digest: str) -> bool:
+        try:
+            client.resolve(repository, digest)
+            return True
+        except RegistryNotFoundError:
+            return False
+
+    return [d for d, ok in zip(digests, client.map(exists, digests)) if ok]
+
+
 def with_present_subjects(client: RegistryClient, snap: RepoSnapshot) -> RepoSnapshot:
     """``snap`` with ``present`` filled: which subjects of its attachment tags that no tag
     reaches still exist untagged (a ``HEAD`` each), so only a subject truly gone makes an orphan."""
     reached = protected_manifests(snap)
     subjects = sorted({found.subject for tag in snap.tags
                        if (found := grammar.parse_attachment_tag(tag)) and found.subject not in reached})
-
-    def exists(digest: str) -> bool:
-        try:
-            client.resolve(snap.repository, digest)
-            return True
-        except RegistryNotFoundError:
-            return False
-
-    present = frozenset(d for d, ok in zip(subjects, client.map(exists, subjects)) if ok)
-    return dataclasses.replace(snap, present=present)
+    return dataclasses.replace(snap, present=frozenset(present_digests(client, snap.repository, subjects)))
 
 
 class RetentionProvider(MaintenanceProvider):
