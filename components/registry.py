@@ -69,6 +69,8 @@ class RegistryArgs:
     token_cert_pem: Optional[pulumi.Input[str]] = None
     # Distribution's major version (2 or 3): the environment and the key file differ.
     registry_version: int = 3
+    # The config's ``notifications`` section (components/render/notifications.py); secret.
+    notifications: Optional[pulumi.Input[dict]] = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -102,10 +104,10 @@ class Registry(pulumi.ComponentResource):
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         config = pulumi.Output.secret(
-            pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+            pulumi.Output.all(http_secret.result, args.storage, args.redis, args.notifications).apply(
                 lambda values: render_registry_config(
                     http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect,
-                    auth=args.auth,
+                    auth=args.auth, notifications=values[3],
                 )
             )
         )

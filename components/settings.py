@@ -46,6 +46,7 @@ from components.settings_scale import (
     check_scale,
 )
 from components.settings_auth import TOKEN_BCRYPT_ROUNDS, AuthSettings
+from components.settings_notify import FIXES as _NOTIFY_FIXES, NotificationEndpoint, check_notifications
 
 PROJECT = "private-registry"
 
@@ -483,6 +484,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    notifications: tuple[NotificationEndpoint, ...] = ()
 
     @field_validator("now")
     @classmethod
@@ -614,6 +616,7 @@ class Settings:
             )
         except ValueError as exc:
             problems.append(str(exc))
+        problems.extend(check_notifications(self.notifications))
         if self.docker.ssh_opts and self.maintenance.runs_gc:
             problems.append(
                 "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "
@@ -676,6 +679,7 @@ _FIX = {
     "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
     "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
     **_SCALE_FIXES,
+    **_NOTIFY_FIXES,
 }
 # pydantic's own words for a wrong type, made to say what the README promises.
 _TYPE_MESSAGES = {
@@ -755,6 +759,13 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
             problems.append(
                 f"{PROJECT}:trust[{index}]: holds SSH credentials in plain text; fix: "
                 f"`pulumi config set --secret --path 'trust[{index}].privateKey' ...`"
+            )
+    endpoints = raw.get("notifications")
+    for index, endpoint in enumerate(endpoints if isinstance(endpoints, list) else []):
+        if isinstance(endpoint, dict) and endpoint.get("headers") and "notifications" not in secret_keys:
+            problems.append(
+                f"{PROJECT}:notifications[{index}].headers: holds header values (tokens, keys) in plain text; fix: "
+                f"`pulumi config set --secret --path 'notifications[{index}].headers.<Name>' ...`"
             )
     for key, paths in _SCALE_SECRET_PATHS.items():
         for path, what in paths:

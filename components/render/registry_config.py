@@ -55,7 +55,7 @@ def serve_command(config_path: str = CONFIG_PATH) -> list[str]:
 def registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None, notifications: Optional[dict] = None,
 ) -> dict:
     """The registry configuration as a dict (see :func:`render_registry_config`).
 
@@ -64,7 +64,8 @@ def registry_config(
     the top-level ``redis`` section; the blob descriptor cache then lives there, shared by every
     replica. ``tcp_addr`` (Swarm mode, where nginx runs on other nodes): listen on TCP there
     instead of the Unix socket. ``auth``: the ``auth`` section, e.g. token auth from
-    components/render/token_service.py.
+    components/render/token_service.py. ``notifications``: the ``notifications`` section
+    (webhook endpoints, components/render/notifications.py); it holds header secrets.
     """
     config = {
         "version": 0.1,
@@ -108,19 +109,21 @@ def registry_config(
         config["http"]["addr"] = tcp_addr
     if auth:
         config["auth"] = auth
+    if notifications:
+        config["notifications"] = notifications
     return config
 
 
 def render_registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
-    tcp_addr: Optional[str] = None, auth: Optional[dict] = None,
+    tcp_addr: Optional[str] = None, auth: Optional[dict] = None, notifications: Optional[dict] = None,
 ) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
         registry_config(
             http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
-            redirect=redirect, tcp_addr=tcp_addr, auth=auth,
+            redirect=redirect, tcp_addr=tcp_addr, auth=auth, notifications=notifications,
         ),
         sort_keys=False,
     )
