@@ -214,3 +214,25 @@ def test_receiver_down_does_not_stop_pushes(stack, outage):
           f"{len({event_id for _, event_id in missed})} distinct events")
     assert min(arrived) >= back_at - 0.5, "an event arrived while the receiver was down"
     assert max(during) < max(baseline) + 2.0, (during, baseline)
+
+
+def test_basic_mode_events_name_no_user(tmp_path):
+    """In basic mode nginx checks the password and strips it; the registry has no auth of its
+    own, so a push's event carries the repository, tag and digest but an empty actor (the README
+    says so)."""
+    receiver_name = f"notify-basic-{secrets.token_hex(4)}"
+    notifications = [{"name": "audit", "url": f"http://{receiver_name}:{RECEIVER_PORT}/",
+                      "ignore": {"mediaTypes": [BLOB_MEDIA_TYPE]}}]
+    with live_stack(tmp_path, "notifyb", {USER: PASSWORD}, auth={"mode": "basic"}, bcryptRounds=5,
+                    notifications=notifications) as live:
+        receiver = Receiver(receiver_name, f"{live.config['namePrefix']}-net")
+        try:
+            layout = tmp_path / "layout"
+            digest = oci.write_image(layout, "b1", [16 * 1024], seed="notify-basic")
+            push(live, layout, "b1", "basic/app")
+            event, _ = wait_event(receiver, lambda e: e["action"] == "push" and e["target"].get("tag") == "b1",
+                                  "push event in basic mode")
+            assert (event["target"]["repository"], event["target"]["digest"]) == ("basic/app", digest)
+            assert not event["actor"].get("name"), event["actor"]
+        finally:
+            receiver.remove()
