@@ -219,3 +219,48 @@ def test_endpoint_model_by_field_name():
     """Python code may build an endpoint by field name, as components do with other settings."""
     endpoint = NotificationEndpoint(name="a", url="http://h/", timeout_seconds=2)
     assert notifications_section([endpoint])["endpoints"][0]["timeout"] == "2s"
+
+
+HOSTILE_TARGETS = {
+    "url": (lambda v: [{**ENDPOINT, "url": v}], ENDPOINT["url"],
+            lambda s, v: grammar.parse_http_url(s.notifications[0].url) is not None),
+    "name": (lambda v: [{**ENDPOINT, "name": v}], "audit", lambda s, v: grammar.is_docker_name(s.notifications[0].name)),
+    "header name": (lambda v: [{**ENDPOINT, "headers": {v: OTHER}}], "X-Key",
+                    lambda s, v: all(grammar.is_header_name(n) for n in s.notifications[0].headers)),
+    "header value": (lambda v: [{**ENDPOINT, "headers": {"X-Key": v}}], OTHER,
+                     lambda s, v: s.notifications[0].headers["X-Key"].get_secret_value() == v and v.isprintable()
+                     and v.isascii() and v == v.strip()),
+    "ignored media type": (lambda v: [{**ENDPOINT, "ignore": {"mediaTypes": [v]}}], "application/octet-stream",
+                           lambda s, v: grammar.is_media_type(s.notifications[0].ignore.media_types[0])),
+}
+
+
+@pytest.mark.parametrize("target", HOSTILE_TARGETS, ids=HOSTILE_TARGETS)
+def test_hostile_fragments_are_refused_or_read_as_their_kind(target):
+    """Each of tests/support/hostile.py's FRAGMENTS alone, before and after a valid value, in
+    each notification string setting: refused naming notifications[0] (a header value never
+    echoed), or accepted as a value of its grammar; an accepted header value reaches config.yml
+    byte for byte (YAML written by the library). Only header values, free text, take any."""
+    from tests.support.hostile import FRAGMENTS
+
+    build, valid, kind = HOSTILE_TARGETS[target]
+    accepted = 0
+    for fragment in FRAGMENTS.values():
+        for value in (fragment, fragment + valid, valid + fragment):
+            try:
+                settings = parse(build(value))
+            except SettingsError as exc:
+                message = str(exc)
+                assert "private-registry:notifications[0]" in message, message
+                assert all(line.isprintable() for line in message.split("\n")), repr(message)
+                if target == "header value":  # (a lone character like '\n' is in any message)
+                    assert OTHER not in message and (len(value) < 4 or value not in message), message
+                continue
+            assert kind(settings, value), (target, value)
+            accepted += 1
+            if target == "header value":
+                text = render_registry_config(http_secret="s", notifications=notifications_section(settings.notifications))
+                assert yaml.safe_load(text)["notifications"]["endpoints"][0]["headers"]["X-Key"] == [value]
+    if target in ("name", "header name", "ignored media type"):
+        assert accepted == 0
+    print(f"{target}: {accepted} of {3 * len(FRAGMENTS)} hostile values accepted")
