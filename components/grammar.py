@@ -346,3 +346,52 @@ def is_registry_address(value: object) -> bool:
     if port is None:
         return True
     return port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
+
+
+# --- Webhooks: notification endpoints ---------------------------------------------------------
+# A URL path and query of unreserved characters: '/'-separated segments, an optional query of
+# name=value pairs joined by '&'. No user info (credentials go in headers, which are secrets),
+# no fragment, no percent-encoding.
+URL_PATH = r"(?:/[A-Za-z0-9._~+=-]*)*"
+URL_QUERY = r"[A-Za-z0-9._~+=-]+(?:&[A-Za-z0-9._~+=-]+)*"
+HTTP_URL = rf"(?P<base>https?://[^/?]+)(?P<path>{URL_PATH})(?:\?(?P<query>{URL_QUERY}))?"
+HTTP_URL_RE = re.compile(HTTP_URL)
+# An HTTP header name: a subset of RFC 9110's token (letters, digits and '-', starting with a
+# letter or digit; no '$', '#', quotes or '%', which the rest of this grammar refuses too).
+HEADER_NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,63}"
+HEADER_NAME_RE = re.compile(HEADER_NAME)
+# A media type as distribution compares them: type/subtype, each a restricted token.
+MEDIA_TYPE = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,126}/[A-Za-z0-9][A-Za-z0-9._+-]{0,126}"
+MEDIA_TYPE_RE = re.compile(MEDIA_TYPE)
+
+
+class HttpUrl(NamedTuple):
+    scheme: str
+    host: str
+    port: Optional[int]
+    path: str
+    query: Optional[str]
+
+
+def parse_http_url(value: object) -> Optional[HttpUrl]:
+    """An ``http(s)://host[:port][/path][?query]`` URL whose host is a DNS name or IP address
+    (:func:`parse_endpoint`'s), path and query of unreserved characters; or None."""
+    if not isinstance(value, str) or len(value) > 2048 or not value.isascii():
+        return None
+    match = HTTP_URL_RE.fullmatch(value)
+    if match is None:
+        return None
+    endpoint = parse_endpoint(match["base"])
+    if endpoint is None or any(part in (".", "..") for part in match["path"].split("/")):
+        return None
+    return HttpUrl(*endpoint, match["path"], match["query"])
+
+
+def is_header_name(value: object) -> bool:
+    """An HTTP header name (see ``HEADER_NAME``)."""
+    return isinstance(value, str) and HEADER_NAME_RE.fullmatch(value) is not None
+
+
+def is_media_type(value: object) -> bool:
+    """A media type ``type/subtype`` (see ``MEDIA_TYPE``)."""
+    return isinstance(value, str) and MEDIA_TYPE_RE.fullmatch(value) is not None

@@ -20,6 +20,7 @@ from components.metrics import Metrics, MetricsArgs, metrics_paths, routes
 from components.pki import CertificateAuthority, CertificateAuthorityArgs, ServerCertificate, ServerCertificateArgs
 from components.proxy import Proxy, ProxyArgs, ProxyMetrics
 from components.registry import Registry, RegistryArgs
+from components.render.notifications import notifications_section
 from components.render.token_service import registry_token_auth
 from components.settings import Settings
 from components.settings_scale import redis_enabled
@@ -132,6 +133,9 @@ class PrivateRegistry(pulumi.ComponentResource):
             redis_address="redis:6379",
             redis_password=own_redis_password.result if own_redis_password else None,
         )
+        # Webhook endpoints: header values are secrets, so the section is one from the start.
+        notifications = (pulumi.Output.secret(notifications_section(s.notifications))
+                         if s.notifications else None)
         if s.swarm.enabled:
             swarm = SwarmRegistry(
                 f"{name}-swarm",
@@ -163,6 +167,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                         address=s.address, cert_pem=signer.cert_pem, private_key_pem=signer.private_key_pem,
                     ) if signer else None,
                     auth=s.auth,
+                    notifications=notifications,
                 ),
                 opts=on_docker,
             )
@@ -185,6 +190,7 @@ class PrivateRegistry(pulumi.ComponentResource):
                     token_cert_pem=signer.cert_pem if signer else None,
                     registry_version=s.images.registry_major,
                     metrics=metrics is not None,
+                    notifications=notifications,
                 ),
                 opts=on_docker,
             )

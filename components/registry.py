@@ -71,6 +71,8 @@ class RegistryArgs:
     registry_version: int = 3
     # Prometheus metrics on the debug listener, reachable on the network (components/metrics.py).
     metrics: bool = False
+    # The config's ``notifications`` section (components/render/notifications.py); secret.
+    notifications: Optional[pulumi.Input[dict]] = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -104,10 +106,10 @@ class Registry(pulumi.ComponentResource):
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         http_secret = random.RandomPassword(f"{name}-http-secret", length=32, special=False, opts=child)
         config = pulumi.Output.secret(
-            pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+            pulumi.Output.all(http_secret.result, args.storage, args.redis, args.notifications).apply(
                 lambda values: render_registry_config(
                     http_secret=values[0], storage=values[1], redis=values[2], redirect=args.redirect,
-                    auth=args.auth, metrics=args.metrics,
+                    auth=args.auth, metrics=args.metrics, notifications=values[3],
                 )
             )
         )

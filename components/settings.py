@@ -47,6 +47,7 @@ from components.settings_scale import (
 )
 from components.settings_auth import TOKEN_BCRYPT_ROUNDS, AuthSettings
 from components.metrics import MetricsSettings
+from components.settings_notify import FIXES as _NOTIFY_FIXES, NotificationEndpoint, check_notifications
 
 PROJECT = "private-registry"
 
@@ -485,6 +486,7 @@ class Settings:
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    notifications: tuple[NotificationEndpoint, ...] = ()
 
     @field_validator("now")
     @classmethod
@@ -623,6 +625,7 @@ class Settings:
             )
         if self.metrics.enabled and self.metrics.port == self.https_port:
             problems.append(f"metrics.port: {self.metrics.port} is the registry's httpsPort; choose another port")
+        problems.extend(check_notifications(self.notifications))
         if self.docker.ssh_opts and self.maintenance.runs_gc:
             problems.append(
                 "docker.sshOpts: garbage collection connects to the Docker engine without them: put the options "
@@ -691,6 +694,7 @@ _FIX = {
     "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
     "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
     **_SCALE_FIXES,
+    **_NOTIFY_FIXES,
 }
 # pydantic's own words for a wrong type, made to say what the README promises.
 _TYPE_MESSAGES = {
@@ -770,6 +774,13 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
             problems.append(
                 f"{PROJECT}:trust[{index}]: holds SSH credentials in plain text; fix: "
                 f"`pulumi config set --secret --path 'trust[{index}].privateKey' ...`"
+            )
+    endpoints = raw.get("notifications")
+    for index, endpoint in enumerate(endpoints if isinstance(endpoints, list) else []):
+        if isinstance(endpoint, dict) and endpoint.get("headers") and "notifications" not in secret_keys:
+            problems.append(
+                f"{PROJECT}:notifications[{index}].headers: holds header values (tokens, keys) in plain text; fix: "
+                f"`pulumi config set --secret --path 'notifications[{index}].headers.<Name>' ...`"
             )
     for key, paths in _SCALE_SECRET_PATHS.items():
         for path, what in paths:

@@ -123,6 +123,9 @@ class SwarmRegistryArgs:
     registry_version: int = 3
     # Token mode's settings: /token rate limits, token lifetime, failed-password budget, rules.
     auth: AuthSettings = field(default_factory=AuthSettings)
+    # The config's ``notifications`` section (components/render/notifications.py); secret. Every
+    # replica reads the same config, so each sends the events of the requests it serves.
+    notifications: Optional[pulumi.Input[dict]] = None
 
 
 class SwarmRegistry(pulumi.ComponentResource):
@@ -152,17 +155,18 @@ class SwarmRegistry(pulumi.ComponentResource):
         token = args.token
         auth = (ts.registry_token_auth(address=token.address, prefix=args.prefix,
                                        registry_version=args.registry_version) if token else None)
-        registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+        registry_config = pulumi.Output.all(http_secret.result, args.storage, args.redis, args.notifications).apply(
             lambda v: render_registry_config(
-                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}", auth=auth
+                http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, tcp_addr=f":{PORT}", auth=auth,
+                notifications=v[3],
             )
         )
         registry_secrets = [self._secret("registry-config", registry_config, CONFIG_PATH, 0o444)]
         # The same config read-only, for garbage collection across replicas (components/swarm_gc.py).
-        readonly_config = pulumi.Output.all(http_secret.result, args.storage, args.redis).apply(
+        readonly_config = pulumi.Output.all(http_secret.result, args.storage, args.redis, args.notifications).apply(
             lambda v: render_registry_config(
                 http_secret=v[0], storage=v[1], redis=v[2], redirect=args.redirect, readonly=True,
-                tcp_addr=f":{PORT}", auth=auth,
+                tcp_addr=f":{PORT}", auth=auth, notifications=v[3],
             )
         )
         readonly_secret = self._secret("registry-config-readonly", readonly_config, CONFIG_PATH, 0o444)

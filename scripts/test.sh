@@ -58,7 +58,7 @@ REGISTRY2_TESTS=(
     tests/integration/test_token_stack.py tests/integration/test_maintenance.py
     tests/integration/test_registry_api.py tests/integration/test_scale_storage.py
     tests/integration/test_swarm_token.py tests/integration/test_swarm_gc.py
-    tests/integration/test_retention_signatures.py
+    tests/integration/test_retention_signatures.py tests/integration/test_notifications.py
 )
 "$venv/bin/python" -m pytest -p tests.support.no_skips -rs
 echo "test.sh: the registry's integration tests again on distribution 2.8 (TEST_REGISTRY_VERSION=2)" >&2

@@ -58,6 +58,7 @@ def registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False, socket: str = REGISTRY_SOCKET,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
     tcp_addr: Optional[str] = None, auth: Optional[dict] = None, metrics: bool = False,
+    notifications: Optional[dict] = None,
 ) -> dict:
     """The registry configuration as a dict (see :func:`render_registry_config`).
 
@@ -69,6 +70,8 @@ def registry_config(
     components/render/token_service.py. ``metrics``: the debug listener serves Prometheus
     metrics at ``/metrics`` and listens on every address (:data:`METRICS_DEBUG_ADDR`: the
     stack's private network, where nginx's metrics server reaches it; components/metrics.py).
+    ``notifications``: the ``notifications`` section
+    (webhook endpoints, components/render/notifications.py); it holds header secrets.
     """
     config = {
         "version": 0.1,
@@ -114,6 +117,8 @@ def registry_config(
         config["auth"] = auth
     if metrics:
         config["http"]["debug"] = {"addr": METRICS_DEBUG_ADDR, "prometheus": {"enabled": True, "path": "/metrics"}}
+    if notifications:
+        config["notifications"] = notifications
     return config
 
 
@@ -121,12 +126,13 @@ def render_registry_config(
     *, http_secret: str, log_level: str = "info", readonly: bool = False,
     storage: Optional[dict] = None, redis: Optional[dict] = None, redirect: bool = False,
     tcp_addr: Optional[str] = None, auth: Optional[dict] = None, metrics: bool = False,
+    notifications: Optional[dict] = None,
 ) -> str:
     """``config.yml`` text for ``registry serve``."""
     return yaml.safe_dump(
         registry_config(
             http_secret=http_secret, log_level=log_level, readonly=readonly, storage=storage, redis=redis,
-            redirect=redirect, tcp_addr=tcp_addr, auth=auth, metrics=metrics,
+            redirect=redirect, tcp_addr=tcp_addr, auth=auth, metrics=metrics, notifications=notifications,
         ),
         sort_keys=False,
     )

@@ -293,11 +293,13 @@ class LiveStack:
 
 
 @contextmanager
-def live_stack(tmp: Path, prefix: str, users: dict, *, wait_healthy: bool = True, **settings) -> Iterator[LiveStack]:
+def live_stack(tmp: Path, prefix: str, users: dict, *, wait_healthy: bool = True, secret_keys: tuple[str, ...] = (),
+               **settings) -> Iterator[LiveStack]:
     """Run the program for a stack on a free loopback port (own names, own volume), deploy it,
     wait for HTTPS; remove containers, network and volume afterwards, even on failure.
 
-    ``wait_healthy=False`` waits for HTTPS only, not for Docker's first healthcheck (10 s)."""
+    ``wait_healthy=False`` waits for HTTPS only, not for Docker's first healthcheck (10 s).
+    ``secret_keys``: settings stored as secrets besides ``users`` (``notifications``, say)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     port = free_port()
     config = {
@@ -308,7 +310,7 @@ def live_stack(tmp: Path, prefix: str, users: dict, *, wait_healthy: bool = True
         "users": users,
         **settings,
     }
-    run = run_program(config, secret_keys=["users"])
+    run = run_program(config, secret_keys=["users", *secret_keys])
     deployment = Deployment(run)
     cert_dir = tmp / "certs"
     cert_dir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ from tests.support.program import run_program, use_mocks
 ALICE = "al1ce:Pass@word-9f3e1c7a5b"
 BOB = "b0b-Second:secret@2d8c4e6f"
 SSH_PASSWORD = "ssh-Pa55:word@builder-77e1"
+HOOK_TOKEN = "Bearer hook-7c1e5b3a9f-token"
 COMMAND = "command:local:Command"
 REMOTE = "command:remote:Command"
 
@@ -90,6 +91,10 @@ CONFIGS = {
         {"users": {"alice": ALICE}, "caCertificatePem": CA_CERT, "caPrivateKeyPem": CA_KEY, "trust": TRUST[:1]},
         ["users", "caPrivateKeyPem"]),
     "generated admin password, maintenance": ({"trust": TRUST, "maintenance": MAINTENANCE}, ["trust"]),
+    "notification endpoint with a secret header": (
+        {"users": {"alice": ALICE}, "notifications": [
+            {"name": "audit", "url": "http://hooks.internal:8080/events", "headers": {"Authorization": HOOK_TOKEN}}]},
+        ["users", "notifications"]),
 }
 
 
@@ -102,7 +107,7 @@ def held_secrets(run) -> dict[str, str]:
     """Every secret the run's resources hold, by what it is (configured and generated ones)."""
     m = run.monitor
     found = {"password alice": ALICE, "password ci@example.com": BOB, "SSH password": SSH_PASSWORD,
-             "SSH key": _pem_body(SSH_KEY), "own CA key": _pem_body(CA_KEY)}
+             "SSH key": _pem_body(SSH_KEY), "own CA key": _pem_body(CA_KEY), "notification header": HOOK_TOKEN}
     for key in m.by_type("tls:index/privateKey:PrivateKey"):
         found[f"{key.name} PEM"] = _pem_body(key.plain_outputs["privateKeyPem"])
     for password in m.by_type("random:index/randomPassword:RandomPassword"):
@@ -185,6 +190,8 @@ def test_every_secret_is_wrapped_wherever_it_is_held(config, secret_keys, wire):
     expected |= {"own CA key"} if "caPrivateKeyPem" in config else {"registry-ca-key PEM"}
     if any("privateKey" in target for target in config.get("trust", [])):
         expected |= {"SSH key", "SSH password"}
+    if any(endpoint.get("headers") for endpoint in config.get("notifications", [])):
+        expected |= {"notification header"}
     dynamic = [r for r in run.monitor.registered if "__provider" in r.inputs]
     if "maintenance" in config:
         # The maintenance resources hold the first user's password (configured or generated).
@@ -267,6 +274,12 @@ BAD = {
     "SSH credentials not stored as secret": ({"users": {"alice": ALICE}, "trust": TRUST}, ["users"], SSH_PASSWORD),
     "own CA key without its certificate": ({"users": {"alice": ALICE}, "caPrivateKeyPem": CA_KEY},
                                            ["users", "caPrivateKeyPem"], _pem_body(CA_KEY)),
+    "notification header not stored as secret": (
+        {"users": {"alice": ALICE}, "notifications": [{"name": "a", "url": "http://h/", "headers": {"X-Key": HOOK_TOKEN}}]},
+        ["users"], HOOK_TOKEN),
+    "bad notification URL next to a header": (
+        {"users": {"alice": ALICE}, "notifications": [{"name": "a", "url": "ftp://h/", "headers": {"X-Key": HOOK_TOKEN}}]},
+        ["users", "notifications"], HOOK_TOKEN),
     "unknown key next to secrets": ({"users": {"alice": ALICE}, "trust": TRUST, "usres": {"x": ALICE}},
                                     ["users", "trust"], SSH_PASSWORD),
 }
