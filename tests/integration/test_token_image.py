@@ -48,9 +48,12 @@ def _skopeo(*args: str) -> subprocess.CompletedProcess:
 def test_dependencies_match_the_lock(image):
     """The image holds exactly the versions requirements.lock pins, and the service runs as nobody."""
     lock = (ROOT / "token_service" / "requirements.lock").read_text()
-    pins = {m.group(1).lower(): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[a-z]+\])?==(\S+)", lock, re.M)}
+    def name(text: str) -> str:  # PEP 503: pip freeze writes prometheus_client for prometheus-client
+        return re.sub(r"[-_.]+", "-", text).lower()
+
+    pins = {name(m.group(1)): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[a-z]+\])?==(\S+)", lock, re.M)}
     frozen = docker_cli("run", "--rm", "--entrypoint", "python3", image, "-m", "pip", "freeze").stdout
-    installed = {line.split("==")[0].lower(): line.split("==")[1] for line in frozen.splitlines() if "==" in line}
+    installed = {name(line.split("==")[0]): line.split("==")[1] for line in frozen.splitlines() if "==" in line}
     assert {name: installed.get(name) for name in pins} == pins
     user = docker_cli("image", "inspect", "-f", "{{.Config.User}}", image).stdout.strip()
     assert user == "65534:65534"
