@@ -16,10 +16,11 @@ import re
 import time
 from dataclasses import field
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pulumi
 from pydantic import (
+    AfterValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -109,11 +110,22 @@ def _check_dns_name(name: str) -> str:
 
 
 def _check_ip(value: str, what: str) -> str:
+    """The canonical text of an IP address setting (grammar.parse_ip), or a refusal saying
+    what to write instead: the address without its zone id, or without brackets."""
     ip = grammar.parse_ip(value)
-    if ip is None:
-        zone = " (a zone id like '%eth0' means nothing to a remote client)" if isinstance(value, str) and "%" in value else ""
-        raise ValueError(f"{_shown(value)} is not an IPv4 or IPv6 address{zone}; {what}")
-    return ip
+    if ip is not None:
+        return ip
+    if isinstance(value, str) and "%" in value:
+        bare = grammar.parse_ip(value.split("%", 1)[0])
+        instead = f": write {bare!r}" if bare else ": write the address alone"
+        raise ValueError(
+            f"{_shown(value)} carries a zone id ('%...'), which names a network interface of one host and means "
+            f"nothing to clients or in a certificate{instead}"
+        )
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]") and grammar.parse_ip(value[1:-1]):
+        raise ValueError(f"{_shown(value)} is in brackets: write the IPv6 address without them "
+                         f"({grammar.parse_ip(value[1:-1])!r}); the program adds them where a reader needs them")
+    raise ValueError(f"{_shown(value)} is not an IPv4 or IPv6 address; {what}")
 
 
 def _parse_duration_hours(value: Any) -> Optional[float]:
@@ -460,8 +472,10 @@ class Settings:
 
     stack: StrictStr
     now: float
-    hosts: tuple[StrictStr, ...] = ("localhost",)
-    ips: tuple[StrictStr, ...] = ("127.0.0.1",)
+    # Each name and address is checked on its own, so a refusal names its index (hosts[1]).
+    hosts: tuple[Annotated[StrictStr, AfterValidator(_check_dns_name)], ...] = ("localhost",)
+    ips: tuple[Annotated[StrictStr, AfterValidator(lambda ip: _check_ip(ip, "put names under 'hosts'"))], ...] = (
+        "127.0.0.1",)
     https_port: StrictInt = Field(default=443, ge=1, le=65535)
     bind_address: StrictStr = "0.0.0.0"
     users: dict[StrictStr, SecretStr] = field(default_factory=dict)
@@ -494,15 +508,14 @@ class Settings:
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        names = tuple(_check_dns_name(name) for name in value)
-        if len(set(names)) != len(names):
+        if len(set(value)) != len(value):
             raise ValueError("lists a name twice: list each once")
-        return names
+        return value
 
     @field_validator("ips")
     @classmethod
     def _ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        ips = tuple(_check_ip(ip, "put names under 'hosts'") for ip in value)
+        ips = value
         if len(set(ips)) != len(ips):
             raise ValueError("lists an address twice: list each once")
         return ips
@@ -637,9 +650,7 @@ class Settings:
     @property
     def address(self) -> str:
         """host:port as clients write it; the port is omitted for 443, as Docker does."""
-        host = self.primary_host
-        if ":" in host:
-            host = f"[{host}]"
+        host = grammar.url_host(self.primary_host)
         return host if self.https_port == 443 else f"{host}:{self.https_port}"
 
     @property

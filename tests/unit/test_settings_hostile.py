@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -418,3 +419,180 @@ def test_the_program_with_a_hostile_setting_registers_nothing(config):
     with pytest.raises(SettingsError):
         pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__pulumi_main__"))()
     assert monitor.registered == []
+
+
+# --- address forms: every way to write an address, through every renderer (issue 21) -----------
+
+# (as configured, canonical): short, long, upper case and IPv4-mapped forms all read as one
+# address, written as distribution's reference grammar reads it (hex digits and colons only).
+ADDRESS_FORMS = {
+    "IPv4": ("192.0.2.10", "192.0.2.10"),
+    "IPv4 loopback": ("127.0.0.1", "127.0.0.1"),
+    "IPv6 short": ("2001:db8::10", "2001:db8::10"),
+    "IPv6 loopback short": ("::1", "::1"),
+    "IPv6 long": ("2001:0DB8:0000:0000:0000:0000:0000:0010", "2001:db8::10"),
+    "IPv6 loopback long": ("0:0:0:0:0:0:0:1", "::1"),
+    "IPv6 two zero runs": ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+    "IPv4-mapped dotted": ("::ffff:127.0.0.1", "::ffff:7f00:1"),
+    "IPv4-mapped long": ("0000:0000:0000:0000:0000:FFFF:7F00:0001", "::ffff:7f00:1"),
+}
+ZONE_IDS = {
+    "link-local with interface": ("fe80::1%eth0", "fe80::1"),
+    "numeric zone": ("fe80::1%2", "fe80::1"),
+    "IPv4 with a zone": ("10.0.0.1%eth0", "10.0.0.1"),
+    "zone carrying nginx syntax": ("fe80::1%eth0;location/{}", "fe80::1"),
+}
+
+
+def _bracketed(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _address_stack(configured: str) -> tuple:
+    """The whole program for a stack addressed by ``configured`` alone (no DNS name): token
+    mode, trust of every kind on this host, a deletion rule; (settings, run)."""
+    config = {"hosts": [], "ips": [configured], "httpsPort": 5443, "bindAddress": configured,
+              "users": {"alice": PASSWORD}, "trust": [{"name": "here", "kinds": list(KINDS)}],
+              "maintenance": {"deletions": [{"repository": "team/app", "tags": ["v1"]}], "gc": {"enabled": False}}}
+    settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    from tests.support.program import run_program
+
+    return settings, run_program(config, secret_keys=SECRET_KEYS)
+
+
+@pytest.mark.parametrize("form", ADDRESS_FORMS)
+def test_every_address_form_is_read_as_its_canonical_text(form):
+    """ips, bindAddress and a trust target's host take every form of an address and keep one
+    text for it: IPv6 in hex groups, compressed, lowercase; IPv4-mapped as ::ffff:hex."""
+    configured, canonical = ADDRESS_FORMS[form]
+    config = {**base_config(), "ips": [configured], "bindAddress": configured}
+    config["trust"][1]["host"] = configured
+    settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    assert settings.ips == (canonical,)
+    assert settings.bind_address == canonical and settings.trust[1].host == canonical
+    assert grammar.parse_ip(canonical) == canonical
+
+
+@pytest.mark.parametrize("form", ADDRESS_FORMS)
+def test_every_address_form_reaches_each_renderer_in_the_form_its_reader_expects(form, tmp_path):
+    """One stack per form, addressed by the IP alone, through the whole program: nginx's
+    server_name in brackets for IPv6 (nginx compares $host, which keeps them); the certificate
+    request and the certificate with an IP subjectAltName, no DNS name; the port bound on the bare
+    address; registryAddress, loginCommand, the token realm and service, the maintenance URL and
+    the trust scripts' certs.d folders (Docker, containerd, podman) and hosts.toml all
+    ``[v6]:port``, hex digits and colons only between the brackets (distribution's reference
+    grammar, which Docker, containerd and podman parse names with)."""
+    import ipaddress
+    import shlex
+    import subprocess
+    import tomllib
+
+    import yaml
+
+    from tests.support.hostile import server_names
+
+    configured, canonical = ADDRESS_FORMS[form]
+    settings, run = _address_stack(configured)
+    address = f"{_bracketed(canonical)}:5443"
+    assert settings.address == address == run.exports["registryAddress"]
+    if ":" in canonical:
+        assert re.fullmatch(r"\[[0-9a-f:]+\]:5443", address), address
+
+    containers = {r.name: r for r in run.monitor.by_type("docker:index/container:Container")}
+    proxy = next(r for n, r in containers.items() if n.endswith("proxy-container"))
+    uploads = {u["file"]: u["content"] for u in proxy.plain_inputs["uploads"]}
+    conf = next(c for p, c in uploads.items() if p.endswith("nginx.conf"))
+    assert server_names(conf) == [[""], [_bracketed(canonical)]]
+    assert [p["ip"] for p in proxy.plain_inputs["ports"]] == [canonical]
+
+    (csr,) = run.monitor.by_type("tls:index/certRequest:CertRequest")
+    assert csr.plain_inputs["ipAddresses"] == [canonical] and not csr.plain_inputs.get("dnsNames")
+    cert = x509.load_pem_x509_certificate(next(c for p, c in uploads.items() if p.endswith(".crt")).encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(canonical)]
+    assert sans.get_values_for_type(x509.DNSName) == []
+
+    registry = next(r for n, r in containers.items() if n.endswith("registry-container"))
+    config_yml = yaml.safe_load(next(u["content"] for u in registry.plain_inputs["uploads"]
+                                     if u["file"].endswith("config.yml")))
+    assert config_yml["auth"]["token"]["realm"] == f"https://{address}/token"
+    assert config_yml["auth"]["token"]["service"] == address
+    token = next(r for n, r in containers.items() if n.endswith("token-container"))
+    assert f"TOKEN_SERVICE={address}" in token.plain_inputs["envs"]
+    (deletion,) = [r for r in run.monitor.registered if r.type.endswith("ImageDeletion")]
+    assert deletion.plain_inputs["registryUrl"] == f"https://{address}"
+
+    login = shlex.split(run.exports["loginCommand"].rsplit("|", 1)[1])
+    assert login == ["docker", "login", address, "--username", "alice", "--password-stdin"]
+
+    (command,) = run.monitor.by_type("command:local:Command")
+    (tmp_path / "usr/local/share/ca-certificates").mkdir(parents=True)  # the system store, as Debian has it
+    installed = subprocess.run(["sh", "-c", command.plain_inputs["create"]], capture_output=True, text=True,
+                               env={"TRUST_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=30)
+    assert installed.returncode == 0, installed.stderr
+    for folder in ("docker", "containers", "containerd"):
+        assert (tmp_path / "etc" / folder / "certs.d" / address / "ca.crt").is_file(), folder
+    hosts_toml = tomllib.loads((tmp_path / "etc/containerd/certs.d" / address / "hosts.toml").read_text())
+    assert hosts_toml["server"] == f"https://{address}" and list(hosts_toml["host"]) == [f"https://{address}"]
+    assert sorted(p.name for p in (tmp_path / "etc/docker/certs.d").iterdir()) == [address]
+    assert len(list((tmp_path / "usr/local/share/ca-certificates").glob("private-registry-*.crt"))) == 1
+
+
+@pytest.mark.parametrize("zone", ZONE_IDS)
+@pytest.mark.parametrize("path", ["ips[0]", "bindAddress"])
+def test_zone_ids_are_refused_naming_the_setting_and_the_address_to_write(zone, path):
+    """An address with a zone id (an interface of one host) is refused in ips and bindAddress,
+    naming the setting and the address to write instead."""
+    value, bare = ZONE_IDS[zone]
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(_put(base_config(), path, value), stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    message = str(caught.value)
+    assert f"private-registry:{path}: " in message and "zone id" in message, message
+    assert f"write {bare!r}" in message, message
+
+
+@pytest.mark.parametrize("zone", ZONE_IDS)
+def test_zone_ids_are_refused_in_trust_hosts(zone):
+    """A trust target's host with a zone id is refused naming trust[i].host."""
+    config = base_config()
+    config["trust"][1]["host"] = ZONE_IDS[zone][0]
+    with pytest.raises(SettingsError, match=r"private-registry:trust\[1\]\.host: .*no zone id"):
+        parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+
+
+@pytest.mark.parametrize("value", ["[::1]", "[2001:db8::10]"])
+def test_bracketed_addresses_are_refused_with_the_bare_form(value):
+    """An IPv6 address written in brackets in ips is refused, naming the bare form to write."""
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**base_config(), "ips": [value]}, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    assert "private-registry:ips[0]: " in str(caught.value) and f"({value[1:-1]!r})" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["::1", "2001:db8::10", "::ffff:7f00:1"])
+def test_the_nginx_renderer_brackets_ipv6_server_names_itself(name):
+    """render_nginx_conf writes an IPv6 server name as [v6] on its own (not relying on settings),
+    and refuses a non-canonical or bracketed one."""
+    from components.render.nginx import NginxOptions, render_nginx_conf
+    from tests.support.hostile import server_names
+
+    conf = render_nginx_conf(NginxOptions(server_names=("localhost", name)))
+    assert server_names(conf)[-1] == ["localhost", f"[{name}]"]
+    for wrong in (f"[{name}]", name.upper() if name.upper() != name else "0:0:0:0:0:0:0:1"):
+        with pytest.raises(ValueError, match="not a DNS name or an IP address"):
+            render_nginx_conf(NginxOptions(server_names=("localhost", wrong)))
+
+
+@hypothesis_settings(max_examples=300, derandomize=True, deadline=None)
+@given(number=st.integers(0, 2**128 - 1), mapped=st.booleans())
+def test_the_canonical_ipv6_text_is_hex_only_and_reads_back_as_the_same_address(number, mapped):
+    """Any IPv6 address (half of them IPv4-mapped): its canonical text is hex groups and
+    colons, reads back as the same address, is its own canonical text, and is Python's
+    compressed form wherever that form is hex only (every address but IPv4-mapped ones)."""
+    import ipaddress
+
+    address = ipaddress.IPv6Address((0xFFFF << 32) | (number & 0xFFFFFFFF) if mapped else number)
+    text = grammar.parse_ip(address.exploded)
+    assert re.fullmatch(r"[0-9a-f:]+", text) and ipaddress.IPv6Address(text) == address
+    assert grammar.parse_ip(text) == text and grammar.parse_ip(text.upper()) == text
+    if address.ipv4_mapped is None:
+        assert text == address.compressed
