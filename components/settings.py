@@ -473,7 +473,7 @@ class Settings:
     stack: StrictStr
     now: float
     # Each name and address is checked on its own, so a refusal names its index (hosts[1]).
-    hosts: tuple[Annotated[StrictStr, AfterValidator(_check_dns_name)], ...] = ("localhost",)
+    hosts: tuple[Annotated[StrictStr, AfterValidator(lambda name: _check_dns_name(name))], ...] = ("localhost",)
     ips: tuple[Annotated[StrictStr, AfterValidator(lambda ip: _check_ip(ip, "put names under 'hosts'"))], ...] = (
         "127.0.0.1",)
     https_port: StrictInt = Field(default=443, ge=1, le=65535)

@@ -533,7 +533,8 @@ def test_every_address_form_reaches_each_renderer_in_the_form_its_reader_expects
     for folder in ("docker", "containers", "containerd"):
         assert (tmp_path / "etc" / folder / "certs.d" / address / "ca.crt").is_file(), folder
     hosts_toml = tomllib.loads((tmp_path / "etc/containerd/certs.d" / address / "hosts.toml").read_text())
-    assert hosts_toml["server"] == f"https://{address}" and list(hosts_toml["host"]) == [f"https://{address}"]
+    assert hosts_toml == {"server": f"https://{address}", "capabilities": ["pull", "resolve", "push"],
+                          "ca": f"/etc/containerd/certs.d/{address}/ca.crt", "host": {}}
     assert sorted(p.name for p in (tmp_path / "etc/docker/certs.d").iterdir()) == [address]
     assert len(list((tmp_path / "usr/local/share/ca-certificates").glob("private-registry-*.crt"))) == 1
 
