@@ -754,6 +754,8 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
     if not isinstance(raw, dict):
         raise SettingsError(f"invalid stack settings:\n  - {PROJECT}: the config must be a map of keys to values")
     problems: list[str] = []
+    for key, value in raw.items():
+        problems.extend(_repeated_keys(value, _part(key)))
     for key, what in _SECRET_KEYS.items():
         if raw.get(key) and key not in secret_keys:
             problems.append(
@@ -799,6 +801,44 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+class _RepeatedKeys(dict):
+    """A JSON object that named some key more than once (``repeated``, in order): json.loads
+    would keep the last value silently; parse_settings refuses it, naming the keys."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    repeated = tuple(key for key, count in counts.items() if count > 1)
+    if not repeated:
+        return dict(pairs)
+    value = _RepeatedKeys(pairs)
+    value.repeated = repeated
+    return value
+
+
+def _repeated_keys(value: Any, where: str) -> list[str]:
+    """Every object in ``value`` (decoded from JSON text) that names a key twice, as problems
+    'path: key'; never a value (it may be a password)."""
+    problems: list[str] = []
+    if isinstance(value, dict):
+        for key in getattr(value, "repeated", ()):
+            problems.append(
+                f"{PROJECT}:{where}: names {_shown(key)} more than once (its JSON text would keep only the last "
+                f"value, silently); fix: give each key once"
+            )
+        for key, item in value.items():
+            problems.extend(_repeated_keys(item, f"{where}.{_part(key)}"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.extend(_repeated_keys(item, f"{where}[{index}]"))
+    return problems
+
+
+
 def _decode(key: str, value: Any) -> Any:
     """Pulumi hands every config value over as a string; objects and lists arrive as JSON (NaN
     and Infinity refused), whole-number keys as decimal digits. Anything else stays text and
@@ -807,7 +847,7 @@ def _decode(key: str, value: Any) -> Any:
         return value
     if value[:1] in ("{", "["):
         try:
-            return json.loads(value, parse_constant=_refuse_constant)
+            return json.loads(value, parse_constant=_refuse_constant, object_pairs_hook=_object)
         except ValueError:
             return value
     if key in _WHOLE_NUMBER_KEYS and value.isascii() and value.isdigit() and len(value) <= 10:

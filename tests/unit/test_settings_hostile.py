@@ -597,3 +597,74 @@ def test_the_canonical_ipv6_text_is_hex_only_and_reads_back_as_the_same_address(
     assert grammar.parse_ip(text) == text and grammar.parse_ip(text.upper()) == text
     if address.ipv4_mapped is None:
         assert text == address.compressed
+
+
+
+from tests.support.hostile import put_at, setting_nodes  # noqa: E402
+
+NODES = setting_nodes()
+SCALE_SECRETS = set(SECRET_KEYS) | {"storage", "redis"}
+
+
+def _lines_at(message: str, path: str) -> list[str]:
+    return [line for line in message.split("\n  - ")[1:] if line.startswith(f"private-registry:{path}: ")]
+
+
+# --- duplicate keys in JSON text (issue 21) ------------------------------------------------------
+
+MAPPINGS = [n for n in NODES if n.kind in ("object", "map")]
+OTHER_PASSWORD = "Another-password-entirely-0123"
+
+
+def _with_repeated_key(node) -> tuple[dict, str, list[str]]:
+    """The base config as Pulumi hands it over, with the top-level key of ``node`` as JSON text
+    in which the mapping at ``node`` names one key twice; (config, key, the two values' texts)."""
+    import json
+
+    config = put_at(base_config(), node.keys, {}) if len(node.keys) > 1 or node.keys[0] not in base_config() \
+        else base_config()
+    target: object = config
+    for key in node.keys:
+        target = target[key]
+    if node.kind == "map":
+        key = "alice" if node.path == "users" else "ops"
+        values = [PASSWORD, OTHER_PASSWORD] if node.path == "users" else [["alice"], []]
+    else:
+        key = next(iter(node.model.__pydantic_fields__.values())).alias
+        values = [target.get(key, "x"), "y"]
+    target.pop(key, None)
+    target["\x00repeat"] = 0
+    top = node.keys[0]
+    pairs = ", ".join(f"{json.dumps(key)}: {json.dumps(v)}" for v in values)
+    text = json.dumps(config[top]).replace('"\\u0000repeat": 0', pairs)
+    assert text.count(json.dumps(key) + ":") >= 2
+    return {**config, top: text}, key, [json.dumps(v) for v in values]
+
+
+@pytest.mark.parametrize("node", MAPPINGS, ids=lambda n: n.path)
+def test_a_key_given_twice_in_any_mapping_is_refused_naming_the_setting_and_the_key(node):
+    """Every mapping setting (each settings object at any depth, users, auth.groups) as JSON
+    text naming one key twice: refused at preview, naming the mapping's path and the key, never
+    the values (a password); json.loads alone would keep the last one silently."""
+    from components.settings import load_settings
+
+    config, key, values = _with_repeated_key(node)
+    use_mocks(config=config, secret_keys=SCALE_SECRETS)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(now=NOW)
+    message = str(caught.value)
+    lines = [line for line in _lines_at(message, node.path) if f"names {key!r} more than once" in line]
+    assert lines and all("fix: give each key once" in line for line in lines), message
+    assert PASSWORD not in message and OTHER_PASSWORD not in message
+
+
+def test_a_user_given_twice_is_refused_and_once_is_read():
+    """Control for the duplicate check: the users map with alice once is read with her password;
+    with alice twice (two passwords) it is refused naming users and 'alice'."""
+    from components.settings import load_settings
+
+    use_mocks(config={"users": f'{{"alice": "{PASSWORD}"}}'}, secret_keys=["users"])
+    assert load_settings(now=NOW).users["alice"].get_secret_value() == PASSWORD
+    use_mocks(config={"users": f'{{"alice": "{PASSWORD}", "alice": "{OTHER_PASSWORD}"}}'}, secret_keys=["users"])
+    with pytest.raises(SettingsError, match=r"private-registry:users: names 'alice' more than once"):
+        load_settings(now=NOW)
