@@ -72,14 +72,15 @@ ACCEPTED_KIND = {
 
 
 def outcome(config: dict, path: str) -> str:
-    """'refused' (a SettingsError naming the setting, printable, no secret) or 'accepted' (the
-    value read is of its kind). Any other exception fails the test."""
+    """'refused' (a SettingsError with a line naming the setting's own path, e.g.
+    maintenance.deletions[0].tags[0] or, for a user name, users.<name>; printable, no secret) or
+    'accepted' (the value read is of its kind). Any other exception fails the test."""
     try:
         settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
     except SettingsError as exc:
         message = str(exc)
-        top = path.split(".")[0].split("[")[0]
-        assert f"private-registry:{top}" in message, message
+        own = "private-registry:users." if path == "users" else f"private-registry:{path}: "
+        assert any(line.startswith(own) for line in message.split("\n  - ")), (path, message)
         assert all(line.isprintable() for line in message.split("\n")), repr(message)
         assert PASSWORD not in message and KEY_BODY[:40] not in message
         return "refused"
@@ -599,8 +600,9 @@ def test_the_canonical_ipv6_text_is_hex_only_and_reads_back_as_the_same_address(
         assert text == address.compressed
 
 
+# --- every refusal names the deepest setting path (issue 21) -------------------------------------
 
-from tests.support.hostile import put_at, setting_nodes  # noqa: E402
+from tests.support.hostile import setting_nodes, put_at  # noqa: E402
 
 NODES = setting_nodes()
 SCALE_SECRETS = set(SECRET_KEYS) | {"storage", "redis"}
@@ -608,6 +610,59 @@ SCALE_SECRETS = set(SECRET_KEYS) | {"storage", "redis"}
 
 def _lines_at(message: str, path: str) -> list[str]:
     return [line for line in message.split("\n  - ")[1:] if line.startswith(f"private-registry:{path}: ")]
+
+
+def test_the_settings_tree_is_walked_from_the_models():
+    """Control: the walk over the pydantic models finds every kind of node, nested lists of
+    objects included (the cases below are generated from it, not listed by hand)."""
+    paths = {n.path for n in NODES}
+    assert {"maintenance.retention[0].keepYoungerThan", "auth.rules[0].pull[0]", "auth.groups.k1[0]",
+            "storage.s3.chunkSizeMib", "trust[0].kinds[0]", "users.k1"} <= paths
+    assert len(NODES) == 115 and sum(n.kind in ("object", "map") for n in NODES) == 17
+
+
+@pytest.mark.parametrize("shape", ["NaN", "wrong shape"])
+@pytest.mark.parametrize("node", NODES, ids=lambda n: n.path)
+def test_every_wrongly_typed_setting_is_refused_at_its_own_path_with_the_fix(node, shape):
+    """NaN, or a value of the wrong shape (a map where a value or list belongs, a list where a
+    map belongs), at any depth of the settings: refused by a line naming exactly that setting's
+    path (camelCase keys, list indexes) with a fix, never only an enclosing one."""
+    wrong = math.nan if shape == "NaN" else ([math.nan] if node.kind in ("object", "map") else {"x": math.nan})
+    config = put_at(base_config(), node.keys, wrong)
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, stack="dev", secret_keys=SCALE_SECRETS, now=NOW)
+    lines = _lines_at(str(caught.value), node.path)
+    assert lines and all("fix: " in line for line in lines), str(caught.value)
+
+
+@pytest.mark.parametrize("node", [n for n in NODES if len(n.keys) > 1], ids=lambda n: n.path)
+def test_nan_inside_pulumi_json_text_is_refused_at_its_own_path(node):
+    """The same NaN as Pulumi hands it over, inside a key's JSON text (e.g.
+    maintenance.retention[0].keepYoungerThan): refused at its own path, not as 'maintenance:
+    Input should be a dictionary'."""
+    from components.settings import load_settings
+
+    use_mocks(config=put_at(base_config(), node.keys, math.nan), secret_keys=SCALE_SECRETS)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(now=NOW)
+    assert _lines_at(str(caught.value), node.path), str(caught.value)
+    assert "Input should be a dictionary" not in str(caught.value)
+
+
+# Words by which a grammar's refusal says what to write instead.
+_SAYS_WHAT_TO_WRITE = ("must ", "use ", "like ", "fix: ", "remove", "set ", "write ", "of the form", "is not a ")
+
+
+@pytest.mark.parametrize("node", [n for n in NODES if n.kind == "value"], ids=lambda n: n.path)
+def test_every_value_outside_its_grammar_is_refused_at_its_own_path(node):
+    """Text no setting takes (a line break, ';', braces) in every value setting at any depth:
+    refused by a line naming exactly that path, which says what to write."""
+    config = put_at(base_config(), node.keys, "x\n;{}")
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, stack="dev", secret_keys=SCALE_SECRETS, now=NOW)
+    lines = _lines_at(str(caught.value), node.path)
+    assert lines and all(any(w in line for w in _SAYS_WHAT_TO_WRITE) for line in lines), str(caught.value)
+    assert "x\n;{}" not in str(caught.value)  # shown escaped, if at all
 
 
 # --- duplicate keys in JSON text (issue 21) ------------------------------------------------------
