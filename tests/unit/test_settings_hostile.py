@@ -723,3 +723,15 @@ def test_a_user_given_twice_is_refused_and_once_is_read():
     use_mocks(config={"users": f'{{"alice": "{PASSWORD}", "alice": "{OTHER_PASSWORD}"}}'}, secret_keys=["users"])
     with pytest.raises(SettingsError, match=r"private-registry:users: names 'alice' more than once"):
         load_settings(now=NOW)
+
+
+def test_the_readme_gives_the_counts_of_these_generated_cases():
+    """The README's 'Hostile settings' row quotes exactly the numbers of cases above: address
+    forms, zone ids, mappings, settings nodes (nested ones and values among them)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    nested = sum(len(n.keys) > 1 for n in NODES)
+    values = sum(n.kind == "value" for n in NODES)
+    for phrase in (f"**{len(ADDRESS_FORMS)} address forms**", f"**{len(ZONE_IDS)} zone ids**",
+                   f"**{len(MAPPINGS)} mappings**", f"**{len(NODES)} settings nodes** ({2 * len(NODES)})",
+                   f"at the {nested} nested ones", f"at the {values} values"):
+        assert phrase in readme, phrase
