@@ -247,14 +247,44 @@ def parse_host_port(value: object) -> Optional[tuple[str, int]]:
     return parsed[1], parsed[2]
 
 
+def ipv6_text(address: ipaddress.IPv6Address) -> str:
+    """An IPv6 address in hexadecimal groups only (RFC 5952 section 4: lowercase, no leading
+    zeros, the longest run of two or more zero groups, the first of equals, as ``::``), also
+    when it is IPv4-mapped: ``::ffff:7f00:1``, never ``::ffff:127.0.0.1``. Distribution's
+    reference grammar (Docker, containerd, podman) reads only hex digits and colons between
+    the brackets, and Python's own text for mapped addresses differs between versions."""
+    groups = [int.from_bytes(address.packed[i:i + 2], "big") for i in range(0, 16, 2)]
+    best_start, best_length, start = -1, 1, None
+    for index, group in enumerate(groups + [1]):
+        if group == 0 and start is None:
+            start = index
+        elif group != 0 and start is not None:
+            if index - start > best_length:
+                best_start, best_length = start, index - start
+            start = None
+    words = [f"{group:x}" for group in groups]
+    if best_start < 0:
+        return ":".join(words)
+    return ":".join(words[:best_start]) + "::" + ":".join(words[best_start + best_length:])
+
+
 def parse_ip(value: object) -> Optional[str]:
-    """The canonical text of an IPv4 or IPv6 address, or None; zone ids (``%eth0``) are refused."""
+    """The canonical text of an IPv4 or IPv6 address (IPv6: :func:`ipv6_text`, short, long and
+    IPv4-mapped forms alike), or None; zone ids (``%eth0``) and brackets are refused."""
     if not isinstance(value, str) or not value.isascii() or "%" in value or not value.isprintable():
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    return ipv6_text(address) if address.version == 6 else str(address)
+
+
+def url_host(host: str) -> str:
+    """A DNS name or canonical IP address as a URL, a ``Host`` header, nginx's ``server_name``
+    (compared with ``$host``) and the ``certs.d`` folders write it: an IPv6 address in
+    brackets (``[::1]``), anything else as it is."""
+    return f"[{host}]" if ":" in host and parse_ip(host) == host else host
 
 
 def parse_duration_hours(value: object) -> Optional[float]:

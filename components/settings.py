@@ -16,10 +16,11 @@ import re
 import time
 from dataclasses import field
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pulumi
 from pydantic import (
+    AfterValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -111,11 +112,22 @@ def _check_dns_name(name: str) -> str:
 
 
 def _check_ip(value: str, what: str) -> str:
+    """The canonical text of an IP address setting (grammar.parse_ip), or a refusal saying
+    what to write instead: the address without its zone id, or without brackets."""
     ip = grammar.parse_ip(value)
-    if ip is None:
-        zone = " (a zone id like '%eth0' means nothing to a remote client)" if isinstance(value, str) and "%" in value else ""
-        raise ValueError(f"{_shown(value)} is not an IPv4 or IPv6 address{zone}; {what}")
-    return ip
+    if ip is not None:
+        return ip
+    if isinstance(value, str) and "%" in value:
+        bare = grammar.parse_ip(value.split("%", 1)[0])
+        instead = f": write {bare!r}" if bare else ": write the address alone"
+        raise ValueError(
+            f"{_shown(value)} carries a zone id ('%...'), which names a network interface of one host and means "
+            f"nothing to clients or in a certificate{instead}"
+        )
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]") and grammar.parse_ip(value[1:-1]):
+        raise ValueError(f"{_shown(value)} is in brackets: write the IPv6 address without them "
+                         f"({grammar.parse_ip(value[1:-1])!r}); the program adds them where a reader needs them")
+    raise ValueError(f"{_shown(value)} is not an IPv4 or IPv6 address; {what}")
 
 
 def _parse_duration_hours(value: Any) -> Optional[float]:
@@ -145,6 +157,59 @@ def _check_text(value: str, what: str, max_length: int) -> str:
     if not value or len(value) > max_length or grammar.has_control_character(value) or not value.isprintable():
         raise ValueError(f"must be 1 to {max_length} printable characters, without control characters ({what})")
     return value
+
+
+def _ssh_option(option: str) -> str:
+    return _check_text(option, "each one an ssh argument", 1024)
+
+
+def _tag(tag: str) -> str:
+    if not grammar.is_tag(tag):
+        raise ValueError(f"{_shown(tag)} is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
+    return tag
+
+
+def _digest(digest: str) -> str:
+    if not grammar.is_digest(digest):
+        raise ValueError(f"{_shown(digest)} is not of the form sha256:<64 lowercase hex>")
+    return digest
+
+
+def _keep_pattern(pattern: str) -> str:
+    try:
+        grammar.compile_tag_pattern(pattern)
+    except grammar.PatternError as exc:
+        raise ValueError(f"keepPatterns entry {_shown(pattern)} is not a valid regular expression: {exc}") from None
+    return pattern
+
+
+def _user_name(name: str) -> str:
+    if not grammar.is_user_name(name):
+        raise ValueError(
+            f"user name {_shown(name)} is not allowed: ASCII letters, digits, '_', '.', '@', '+', '-', "
+            "1 to 64 characters; no ':', spaces, quotes, '#' or control characters "
+            "(htpasswd and HTTP Basic auth split on ':', and a line starting with '#' is a comment)"
+        )
+    return name
+
+
+# In a validator's message, stands for the setting's path (users.alice), which _format_error
+# puts in; a NUL, so no configured value shown in a message (repr escapes it) can be taken for it.
+_HERE = "\x00here\x00"
+
+
+def _password(password: SecretStr) -> SecretStr:
+    # The error's path names the user (users.<name>); the message never shows the password.
+    secret = password.get_secret_value()
+    if not secret:
+        raise ValueError(f"the password is empty: set one with `pulumi config set --secret --path '{_HERE}' <password>`")
+    if len(secret.encode("utf-8", "surrogatepass")) > 72:
+        raise ValueError("the password is longer than 72 bytes, which bcrypt would silently truncate: "
+                         "use at most 72 bytes")
+    if grammar.has_control_character(secret) or any(0xD800 <= ord(c) <= 0xDFFF for c in secret):
+        raise ValueError("the password contains a line break, NUL or other control character (HTTP Basic auth "
+                         "and `docker login` cannot carry it): remove it")
+    return password
 
 
 @dataclass(config=_CONFIG)
@@ -257,7 +322,7 @@ class DockerSettings:
     """Where the containers run: the local engine or a remote one over SSH."""
 
     host: StrictStr = "unix:///var/run/docker.sock"
-    ssh_opts: tuple[StrictStr, ...] = ()
+    ssh_opts: tuple[Annotated[StrictStr, AfterValidator(_ssh_option)], ...] = ()
 
     @field_validator("host")
     @classmethod
@@ -270,13 +335,6 @@ class DockerSettings:
                 "must be 'unix:///var/run/docker.sock', 'tcp://HOST:PORT' or 'ssh://USER@HOST' (port 1-65535, "
                 "DNS labels of at most 63 characters)"
             )
-        return value
-
-    @field_validator("ssh_opts")
-    @classmethod
-    def _ssh_opts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for option in value:
-            _check_text(option, "each one an ssh argument", 1024)
         return value
 
     @model_validator(mode="after")
@@ -364,8 +422,8 @@ class DeletionRule:
     """Tags or digests to delete from one repository (config: maintenance.deletions[])."""
 
     repository: StrictStr
-    tags: tuple[StrictStr, ...] = ()
-    digests: tuple[StrictStr, ...] = ()
+    tags: tuple[Annotated[StrictStr, AfterValidator(_tag)], ...] = ()
+    digests: tuple[Annotated[StrictStr, AfterValidator(_digest)], ...] = ()
     allow_shared_digest: StrictBool = False
 
     @model_validator(mode="after")
@@ -375,12 +433,6 @@ class DeletionRule:
                 f"repository: {_shown(self.repository)} is not a valid repository name (lowercase path "
                 "components like 'team/app', at most 255 characters)"
             )
-        for tag in self.tags:
-            if not grammar.is_tag(tag):
-                raise ValueError(f"tags: {_shown(tag)} is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
-        for digest in self.digests:
-            if not grammar.is_digest(digest):
-                raise ValueError(f"digests: {_shown(digest)} is not of the form sha256:<64 lowercase hex>")
         if not self.tags and not self.digests:
             raise ValueError(f"rule for {_shown(self.repository)} names no tags and no digests")
         return self
@@ -392,7 +444,7 @@ class RetentionRule:
 
     repositories: StrictStr
     keep_last: Optional[StrictInt] = Field(default=None, ge=1, le=100_000)
-    keep_patterns: tuple[StrictStr, ...] = ()
+    keep_patterns: tuple[Annotated[StrictStr, AfterValidator(_keep_pattern)], ...] = ()
     keep_younger_than_hours: Optional[float] = Field(default=None, alias="keepYoungerThan")
     # Signatures, attestations and SBOMs whose image is gone: deleted (true) or listed (false).
     delete_orphans: StrictBool = False
@@ -411,16 +463,6 @@ class RetentionRule:
     @classmethod
     def _duration(cls, value: Any) -> Optional[float]:
         return _parse_duration_hours(value)
-
-    @field_validator("keep_patterns")
-    @classmethod
-    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in value:
-            try:
-                grammar.compile_tag_pattern(pattern)
-            except grammar.PatternError as exc:
-                raise ValueError(f"keepPatterns entry {_shown(pattern)} is not a valid regular expression: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _keeps_something(self) -> "RetentionRule":
@@ -462,11 +504,14 @@ class Settings:
 
     stack: StrictStr
     now: float
-    hosts: tuple[StrictStr, ...] = ("localhost",)
-    ips: tuple[StrictStr, ...] = ("127.0.0.1",)
+    # Each name and address is checked on its own, so a refusal names its index (hosts[1]).
+    hosts: tuple[Annotated[StrictStr, AfterValidator(lambda name: _check_dns_name(name))], ...] = ("localhost",)
+    ips: tuple[Annotated[StrictStr, AfterValidator(lambda ip: _check_ip(ip, "put names under 'hosts'"))], ...] = (
+        "127.0.0.1",)
     https_port: StrictInt = Field(default=443, ge=1, le=65535)
     bind_address: StrictStr = "0.0.0.0"
-    users: dict[StrictStr, SecretStr] = field(default_factory=dict)
+    users: dict[Annotated[StrictStr, AfterValidator(_user_name)], Annotated[SecretStr, AfterValidator(_password)]] = (
+        field(default_factory=dict))
     default_user: StrictStr = "admin"
     min_password_length: StrictInt = Field(default=16, ge=1, le=72)
     generated_password_length: StrictInt = Field(default=32, ge=16, le=72)
@@ -498,15 +543,14 @@ class Settings:
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        names = tuple(_check_dns_name(name) for name in value)
-        if len(set(names)) != len(names):
+        if len(set(value)) != len(value):
             raise ValueError("lists a name twice: list each once")
-        return names
+        return value
 
     @field_validator("ips")
     @classmethod
     def _ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        ips = tuple(_check_ip(ip, "put names under 'hosts'") for ip in value)
+        ips = value
         if len(set(ips)) != len(ips):
             raise ValueError("lists an address twice: list each once")
         return ips
@@ -515,28 +559,6 @@ class Settings:
     @classmethod
     def _bind(cls, value: str) -> str:
         return _check_ip(value, "it must be an IP address of the Docker host, e.g. 0.0.0.0 or 127.0.0.1")
-
-    @field_validator("users")
-    @classmethod
-    def _users(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, password in value.items():
-            if not grammar.is_user_name(name):
-                raise ValueError(
-                    f"user name {_shown(name)} is not allowed: ASCII letters, digits, '_', '.', '@', '+', '-', "
-                    "1 to 64 characters; no ':', spaces, quotes, '#' or control characters "
-                    "(htpasswd and HTTP Basic auth split on ':', and a line starting with '#' is a comment)"
-                )
-            secret = password.get_secret_value()
-            if not secret:
-                raise ValueError(f"password of user '{name}' is empty: set one with "
-                                 f"`pulumi config set --secret --path 'users.{name}' <password>`")
-            if len(secret.encode("utf-8", "surrogatepass")) > 72:
-                raise ValueError(f"password of user '{name}' is longer than 72 bytes, which bcrypt would "
-                                 "silently truncate: use at most 72 bytes")
-            if grammar.has_control_character(secret) or any(0xD800 <= ord(c) <= 0xDFFF for c in secret):
-                raise ValueError(f"password of user '{name}' contains a line break, NUL or other control "
-                                 "character (HTTP Basic auth and `docker login` cannot carry it): remove it")
-        return value
 
     @field_validator("default_user")
     @classmethod
@@ -570,12 +592,12 @@ class Settings:
                 f"hosts[0]: the first name becomes the certificate's common name, which holds at most "
                 f"{X509_NAME_MAX} characters: put a shorter name first"
             )
-        short = [n for n, p in self.users.items() if len(p.get_secret_value()) < self.min_password_length]
-        if short:
-            problems.append(
-                f"users: password of {', '.join(repr(n) for n in short)} is shorter than minPasswordLength "
-                f"({self.min_password_length}): use a longer one, or lower minPasswordLength knowingly"
-            )
+        for name, password in self.users.items():
+            if len(password.get_secret_value()) < self.min_password_length:
+                problems.append(
+                    f"users.{name}: the password is shorter than minPasswordLength ({self.min_password_length}): "
+                    "use a longer one, or lower minPasswordLength knowingly"
+                )
         if self.registry_host_port is not None:
             problems.append(
                 "registryHostPort: the registry listens only on a Unix socket shared with nginx, so there is "
@@ -649,9 +671,7 @@ class Settings:
     @property
     def address(self) -> str:
         """host:port as clients write it; the port is omitted for 443, as Docker does."""
-        host = self.primary_host
-        if ":" in host:
-            host = f"[{host}]"
+        host = grammar.url_host(self.primary_host)
         return host if self.https_port == 443 else f"{host}:{self.https_port}"
 
     @property
@@ -691,8 +711,11 @@ _FIX = {
     "trust.port": "use the client's SSH port, 1-65535 (default 22)",
     "maintenance.gc.mode": "use readonly (default), stop or dry-run",
     "maintenance.retention.keepLast": "use a whole number of tags to keep, 1 or more, or leave it unset",
+    "maintenance.retention.keepYoungerThan": "use a duration like '36h', '30d' or '2w', or leave it unset",
     "ips": "list IPv4 or IPv6 addresses, e.g. [127.0.0.1]; put names under 'hosts'",
     "bindAddress": "use an address of the Docker host, e.g. 0.0.0.0 (all) or 127.0.0.1 (this host only)",
+    "caCertificatePem": "paste the CA certificate's PEM text, one -----BEGIN CERTIFICATE----- block",
+    "caPrivateKeyPem": "paste the CA's unencrypted PEM private key, as a secret",
     **_SCALE_FIXES,
     **_NOTIFY_FIXES,
 }
@@ -704,6 +727,21 @@ _TYPE_MESSAGES = {
     "string_type": "must be text",
     "tuple_type": "must be a list",
     "dict_type": "must be a map of names to values",
+    "dataclass_type": "must be a map of settings (keys as in the README's settings table)",
+}
+# The fix for a wrong type, where a setting has none of its own in _FIX.
+_TYPE_FIXES = {
+    "int_type": "write a whole number, without quotes",
+    "int_from_float": "write a whole number, without quotes",
+    "bool_type": "write true or false, without quotes",
+    "string_type": "write text (in JSON, in double quotes)",
+    "tuple_type": "write a list, e.g. [\"a\", \"b\"]",
+    "dict_type": "write a map, e.g. {\"name\": \"value\"}",
+    "dataclass_type": "write a map of its settings, e.g. {\"key\": \"value\"}",
+    "literal_error": "use one of the values named",
+    "missing": "set it (see the README's settings table)",
+    "extra_forbidden": "remove it or correct its spelling",
+    "unexpected_keyword_argument": "remove it or correct its spelling",
 }
 
 
@@ -718,7 +756,8 @@ def _location(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif str(item).startswith("function-"):
+        elif str(item).startswith("function-") or item == "[key]":
+            # A map key's own error: the path to the entry (users.<name>) names it.
             continue
         else:
             parts.append(("." if parts else "") + _part(item))
@@ -735,15 +774,17 @@ def _format_error(err: dict) -> list[str]:
         message = "is not a known setting (typo? keys are camelCase); see the README's settings table"
     if err["type"] == "missing":
         message = "is required"
+    message = message.replace(_HERE, where)
     out = []
     for line in message.split("\n"):
         here = where
         # Checks across fields name the field they blame first ("users: ..."): make it the path.
-        blamed = re.match(r"^([A-Za-z][\w.\[\]]*): (.*)$", line, re.S)
+        # (A user's entry, users.<name>, holds the user name grammar's '@', '+' and '-' too.)
+        blamed = re.match(r"^([A-Za-z][\w.\[\]@+-]*): (.*)$", line, re.S)
         if blamed:
             here = f"{where}.{blamed.group(1)}" if where else blamed.group(1)
             line = blamed.group(2)
-        fix = _FIX.get(re.sub(r"\[\d+\]", "", here))
+        fix = _FIX.get(re.sub(r"\[\d+\]", "", here)) or (_TYPE_FIXES.get(err["type"]) if here == where else None)
         text = f"{PROJECT}:{here}: {line}" if here else f"{PROJECT}: {line}"
         out.append(f"{text}; fix: {fix}" if fix and fix not in text else text)
     return out
@@ -762,6 +803,8 @@ def parse_settings(raw: dict[str, Any], *, stack: str, secret_keys: set[str] = f
     if not isinstance(raw, dict):
         raise SettingsError(f"invalid stack settings:\n  - {PROJECT}: the config must be a map of keys to values")
     problems: list[str] = []
+    for key, value in raw.items():
+        problems.extend(_repeated_keys(value, _part(key)))
     for key, what in _SECRET_KEYS.items():
         if raw.get(key) and key not in secret_keys:
             problems.append(
@@ -810,8 +853,47 @@ _WHOLE_NUMBER_KEYS = frozenset(
 )
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
+def _constant(name: str) -> float:
+    """NaN and Infinity in JSON text, as the floats they name: no setting takes one, so each is
+    refused where it stands, naming its own path (refusing the whole text named only its key)."""
+    return float(name)
+
+
+class _RepeatedKeys(dict):
+    """A JSON object that named some key more than once (``repeated``, in order): json.loads
+    would keep the last value silently; parse_settings refuses it, naming the keys."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    repeated = tuple(key for key, count in counts.items() if count > 1)
+    if not repeated:
+        return dict(pairs)
+    value = _RepeatedKeys(pairs)
+    value.repeated = repeated
+    return value
+
+
+def _repeated_keys(value: Any, where: str) -> list[str]:
+    """Every object in ``value`` (decoded from JSON text) that names a key twice, as problems
+    'path: key'; never a value (it may be a password)."""
+    problems: list[str] = []
+    if isinstance(value, dict):
+        for key in getattr(value, "repeated", ()):
+            problems.append(
+                f"{PROJECT}:{where}: names {_shown(key)} more than once (its JSON text would keep only the last "
+                f"value, silently); fix: give each key once"
+            )
+        for key, item in value.items():
+            problems.extend(_repeated_keys(item, f"{where}.{_part(key)}"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.extend(_repeated_keys(item, f"{where}[{index}]"))
+    return problems
 
 
 def _decode(key: str, value: Any) -> Any:
@@ -822,7 +904,7 @@ def _decode(key: str, value: Any) -> Any:
         return value
     if value[:1] in ("{", "["):
         try:
-            return json.loads(value, parse_constant=_refuse_constant)
+            return json.loads(value, parse_constant=_constant, object_pairs_hook=_object)
         except ValueError:
             return value
     if key in _WHOLE_NUMBER_KEYS and value.isascii() and value.isdigit() and len(value) <= 10:

@@ -26,9 +26,9 @@ Principals are user names from ``users`` (or the generated default user), ``@gro
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
@@ -45,44 +45,54 @@ _CONFIG = ConfigDict(
 )
 
 
-def _check_principals(values: tuple[str, ...]) -> tuple[str, ...]:
-    for value in values:
-        name = value[1:] if value.startswith("@") else value
-        if value != EVERYONE and not is_user_name(name):
-            raise ValueError(
-                f"'{value}' is not a user name, '@group' or '*' (user names: letters, digits, '_', '.', '@', '+', '-')"
-            )
-    return values
+def _shown(value: str) -> str:
+    """A configured value as a message shows it: quoted, control characters escaped."""
+    return repr(value)[:80]
 
 
-def _check_globs(values: tuple[str, ...]) -> tuple[str, ...]:
-    for value in values:
-        if not is_access_glob(value):
-            raise ValueError(
-                f"'{value}' is not a repository glob: lowercase name segments separated by '/', "
-                "'*' inside a segment, '**' as a whole segment (e.g. 'team/**', 'app-*')"
-            )
-    return values
+# Each name and glob is checked on its own, so a refusal names its index (auth.rules[0].pull[1]).
+def _principal(value: str) -> str:
+    name = value[1:] if value.startswith("@") else value
+    if value != EVERYONE and not is_user_name(name):
+        raise ValueError(
+            f"{_shown(value)} is not a user name, '@group' or '*' (user names: letters, digits, '_', '.', '@', '+', '-')"
+        )
+    return value
+
+
+def _glob(value: str) -> str:
+    if not is_access_glob(value):
+        raise ValueError(
+            f"{_shown(value)} is not a repository glob: lowercase name segments separated by '/', "
+            "'*' inside a segment, '**' as a whole segment (e.g. 'team/**', 'app-*')"
+        )
+    return value
+
+
+def _group_name(value: str) -> str:
+    if not is_user_name(value):
+        raise ValueError(f"group name {_shown(value)} must be letters, digits, '_', '.', '@', '+', '-'")
+    return value
+
+
+def _member(value: str) -> str:
+    if not is_user_name(value):
+        raise ValueError(f"{_shown(value)} is not a user name")
+    return value
+
+
+Principal = Annotated[StrictStr, AfterValidator(_principal)]
+Glob = Annotated[StrictStr, AfterValidator(_glob)]
 
 
 @dataclass(config=_CONFIG)
 class AccessRule:
     """Who may pull, push and delete the repositories matching ``repositories``."""
 
-    repositories: tuple[StrictStr, ...] = Field(min_length=1)
-    pull: tuple[StrictStr, ...] = ()
-    push: tuple[StrictStr, ...] = ()
-    delete: tuple[StrictStr, ...] = ()
-
-    @field_validator("repositories")
-    @classmethod
-    def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_globs(value)
-
-    @field_validator("pull", "push", "delete")
-    @classmethod
-    def _principals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_principals(value)
+    repositories: tuple[Glob, ...] = Field(min_length=1)
+    pull: tuple[Principal, ...] = ()
+    push: tuple[Principal, ...] = ()
+    delete: tuple[Principal, ...] = ()
 
 
 @dataclass(config=_CONFIG)
@@ -99,32 +109,12 @@ class AuthSettings:
     # it may save up; over them it answers 429 without checking (token_service/throttle.py).
     failed_logins_per_minute: StrictInt = Field(default=12, ge=1, le=6000)
     failed_login_burst: StrictInt = Field(default=3, ge=1, le=1000)
-    groups: dict[StrictStr, tuple[StrictStr, ...]] = field(default_factory=dict)
-    admins: tuple[StrictStr, ...] = ()
+    groups: dict[Annotated[StrictStr, AfterValidator(_group_name)],
+                 tuple[Annotated[StrictStr, AfterValidator(_member)], ...]] = field(default_factory=dict)
+    admins: tuple[Principal, ...] = ()
     rules: Optional[tuple[AccessRule, ...]] = None
-    anonymous_pull: tuple[StrictStr, ...] = ()
-    catalog: tuple[StrictStr, ...] = ()
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, value: dict) -> dict:
-        for group, members in value.items():
-            if not is_user_name(group):
-                raise ValueError(f"group name '{group}' must be letters, digits, '_', '.', '@', '+', '-'")
-            for member in members:
-                if not is_user_name(member):
-                    raise ValueError(f"group '{group}': '{member}' is not a user name")
-        return value
-
-    @field_validator("admins", "catalog")
-    @classmethod
-    def _principals(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_principals(value)
-
-    @field_validator("anonymous_pull")
-    @classmethod
-    def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_globs(value)
+    anonymous_pull: tuple[Glob, ...] = ()
+    catalog: tuple[Principal, ...] = ()
 
     @property
     def token(self) -> bool:

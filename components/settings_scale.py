@@ -36,6 +36,7 @@ FIXES = {
     "storage.s3.region": "use a region name like us-east-1",
     "storage.s3.rootDirectory": "use a key prefix like /registry ('/'-separated, no '..')",
     "storage.s3.chunkSizeMib": "use at least 5 (S3's smallest multipart part), e.g. 10",
+    "storage.s3.caCertificatePem": "paste the PEM certificates of the CA that signs the S3 endpoint's certificate",
     "redis.address": "use HOST:PORT of a Redis server, e.g. redis.internal:6379, or leave it unset for a Redis container",
     "redis.db": "use a database number between 0 and 15",
     "redis.maxMemoryMib": "use 16 or more MiB",

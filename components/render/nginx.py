@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from components.grammar import is_dns_name, parse_host_port, parse_ip
+from components.grammar import is_dns_name, parse_host_port, parse_ip, url_host
 from components.render.registry_config import REGISTRY_SOCKET, STANDBY_SOCKET
 
 CONTAINER_HTTPS_PORT = 443
@@ -80,6 +80,8 @@ class NginxOptions:
     # The registry is on the same host: a connect that takes longer means it is gone.
     connect_timeout_seconds: int = 1
     # The names clients use; any other Host gets 421. The first is the stack's own address.
+    # DNS names and canonical IP addresses (grammar.parse_ip), IPv6 without brackets: nginx
+    # compares $host, which keeps the brackets, so the renderer writes them ([::1]).
     server_names: tuple[str, ...] = ("localhost",)
     # The port clients connect to (the published port): in the Host the registry sees, so its
     # upload Locations point back at this proxy, and in redirects.
@@ -456,7 +458,7 @@ http {{
 
     server {{
         listen {CONTAINER_HTTPS_PORT} ssl;
-        server_name {" ".join(o.server_names)};
+        server_name {" ".join(url_host(name) for name in o.server_names)};
 
         ssl_certificate {CERT_PATH};
         ssl_certificate_key {KEY_PATH};

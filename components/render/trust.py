@@ -34,9 +34,15 @@ def trust_id(address: str) -> str:
 
 
 def containerd_hosts_toml(address: str, ca_path: str) -> str:
-    """containerd's ``hosts.toml`` for a registry whose CA is at ``ca_path`` (written by tomli-w)."""
-    url = f"https://{address}"
-    return tomli_w.dumps({"server": url, "host": {url: {"capabilities": ["pull", "resolve", "push"], "ca": ca_path}}})
+    """containerd's ``hosts.toml`` for a registry whose CA is at ``ca_path`` (written by tomli-w).
+
+    The CA and capabilities are the server's own, at the top level, and the ``host`` table is
+    empty: containerd 1.6's TOML reader (go-toml 1) refuses a table key holding ``]``, which an
+    IPv6 address's URL does (``[host."https://[::1]:5443"]``: "table key cannot contain ']'"),
+    and then ignores the whole file; it also ignores a file without a ``host`` table ("invalid
+    `host` tree"), and does not apply an inline or dotted ``host."https://[::1]:5443".ca``."""
+    return tomli_w.dumps({"server": f"https://{address}", "capabilities": ["pull", "resolve", "push"], "ca": ca_path,
+                          "host": {}})
 
 
 def _check_address(address: str) -> None:

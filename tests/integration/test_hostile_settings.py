@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import re
 import shutil
 import subprocess
@@ -116,7 +117,9 @@ def check_nginx(run, settings, baseline: Baseline, root: Path) -> None:
     baseline; the certificate verifies; every user logs in through real nginx, a wrong password not."""
     files = _proxy_uploads(run)
     conf_text = next(c for p, c in files.items() if p.endswith("nginx.conf"))
-    assert server_names(conf_text) == baseline.expected_server_names(list(settings.hosts + settings.ips))
+    # nginx compares $host, which keeps an IPv6 literal's brackets: so does server_name.
+    assert server_names(conf_text) == baseline.expected_server_names(
+        [grammar.url_host(name) for name in settings.hosts + settings.ips])
     assert locations(conf_text) == locations(baseline.conf)
     assert _normalized(conf_text) == _normalized(baseline.conf)
     for path, content in files.items():
@@ -173,9 +176,8 @@ def check_trust_scripts(run, settings, root: Path) -> None:
     for folder in ("docker", "containers", "containerd"):
         assert (root / "etc" / folder / "certs.d" / address / "ca.crt").read_text().strip() == ca_pem.strip()
     toml = tomllib.loads((root / "etc/containerd/certs.d" / address / "hosts.toml").read_text())
-    assert toml == {"server": f"https://{address}",
-                    "host": {f"https://{address}": {"capabilities": ["pull", "resolve", "push"],
-                                                     "ca": f"/etc/containerd/certs.d/{address}/ca.crt"}}}
+    assert toml == {"server": f"https://{address}", "capabilities": ["pull", "resolve", "push"],
+                    "ca": f"/etc/containerd/certs.d/{address}/ca.crt", "host": {}}
     remove = subprocess.run(["sh", "-c", command.plain_inputs["delete"]], env=env, capture_output=True,
                             text=True, timeout=30)
     assert remove.returncode == 0, remove.stderr
@@ -370,3 +372,133 @@ def test_login_command_quotes_even_an_address_that_skipped_validation(monkeypatc
     run = run_program(config, secret_keys=SECRET_KEYS)
     check_login_command(run, settings, tmp_path)
     assert not CANARY.exists()
+
+
+# --- IPv6 literals: real clients reach the registry by [::1] (issue 21) -------------------------
+
+
+def _curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_the_deployed_stack_is_reached_by_its_ipv6_literal_by_real_clients(tmp_path):
+    """A stack whose only address is ::1 (no DNS name), published by the Docker engine on [::1]
+    in token mode, with the program's trust script for Docker run on this host: curl gets the
+    Bearer challenge for the realm https://[::1]:PORT/token (not 421) and a token from it,
+    verifying the certificate's IP subjectAltName ::1; crane pushes an image to
+    [::1]:PORT/team/v6:1, regctl and oras pull it back (content checked), containerd's ctr
+    fetches it through a hosts dir [::1]:PORT/hosts.toml as the trust script writes it; the
+    Docker engine, trusting the CA only through /etc/docker/certs.d/[::1]:PORT/ca.crt, logs in
+    at loginCommand's address; the trust script's removal takes that folder away again."""
+    from cryptography import x509
+
+    from tests.support.clients import CraneClient, CtrClient, DockerClient, Identity, OrasClient, RegctlClient
+    from tests.support.deploy import docker_cli, live_stack
+
+    alice = Identity("alice", "alice", PASSWORD)
+    with live_stack(tmp_path, "v6", {"alice": PASSWORD}, hosts=[], ips=["::1"], bindAddress="::1",
+                    trust=[{"name": "here", "kinds": ["docker"]}]) as live:
+        address = f"[::1]:{live.port}"
+        assert live.address == address
+        cert = x509.load_pem_x509_certificate(
+            next(u["content"] for u in live.deployment.container("proxy-container").plain_inputs["uploads"]
+                 if u["file"].endswith(".crt")).encode())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["::1"]
+
+        challenge = _curl("--cacert", str(live.ca_file), "-o", "/dev/null", "-D", "-", f"https://{address}/v2/")
+        assert challenge.returncode == 0, challenge.stderr
+        assert challenge.stdout.splitlines()[0].split()[1] == "401", challenge.stdout
+        headers = dict(line.split(": ", 1) for line in challenge.stdout.replace("\r", "").splitlines()[1:] if ": " in line)
+        assert {k.lower(): v for k, v in headers.items()}["www-authenticate"] == \
+            f'Bearer realm="https://{address}/token",service="{address}"', challenge.stdout
+        token = _curl("--cacert", str(live.ca_file), "-u", f"alice:{PASSWORD}", "-G", "--data-urlencode",
+                      f"service={address}", f"https://{address}/token")
+        assert token.returncode == 0 and json.loads(token.stdout)["token"], token.stderr
+
+        home = tmp_path / "clients"
+        crane = CraneClient(home, address, live.cert_dir)
+        ref = crane.ref("team/v6", "1")
+        assert ref == f"{address}/team/v6:1"
+        assert crane.login(alice).ok and crane.build(ref, f"v6-{live.port}").ok
+        digest = json.loads((crane._layout(ref) / "index.json").read_text())["manifests"][0]["digest"]
+        pushed = crane.push(ref)
+        assert pushed.ok, pushed.output
+        for puller in (RegctlClient(home, address, live.cert_dir), OrasClient(home, address, live.cert_dir)):
+            puller.markers[ref] = crane.markers[ref]
+            logged_in = puller.login(alice)
+            assert logged_in.ok, logged_in.output
+            pulled = puller.pull(ref)
+            assert pulled.ok, (puller.name, pulled.output)
+            # The pulled manifest hashes to the pushed digest, and its layer holds the pushed marker.
+            assert puller.content_digest(ref) == digest, puller.name
+        # containerd's client, through a hosts dir laid out as the trust script lays it out.
+        ctr = CtrClient(home, address, live.cert_dir)
+        try:
+            assert (ctr.hosts_dir / address / "hosts.toml").is_file()
+            ctr.login(alice)
+            fetched = ctr.pull(ref)
+            assert fetched.ok, fetched.output
+        finally:
+            ctr.cleanup()
+
+        install, remove = (live.run.monitor.one("command:local:Command").plain_inputs[k] for k in ("create", "delete"))
+        trust_folder = Path("/etc/docker/certs.d") / address
+        docker = DockerClient(home, address, live.cert_dir)
+        try:
+            subprocess.run(["sh", "-c", install], check=True, capture_output=True, timeout=60)
+            assert (trust_folder / "ca.crt").read_text().strip() == live.ca_file.read_text().strip()
+            assert shlex.split(live.run.exports["loginCommand"].rsplit("|", 1)[1])[2] == address
+            logged_in = docker.login(alice)
+            assert logged_in.ok, logged_in.output
+        finally:
+            docker.cleanup()
+            subprocess.run(["sh", "-c", remove], capture_output=True, timeout=60)
+            docker_cli("logout", address, check=False)
+        assert not trust_folder.exists()
+
+
+def test_the_rendered_nginx_conf_answers_ipv6_hosts_and_the_bare_name_would_not():
+    """The program's nginx.conf for ips [::1] (basic mode), served by real nginx listening on
+    [::1]: curl by https://[::1]:PORT/ gets 401 without credentials and 502 (the closed stand-in
+    upstream) with them, never 421. Control: the same config with the unbracketed name
+    ``server_name ::1`` (what the renderer wrote before) answers 421 to every such request."""
+    run = run_program(local_config(hosts=[], ips=["::1"], users={"alice": PASSWORD}), secret_keys=SECRET_KEYS)
+    files = _proxy_uploads(run)
+    conf_text = next(c for p, c in files.items() if p.endswith("nginx.conf"))
+    assert server_names(conf_text) == [[""], ["[::1]"]]
+    # A short root: the registry socket's path under it must fit a Unix socket address (108 bytes).
+    scratch = Path(tempfile.mkdtemp(prefix="hostile-v6-", dir="/tmp"))
+    scratch.chmod(0o755)  # nginx's workers (nobody) read the htpasswd file under it
+    for variant, text, expected in (("bracketed", conf_text, (401, 502)),
+                                    ("bare", conf_text.replace("server_name [::1];", "server_name ::1;"), (421, 421))):
+        root = scratch / variant
+        for path, content in files.items():
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            target.chmod(0o644)
+        for folder in ("tmp", "run", "var"):
+            (root / folder).mkdir(exist_ok=True)
+        conf, _ = hostile.localize_nginx_conf(text, root, f"127.0.0.1:{hostile.free_port()}")
+        # Both TLS servers (the default one answering 421 and the named one) on one [::1] port,
+        # as in the container: localize_nginx_conf gives each listen a port of its own.
+        https_port = hostile.free_port()
+        conf, moved = re.subn(r"listen 127\.0\.0\.1:\d+ ssl", f"listen [::1]:{https_port} ssl", conf)
+        assert moved == 2, conf
+        (root / "nginx-local.conf").write_text(conf)
+        log = (root / "nginx.log").open("wb")
+        process = subprocess.Popen(["nginx", "-p", str(root), "-c", str(root / "nginx-local.conf"), "-e", "stderr",
+                                    "-g", "daemon off;"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: _curl("-k", "-o", "/dev/null", f"https://[::1]:{https_port}/healthz").returncode == 0,
+                     timeout=10, interval=0.1, what="nginx on [::1]", process=process, log=root / "nginx.log")
+            url = f"https://[::1]:{https_port}/v2/"
+            statuses = tuple(
+                int(_curl("-k", "-o", "/dev/null", "-w", "%{http_code}", *extra, url).stdout)
+                for extra in ((), ("-u", f"alice:{PASSWORD}")))
+            assert statuses == expected, (variant, statuses, (root / "nginx.log").read_text())
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    shutil.rmtree(scratch, ignore_errors=True)

@@ -275,3 +275,92 @@ def localize_nginx_conf(conf: str, root: Path, upstream: str) -> tuple[str, dict
     conf = re.sub(r"(?<=[\s:])/(etc|tmp|run|var)/", lambda m: f"{root}/{m.group(1)}/", conf)
     conf = re.sub(r"\bregistry:5000\b", upstream, conf)
     return conf, ports
+
+
+# --- every setting, from the models themselves --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One place in the settings tree: ``path`` as errors name it (camelCase keys, ``[0]`` for a
+    list's first item, ``.k1`` for a map's entry), ``keys`` to put a value there, and ``kind``:
+    'object' (a settings model), 'map' (names to values), 'list', or 'value'."""
+
+    path: str
+    keys: tuple
+    kind: str
+    model: Any = None  # the model of an 'object'
+
+
+def _unwrap(annotation: Any) -> Any:
+    import types
+    import typing
+
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def setting_nodes(model: Any = None, path: str = "", keys: tuple = ()) -> list[Node]:
+    """Every node of the settings tree under ``model`` (default: the whole of Settings but its
+    two internal fields, ``stack`` and ``now``), walked from the pydantic models' own fields."""
+    import typing
+
+    from components.settings import Settings
+
+    model = model or Settings
+    nodes: list[Node] = []
+
+    def walk(annotation: Any, here: str, at: tuple) -> None:
+        annotation = _unwrap(annotation)
+        origin = typing.get_origin(annotation)
+        if hasattr(annotation, "__pydantic_fields__"):
+            nodes.append(Node(here, at, "object", annotation))
+            for name, info in annotation.__pydantic_fields__.items():
+                if annotation is Settings and name in ("stack", "now"):
+                    continue
+                alias = info.alias or name
+                walk(info.annotation, f"{here}.{alias}" if here else alias, at + (alias,))
+        elif origin is tuple:
+            nodes.append(Node(here, at, "list"))
+            walk(typing.get_args(annotation)[0], f"{here}[0]", at + (0,))
+        elif origin is dict:
+            nodes.append(Node(here, at, "map"))
+            walk(typing.get_args(annotation)[1], f"{here}.k1", at + ("k1",))
+        else:
+            nodes.append(Node(here, at, "value"))
+
+    walk(model, path, keys)
+    return [n for n in nodes if n.path]
+
+
+def put_at(config: dict, keys: tuple, value: Any) -> dict:
+    """``config`` with ``value`` at ``keys``, making the maps and lists on the way (a list gets
+    its first item, a map the entry): the rest of ``config`` as it was."""
+    node: Any = config
+    for key, following in zip(keys[:-1], keys[1:]):
+        empty: Any = [] if isinstance(following, int) else {}
+        if isinstance(key, int):
+            if not node:
+                node.append(empty)
+            elif not isinstance(node[0], type(empty)):
+                node[0] = empty
+            node = node[0]
+        else:
+            if not isinstance(node.get(key), type(empty)):
+                node[key] = empty
+            node = node[key]
+    last = keys[-1]
+    if isinstance(last, int):
+        node[:] = [value]
+    else:
+        node[last] = value
+    return config

@@ -61,15 +61,17 @@ def test_system_kind_supports_both_distribution_families():
 
 
 def test_containerd_gets_hosts_toml_pointing_at_the_ca():
-    """hosts.toml names the https server and the CA file next to it."""
+    """hosts.toml names the https server, its capabilities and the CA file next to it, at the top
+    level, and an empty host table (no [host."..."] key, which containerd 1.6 cannot read for an
+    IPv6 URL; it needs the table itself)."""
     script = render_install_script(ADDRESS, CA, ["containerd"])
     toml = containerd_hosts_toml(ADDRESS, f"/etc/containerd/certs.d/{ADDRESS}/ca.crt")
     assert f"HOSTS_TOML={shlex.quote(toml)}" in script
     assert tomllib.loads(toml) == {
-        "server": f"https://{ADDRESS}",
-        "host": {f"https://{ADDRESS}": {"capabilities": ["pull", "resolve", "push"],
-                                         "ca": f"/etc/containerd/certs.d/{ADDRESS}/ca.crt"}},
+        "server": f"https://{ADDRESS}", "capabilities": ["pull", "resolve", "push"],
+        "ca": f"/etc/containerd/certs.d/{ADDRESS}/ca.crt", "host": {},
     }
+    assert toml.count("[") == 2 and "[host]" in toml  # the capabilities' list and the empty host table
 
 
 def test_ca_is_embedded_once_per_kind_and_remove_script_has_no_ca():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -71,14 +72,15 @@ ACCEPTED_KIND = {
 
 
 def outcome(config: dict, path: str) -> str:
-    """'refused' (a SettingsError naming the setting, printable, no secret) or 'accepted' (the
-    value read is of its kind). Any other exception fails the test."""
+    """'refused' (a SettingsError with a line naming the setting's own path, e.g.
+    maintenance.deletions[0].tags[0] or, for a user name, users.<name>; printable, no secret) or
+    'accepted' (the value read is of its kind). Any other exception fails the test."""
     try:
         settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
     except SettingsError as exc:
         message = str(exc)
-        top = path.split(".")[0].split("[")[0]
-        assert f"private-registry:{top}" in message, message
+        own = "private-registry:users." if path == "users" else f"private-registry:{path}: "
+        assert any(line.startswith(own) for line in message.split("\n  - ")), (path, message)
         assert all(line.isprintable() for line in message.split("\n")), repr(message)
         assert PASSWORD not in message and KEY_BODY[:40] not in message
         return "refused"
@@ -418,3 +420,318 @@ def test_the_program_with_a_hostile_setting_registers_nothing(config):
     with pytest.raises(SettingsError):
         pulumi.runtime.test(lambda: runpy.run_path(str(MAIN), run_name="__pulumi_main__"))()
     assert monitor.registered == []
+
+
+# --- address forms: every way to write an address, through every renderer (issue 21) -----------
+
+# (as configured, canonical): short, long, upper case and IPv4-mapped forms all read as one
+# address, written as distribution's reference grammar reads it (hex digits and colons only).
+ADDRESS_FORMS = {
+    "IPv4": ("192.0.2.10", "192.0.2.10"),
+    "IPv4 loopback": ("127.0.0.1", "127.0.0.1"),
+    "IPv6 short": ("2001:db8::10", "2001:db8::10"),
+    "IPv6 loopback short": ("::1", "::1"),
+    "IPv6 long": ("2001:0DB8:0000:0000:0000:0000:0000:0010", "2001:db8::10"),
+    "IPv6 loopback long": ("0:0:0:0:0:0:0:1", "::1"),
+    "IPv6 two zero runs": ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+    "IPv4-mapped dotted": ("::ffff:127.0.0.1", "::ffff:7f00:1"),
+    "IPv4-mapped long": ("0000:0000:0000:0000:0000:FFFF:7F00:0001", "::ffff:7f00:1"),
+}
+ZONE_IDS = {
+    "link-local with interface": ("fe80::1%eth0", "fe80::1"),
+    "numeric zone": ("fe80::1%2", "fe80::1"),
+    "IPv4 with a zone": ("10.0.0.1%eth0", "10.0.0.1"),
+    "zone carrying nginx syntax": ("fe80::1%eth0;location/{}", "fe80::1"),
+}
+
+
+def _bracketed(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _address_stack(configured: str) -> tuple:
+    """The whole program for a stack addressed by ``configured`` alone (no DNS name): token
+    mode, trust of every kind on this host, a deletion rule; (settings, run)."""
+    config = {"hosts": [], "ips": [configured], "httpsPort": 5443, "bindAddress": configured,
+              "users": {"alice": PASSWORD}, "trust": [{"name": "here", "kinds": list(KINDS)}],
+              "maintenance": {"deletions": [{"repository": "team/app", "tags": ["v1"]}], "gc": {"enabled": False}}}
+    settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    from tests.support.program import run_program
+
+    return settings, run_program(config, secret_keys=SECRET_KEYS)
+
+
+@pytest.mark.parametrize("form", ADDRESS_FORMS)
+def test_every_address_form_is_read_as_its_canonical_text(form):
+    """ips, bindAddress and a trust target's host take every form of an address and keep one
+    text for it: IPv6 in hex groups, compressed, lowercase; IPv4-mapped as ::ffff:hex."""
+    configured, canonical = ADDRESS_FORMS[form]
+    config = {**base_config(), "ips": [configured], "bindAddress": configured}
+    config["trust"][1]["host"] = configured
+    settings = parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    assert settings.ips == (canonical,)
+    assert settings.bind_address == canonical and settings.trust[1].host == canonical
+    assert grammar.parse_ip(canonical) == canonical
+
+
+@pytest.mark.parametrize("form", ADDRESS_FORMS)
+def test_every_address_form_reaches_each_renderer_in_the_form_its_reader_expects(form, tmp_path):
+    """One stack per form, addressed by the IP alone, through the whole program: nginx's
+    server_name in brackets for IPv6 (nginx compares $host, which keeps them); the certificate
+    request and the certificate with an IP subjectAltName, no DNS name; the port bound on the bare
+    address; registryAddress, loginCommand, the token realm and service, the maintenance URL and
+    the trust scripts' certs.d folders (Docker, containerd, podman) and hosts.toml all
+    ``[v6]:port``, hex digits and colons only between the brackets (distribution's reference
+    grammar, which Docker, containerd and podman parse names with)."""
+    import ipaddress
+    import shlex
+    import subprocess
+    import tomllib
+
+    import yaml
+
+    from tests.support.hostile import server_names
+
+    configured, canonical = ADDRESS_FORMS[form]
+    settings, run = _address_stack(configured)
+    address = f"{_bracketed(canonical)}:5443"
+    assert settings.address == address == run.exports["registryAddress"]
+    if ":" in canonical:
+        assert re.fullmatch(r"\[[0-9a-f:]+\]:5443", address), address
+
+    containers = {r.name: r for r in run.monitor.by_type("docker:index/container:Container")}
+    proxy = next(r for n, r in containers.items() if n.endswith("proxy-container"))
+    uploads = {u["file"]: u["content"] for u in proxy.plain_inputs["uploads"]}
+    conf = next(c for p, c in uploads.items() if p.endswith("nginx.conf"))
+    assert server_names(conf) == [[""], [_bracketed(canonical)]]
+    assert [p["ip"] for p in proxy.plain_inputs["ports"]] == [canonical]
+
+    (csr,) = run.monitor.by_type("tls:index/certRequest:CertRequest")
+    assert csr.plain_inputs["ipAddresses"] == [canonical] and not csr.plain_inputs.get("dnsNames")
+    cert = x509.load_pem_x509_certificate(next(c for p, c in uploads.items() if p.endswith(".crt")).encode())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(canonical)]
+    assert sans.get_values_for_type(x509.DNSName) == []
+
+    registry = next(r for n, r in containers.items() if n.endswith("registry-container"))
+    config_yml = yaml.safe_load(next(u["content"] for u in registry.plain_inputs["uploads"]
+                                     if u["file"].endswith("config.yml")))
+    assert config_yml["auth"]["token"]["realm"] == f"https://{address}/token"
+    assert config_yml["auth"]["token"]["service"] == address
+    token = next(r for n, r in containers.items() if n.endswith("token-container"))
+    assert f"TOKEN_SERVICE={address}" in token.plain_inputs["envs"]
+    (deletion,) = [r for r in run.monitor.registered if r.type.endswith("ImageDeletion")]
+    assert deletion.plain_inputs["registryUrl"] == f"https://{address}"
+
+    login = shlex.split(run.exports["loginCommand"].rsplit("|", 1)[1])
+    assert login == ["docker", "login", address, "--username", "alice", "--password-stdin"]
+
+    (command,) = run.monitor.by_type("command:local:Command")
+    (tmp_path / "usr/local/share/ca-certificates").mkdir(parents=True)  # the system store, as Debian has it
+    installed = subprocess.run(["sh", "-c", command.plain_inputs["create"]], capture_output=True, text=True,
+                               env={"TRUST_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=30)
+    assert installed.returncode == 0, installed.stderr
+    for folder in ("docker", "containers", "containerd"):
+        assert (tmp_path / "etc" / folder / "certs.d" / address / "ca.crt").is_file(), folder
+    hosts_toml = tomllib.loads((tmp_path / "etc/containerd/certs.d" / address / "hosts.toml").read_text())
+    assert hosts_toml == {"server": f"https://{address}", "capabilities": ["pull", "resolve", "push"],
+                          "ca": f"/etc/containerd/certs.d/{address}/ca.crt", "host": {}}
+    assert sorted(p.name for p in (tmp_path / "etc/docker/certs.d").iterdir()) == [address]
+    assert len(list((tmp_path / "usr/local/share/ca-certificates").glob("private-registry-*.crt"))) == 1
+
+
+@pytest.mark.parametrize("zone", ZONE_IDS)
+@pytest.mark.parametrize("path", ["ips[0]", "bindAddress"])
+def test_zone_ids_are_refused_naming_the_setting_and_the_address_to_write(zone, path):
+    """An address with a zone id (an interface of one host) is refused in ips and bindAddress,
+    naming the setting and the address to write instead."""
+    value, bare = ZONE_IDS[zone]
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(_put(base_config(), path, value), stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    message = str(caught.value)
+    assert f"private-registry:{path}: " in message and "zone id" in message, message
+    assert f"write {bare!r}" in message, message
+
+
+@pytest.mark.parametrize("zone", ZONE_IDS)
+def test_zone_ids_are_refused_in_trust_hosts(zone):
+    """A trust target's host with a zone id is refused naming trust[i].host."""
+    config = base_config()
+    config["trust"][1]["host"] = ZONE_IDS[zone][0]
+    with pytest.raises(SettingsError, match=r"private-registry:trust\[1\]\.host: .*no zone id"):
+        parse_settings(config, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+
+
+@pytest.mark.parametrize("value", ["[::1]", "[2001:db8::10]"])
+def test_bracketed_addresses_are_refused_with_the_bare_form(value):
+    """An IPv6 address written in brackets in ips is refused, naming the bare form to write."""
+    with pytest.raises(SettingsError) as caught:
+        parse_settings({**base_config(), "ips": [value]}, stack="dev", secret_keys=set(SECRET_KEYS), now=NOW)
+    assert "private-registry:ips[0]: " in str(caught.value) and f"({value[1:-1]!r})" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["::1", "2001:db8::10", "::ffff:7f00:1"])
+def test_the_nginx_renderer_brackets_ipv6_server_names_itself(name):
+    """render_nginx_conf writes an IPv6 server name as [v6] on its own (not relying on settings),
+    and refuses a non-canonical or bracketed one."""
+    from components.render.nginx import NginxOptions, render_nginx_conf
+    from tests.support.hostile import server_names
+
+    conf = render_nginx_conf(NginxOptions(server_names=("localhost", name)))
+    assert server_names(conf)[-1] == ["localhost", f"[{name}]"]
+    for wrong in (f"[{name}]", name.upper() if name.upper() != name else "0:0:0:0:0:0:0:1"):
+        with pytest.raises(ValueError, match="not a DNS name or an IP address"):
+            render_nginx_conf(NginxOptions(server_names=("localhost", wrong)))
+
+
+@hypothesis_settings(max_examples=300, derandomize=True, deadline=None)
+@given(number=st.integers(0, 2**128 - 1), mapped=st.booleans())
+def test_the_canonical_ipv6_text_is_hex_only_and_reads_back_as_the_same_address(number, mapped):
+    """Any IPv6 address (half of them IPv4-mapped): its canonical text is hex groups and
+    colons, reads back as the same address, is its own canonical text, and is Python's
+    compressed form wherever that form is hex only (every address but IPv4-mapped ones)."""
+    import ipaddress
+
+    address = ipaddress.IPv6Address((0xFFFF << 32) | (number & 0xFFFFFFFF) if mapped else number)
+    text = grammar.parse_ip(address.exploded)
+    assert re.fullmatch(r"[0-9a-f:]+", text) and ipaddress.IPv6Address(text) == address
+    assert grammar.parse_ip(text) == text and grammar.parse_ip(text.upper()) == text
+    if address.ipv4_mapped is None:
+        assert text == address.compressed
+
+
+# --- every refusal names the deepest setting path (issue 21) -------------------------------------
+
+from tests.support.hostile import setting_nodes, put_at  # noqa: E402
+
+NODES = setting_nodes()
+SCALE_SECRETS = set(SECRET_KEYS) | {"storage", "redis"}
+
+
+def _lines_at(message: str, path: str) -> list[str]:
+    return [line for line in message.split("\n  - ")[1:] if line.startswith(f"private-registry:{path}: ")]
+
+
+def test_the_settings_tree_is_walked_from_the_models():
+    """Control: the walk over the pydantic models finds every kind of node, nested lists of
+    objects included (the cases below are generated from it, not listed by hand)."""
+    paths = {n.path for n in NODES}
+    assert {"maintenance.retention[0].keepYoungerThan", "auth.rules[0].pull[0]", "auth.groups.k1[0]",
+            "storage.s3.chunkSizeMib", "trust[0].kinds[0]", "users.k1"} <= paths
+    assert len(NODES) == 115 and sum(n.kind in ("object", "map") for n in NODES) == 17
+
+
+@pytest.mark.parametrize("shape", ["NaN", "wrong shape"])
+@pytest.mark.parametrize("node", NODES, ids=lambda n: n.path)
+def test_every_wrongly_typed_setting_is_refused_at_its_own_path_with_the_fix(node, shape):
+    """NaN, or a value of the wrong shape (a map where a value or list belongs, a list where a
+    map belongs), at any depth of the settings: refused by a line naming exactly that setting's
+    path (camelCase keys, list indexes) with a fix, never only an enclosing one."""
+    wrong = math.nan if shape == "NaN" else ([math.nan] if node.kind in ("object", "map") else {"x": math.nan})
+    config = put_at(base_config(), node.keys, wrong)
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, stack="dev", secret_keys=SCALE_SECRETS, now=NOW)
+    lines = _lines_at(str(caught.value), node.path)
+    assert lines and all("fix: " in line for line in lines), str(caught.value)
+
+
+@pytest.mark.parametrize("node", [n for n in NODES if len(n.keys) > 1], ids=lambda n: n.path)
+def test_nan_inside_pulumi_json_text_is_refused_at_its_own_path(node):
+    """The same NaN as Pulumi hands it over, inside a key's JSON text (e.g.
+    maintenance.retention[0].keepYoungerThan): refused at its own path, not as 'maintenance:
+    Input should be a dictionary'."""
+    from components.settings import load_settings
+
+    use_mocks(config=put_at(base_config(), node.keys, math.nan), secret_keys=SCALE_SECRETS)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(now=NOW)
+    assert _lines_at(str(caught.value), node.path), str(caught.value)
+    assert "Input should be a dictionary" not in str(caught.value)
+
+
+# Words by which a grammar's refusal says what to write instead.
+_SAYS_WHAT_TO_WRITE = ("must ", "use ", "like ", "fix: ", "remove", "set ", "write ", "of the form", "is not a ")
+
+
+@pytest.mark.parametrize("node", [n for n in NODES if n.kind == "value"], ids=lambda n: n.path)
+def test_every_value_outside_its_grammar_is_refused_at_its_own_path(node):
+    """Text no setting takes (a line break, ';', braces) in every value setting at any depth:
+    refused by a line naming exactly that path, which says what to write."""
+    config = put_at(base_config(), node.keys, "x\n;{}")
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(config, stack="dev", secret_keys=SCALE_SECRETS, now=NOW)
+    lines = _lines_at(str(caught.value), node.path)
+    assert lines and all(any(w in line for w in _SAYS_WHAT_TO_WRITE) for line in lines), str(caught.value)
+    assert "x\n;{}" not in str(caught.value)  # shown escaped, if at all
+
+
+# --- duplicate keys in JSON text (issue 21) ------------------------------------------------------
+
+MAPPINGS = [n for n in NODES if n.kind in ("object", "map")]
+OTHER_PASSWORD = "Another-password-entirely-0123"
+
+
+def _with_repeated_key(node) -> tuple[dict, str, list[str]]:
+    """The base config as Pulumi hands it over, with the top-level key of ``node`` as JSON text
+    in which the mapping at ``node`` names one key twice; (config, key, the two values' texts)."""
+    import json
+
+    config = put_at(base_config(), node.keys, {}) if len(node.keys) > 1 or node.keys[0] not in base_config() \
+        else base_config()
+    target: object = config
+    for key in node.keys:
+        target = target[key]
+    if node.kind == "map":
+        key = "alice" if node.path == "users" else "ops"
+        values = [PASSWORD, OTHER_PASSWORD] if node.path == "users" else [["alice"], []]
+    else:
+        key = next(iter(node.model.__pydantic_fields__.values())).alias
+        values = [target.get(key, "x"), "y"]
+    target.pop(key, None)
+    target["\x00repeat"] = 0
+    top = node.keys[0]
+    pairs = ", ".join(f"{json.dumps(key)}: {json.dumps(v)}" for v in values)
+    text = json.dumps(config[top]).replace('"\\u0000repeat": 0', pairs)
+    assert text.count(json.dumps(key) + ":") >= 2
+    return {**config, top: text}, key, [json.dumps(v) for v in values]
+
+
+@pytest.mark.parametrize("node", MAPPINGS, ids=lambda n: n.path)
+def test_a_key_given_twice_in_any_mapping_is_refused_naming_the_setting_and_the_key(node):
+    """Every mapping setting (each settings object at any depth, users, auth.groups) as JSON
+    text naming one key twice: refused at preview, naming the mapping's path and the key, never
+    the values (a password); json.loads alone would keep the last one silently."""
+    from components.settings import load_settings
+
+    config, key, values = _with_repeated_key(node)
+    use_mocks(config=config, secret_keys=SCALE_SECRETS)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(now=NOW)
+    message = str(caught.value)
+    lines = [line for line in _lines_at(message, node.path) if f"names {key!r} more than once" in line]
+    assert lines and all("fix: give each key once" in line for line in lines), message
+    assert PASSWORD not in message and OTHER_PASSWORD not in message
+
+
+def test_a_user_given_twice_is_refused_and_once_is_read():
+    """Control for the duplicate check: the users map with alice once is read with her password;
+    with alice twice (two passwords) it is refused naming users and 'alice'."""
+    from components.settings import load_settings
+
+    use_mocks(config={"users": f'{{"alice": "{PASSWORD}"}}'}, secret_keys=["users"])
+    assert load_settings(now=NOW).users["alice"].get_secret_value() == PASSWORD
+    use_mocks(config={"users": f'{{"alice": "{PASSWORD}", "alice": "{OTHER_PASSWORD}"}}'}, secret_keys=["users"])
+    with pytest.raises(SettingsError, match=r"private-registry:users: names 'alice' more than once"):
+        load_settings(now=NOW)
+
+
+def test_the_readme_gives_the_counts_of_these_generated_cases():
+    """The README's 'Hostile settings' row quotes exactly the numbers of cases above: address
+    forms, zone ids, mappings, settings nodes (nested ones and values among them)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    nested = sum(len(n.keys) > 1 for n in NODES)
+    values = sum(n.kind == "value" for n in NODES)
+    for phrase in (f"**{len(ADDRESS_FORMS)} address forms**", f"**{len(ZONE_IDS)} zone ids**",
+                   f"**{len(MAPPINGS)} mappings**", f"**{len(NODES)} settings nodes** ({2 * len(NODES)})",
+                   f"at the {nested} nested ones", f"at the {values} values"):
+        assert phrase in readme, phrase
