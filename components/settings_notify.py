@@ -10,9 +10,9 @@ delete, mount of manifests and blobs) to ``url`` with the configured headers. He
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr, StrictInt, StrictStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
@@ -34,12 +34,44 @@ FIXES = {
 }
 
 
+def _media_type(value: str) -> str:
+    if not grammar.is_media_type(value):
+        raise ValueError(
+            "must be a media type like application/vnd.oci.image.manifest.v1+json "
+            "(letters, digits, '.', '_', '+', '-' on each side of one '/')"
+        )
+    return value
+
+
+def _header_name(name: str) -> str:
+    if not grammar.is_header_name(name):
+        raise ValueError(
+            f"header name {name[:64]!r} is not a header name: letters, digits and '-', starting with a "
+            "letter or digit, at most 64"
+        )
+    if name.lower() in RESERVED_HEADERS:
+        raise ValueError(f"header {name} is set by the registry or its HTTP client: remove it")
+    return name
+
+
+def _header_value(secret: SecretStr) -> SecretStr:
+    text = secret.get_secret_value()
+    # Never echo the value: it is a secret.
+    if (not text or len(text) > HEADER_VALUE_MAX or grammar.has_control_character(text)
+            or not text.isascii() or text != text.strip()):
+        raise ValueError(
+            f"must be 1 to {HEADER_VALUE_MAX} printable ASCII characters, "
+            "without line breaks or other control characters and without white space around it"
+        )
+    return secret
+
+
 @dataclass(config=_CONFIG)
 class NotificationIgnore:
     """Events an endpoint is not sent (config: notifications[].ignore)."""
 
     actions: tuple[Action, ...] = ()
-    media_types: tuple[StrictStr, ...] = ()
+    media_types: tuple[Annotated[StrictStr, AfterValidator(_media_type)], ...] = ()
 
     @field_validator("actions")
     @classmethod
@@ -50,16 +82,6 @@ class NotificationIgnore:
             raise ValueError("ignores every action, so the endpoint would receive nothing: remove the endpoint instead")
         return value
 
-    @field_validator("media_types")
-    @classmethod
-    def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for media_type in value:
-            if not grammar.is_media_type(media_type):
-                raise ValueError(
-                    "each entry must be a media type like application/vnd.oci.image.manifest.v1+json "
-                    "(letters, digits, '.', '_', '+', '-' on each side of one '/')"
-                )
-        return value
 
 
 @dataclass(config=_CONFIG)
@@ -69,7 +91,8 @@ class NotificationEndpoint:
     name: StrictStr
     url: StrictStr
     # Header name -> value, sent with every POST; values are secrets (e.g. an Authorization token).
-    headers: dict[StrictStr, SecretStr] = Field(default_factory=dict)
+    headers: dict[Annotated[StrictStr, AfterValidator(_header_name)],
+                  Annotated[SecretStr, AfterValidator(_header_value)]] = Field(default_factory=dict)
     timeout_seconds: StrictInt = Field(default=5, ge=1, le=60)
     # Failures in a row before the registry backs off for backoffSeconds between tries.
     threshold: StrictInt = Field(default=10, ge=1, le=100)
@@ -97,25 +120,10 @@ class NotificationEndpoint:
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         seen: set[str] = set()
-        for name, secret in value.items():
-            if not grammar.is_header_name(name):
-                raise ValueError(
-                    f"header name {name[:64]!r} is not a header name: letters, digits and '-', starting with a "
-                    "letter or digit, at most 64"
-                )
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name} is set by the registry or its HTTP client: remove it")
+        for name in value:
             if name.lower() in seen:
                 raise ValueError(f"header {name} is listed twice (header names ignore case): list it once")
             seen.add(name.lower())
-            text = secret.get_secret_value()
-            # Never echo the value: it is a secret.
-            if (not text or len(text) > HEADER_VALUE_MAX or grammar.has_control_character(text)
-                    or not text.isascii() or text != text.strip()):
-                raise ValueError(
-                    f"the value of header {name} must be 1 to {HEADER_VALUE_MAX} printable ASCII characters, "
-                    "without line breaks or other control characters and without white space around it"
-                )
         return value
 
 

@@ -618,7 +618,7 @@ def test_the_settings_tree_is_walked_from_the_models():
     paths = {n.path for n in NODES}
     assert {"maintenance.retention[0].keepYoungerThan", "auth.rules[0].pull[0]", "auth.groups.k1[0]",
             "storage.s3.chunkSizeMib", "trust[0].kinds[0]", "users.k1"} <= paths
-    assert len(NODES) == 115 and sum(n.kind in ("object", "map") for n in NODES) == 17
+    assert len(NODES) == 133 and sum(n.kind in ("object", "map") for n in NODES) == 21
 
 
 @pytest.mark.parametrize("shape", ["NaN", "wrong shape"])
