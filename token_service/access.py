@@ -27,17 +27,26 @@ catalog. ``push`` includes ``pull``: distribution checks pull as well as push on
 Repository globs, matched against the whole name, segment by segment (``/`` separates):
 ``**`` as a whole segment matches one or more segments; ``*`` inside a segment matches any
 characters except ``/``; every other character matches itself. ``team/**`` matches
-``team/app`` and ``team/a/b``, not ``team``; ``**`` matches every repository.
+``team/app`` and ``team/a/b``, not ``team``; ``**`` matches every repository. Only names of
+the repository grammar (``token_service/names.py``, which ``components/grammar.py`` re-exports)
+are matched at all: a name with an empty segment (``team/``, ``a//b``), ``..``, a tag or any
+other character outside the grammar matches no glob and holds no right.
 
 Scopes (distribution's token spec): ``repository[(class)]:NAME:ACTIONS`` and
 ``registry:catalog:*``. A grant is the requested actions intersected with the rights held; a
-requested ``*`` on a repository is answered with the rights held, never with ``*``.
+requested ``*`` on a repository is answered with the rights held, never with ``*``. A scope
+the service cannot grant (malformed, or naming something outside the grammar) is left out of
+the token's ``access``, as the spec has it for any scope not held: the request still gets a
+token for the others, never a 4xx for the whole request.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
+
+from token_service.names import is_repository
 
 ACTIONS = ("pull", "push", "delete")
 EVERYONE = "*"
@@ -45,6 +54,8 @@ GROUP_PREFIX = "@"
 SCOPE_MAX = 512  # characters in one scope; longer ones are ignored
 SCOPES_MAX = 32  # scopes in one request; the rest are ignored
 NAME_MAX = 255
+# The spec's resourcetype: a lowercase word, optionally a (deprecated, ignored) class in brackets.
+RESOURCE_TYPE_RE = re.compile(r"(?P<type>[a-z0-9]+)(?:\([a-z0-9]+\))?")
 
 
 class PolicyError(ValueError):
@@ -75,7 +86,10 @@ def _segment_match(pattern: str, text: str) -> bool:
 
 
 def glob_match(glob: str, name: str) -> bool:
-    """Whether repository ``name`` matches ``glob`` (see the module docstring)."""
+    """Whether repository ``name`` matches ``glob`` (see the module docstring). A name outside
+    the repository grammar (an empty segment among them) matches nothing."""
+    if not is_repository(name):
+        return False
     gsegs = glob.split("/")
     nsegs = name.split("/")
     # reach[j]: the glob's first i segments can match the name's first j segments.
@@ -112,7 +126,10 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
 
     Malformed entries are dropped (no grant for them), never an error: a token request with an
     odd scope still gets a token for the scopes that parse. A resource class
-    (``repository(plugin):...``) is dropped from the type, as distribution 2.8 ignores it.
+    (``repository(plugin):...``) is dropped from the type, as distribution ignores it. A
+    ``repository`` scope whose name is outside the repository grammar (``a/../b``, ``team/``,
+    ``app:latest``, upper case, over 255 characters) and a ``registry`` scope for anything but
+    ``catalog`` are dropped too: a token never names them.
     """
     scopes: list[Scope] = []
     for value in values:
@@ -125,13 +142,25 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
             name, sep2, actions = rest.rpartition(":")
             if not (sep1 and sep2 and rtype and name and actions):
                 continue
-            if "(" in rtype:
-                rtype = rtype.split("(", 1)[0]
-            if len(name) > NAME_MAX:
+            typed = RESOURCE_TYPE_RE.fullmatch(rtype)
+            if typed is None:
+                continue
+            rtype = typed["type"]
+            if len(name) > NAME_MAX or not _grantable(rtype, name):
                 continue
             wanted = tuple(dict.fromkeys(a for a in actions.split(",") if a))
             scopes.append(Scope(rtype, name, wanted))
     return scopes
+
+
+def _grantable(rtype: str, name: str) -> bool:
+    """Whether a scope of type ``rtype`` on ``name`` could be granted at all: a repository of the
+    grammar, or the registry's catalog. Other types are kept (and granted nothing)."""
+    if rtype == "repository":
+        return is_repository(name)
+    if rtype == "registry":
+        return name == "catalog"
+    return True
 
 
 def _strings(value: object, where: str) -> list[str]:
@@ -208,7 +237,10 @@ class Policy:
         return user is not None and self._holds(user, self.admins)
 
     def repository_rights(self, user: Optional[str], repository: str) -> frozenset:
-        """Actions ``user`` (None: anonymous) holds on ``repository``."""
+        """Actions ``user`` (None: anonymous) holds on ``repository``; none on a name outside
+        the repository grammar."""
+        if not is_repository(repository):
+            return frozenset()
         if user is None:
             if any(glob_match(g, repository) for g in self.anonymous_pull):
                 return frozenset({"pull"})
@@ -231,7 +263,7 @@ class Policy:
         """The token's ``access`` claim: per scope, the requested actions the user holds."""
         access: dict[tuple[str, str], list[str]] = {}
         for scope in scopes:
-            if scope.type == "repository":
+            if scope.type == "repository" and is_repository(scope.name):
                 held = self.repository_rights(user, scope.name)
                 wanted = ACTIONS if "*" in scope.actions else scope.actions
                 actions = [a for a in wanted if a in held]
