@@ -32,7 +32,7 @@ from pydantic import ConfigDict, Field, StrictInt, StrictStr, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
-from components.grammar import is_access_glob, is_user_name
+from components.grammar import GROUP_PREFIX, is_access_glob, is_user_name
 
 # bcrypt cost in token mode: the password is checked once per login (docker) or once per
 # token lifetime per client (credential cache), not on every request; see the README.
@@ -47,10 +47,11 @@ _CONFIG = ConfigDict(
 
 def _check_principals(values: tuple[str, ...]) -> tuple[str, ...]:
     for value in values:
-        name = value[1:] if value.startswith("@") else value
+        name = value[len(GROUP_PREFIX):] if value.startswith(GROUP_PREFIX) else value
         if value != EVERYONE and not is_user_name(name):
             raise ValueError(
-                f"'{value}' is not a user name, '@group' or '*' (user names: letters, digits, '_', '.', '@', '+', '-')"
+                f"{value!r} is not a user name, '@group' or '*' (user and group names: letters, digits, '_', '.', "
+                "'+', '-', and '@' after the first character)"
             )
     return values
 
@@ -109,11 +110,18 @@ class AuthSettings:
     @classmethod
     def _groups(cls, value: dict) -> dict:
         for group, members in value.items():
+            if group.startswith(GROUP_PREFIX):
+                raise ValueError(f"group name {group!r} starts with '@': name the group without it "
+                                 f"(rules then refer to it as '@name')")
             if not is_user_name(group):
-                raise ValueError(f"group name '{group}' must be letters, digits, '_', '.', '@', '+', '-'")
+                raise ValueError(f"group name {group!r} must be letters, digits, '_', '.', '+', '-', "
+                                 "and '@' after the first character")
             for member in members:
+                if member.startswith(GROUP_PREFIX):
+                    raise ValueError(f"group {group!r}: {member!r} is a group reference, and groups hold users only: "
+                                     "list that group's users instead")
                 if not is_user_name(member):
-                    raise ValueError(f"group '{group}': '{member}' is not a user name")
+                    raise ValueError(f"group {group!r}: {member!r} is not a user name")
         return value
 
     @field_validator("admins", "catalog")

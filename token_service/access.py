@@ -18,9 +18,13 @@ Policy document (``version`` 1)::
       "catalog": ["@ops"]
     }
 
-Principals: a user name, ``@group``, or ``*`` (every authenticated user). Rights are the union
-over every rule whose glob matches; admins hold every right on every repository and the
-catalog. ``push`` includes ``pull``: distribution checks pull as well as push on every write
+Principals: a user name, ``@group``, or ``*`` (every authenticated user), kept apart by kind
+(:class:`Principals`): ``@name`` is only ever the group ``name``, never a user, and the
+authenticated user is matched only against user principals and group members. A user name
+outside the user grammar (``token_service/names.py``: one starting with ``@`` among them, which
+the program refuses at preview) is no user at all and holds what anonymous clients hold, so a
+user literally named ``@ops`` never gets group ``ops``'s rights. Rights are the union over
+every rule whose glob matches; admins hold every right on every repository and the catalog. ``push`` includes ``pull``: distribution checks pull as well as push on every write
 (POST, PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
 (DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing else.
 
@@ -46,7 +50,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from token_service.names import is_repository
+from token_service.names import is_repository, is_user_name
 
 ACTIONS = ("pull", "push", "delete")
 EVERYONE = "*"
@@ -170,9 +174,31 @@ def _strings(value: object, where: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Principals:
+    """Principals by kind: ``everyone`` (``*``), user names and group names (``@group`` without
+    the ``@``). A value starting with ``@`` is only ever a group."""
+
+    everyone: bool = False
+    users: frozenset = frozenset()
+    groups: frozenset = frozenset()
+
+    @classmethod
+    def parse(cls, values: Iterable[str]) -> "Principals":
+        everyone, users, groups = False, set(), set()
+        for value in values:
+            if value == EVERYONE:
+                everyone = True
+            elif value.startswith(GROUP_PREFIX):
+                groups.add(value[len(GROUP_PREFIX):])
+            else:
+                users.add(value)
+        return cls(everyone, frozenset(users), frozenset(groups))
+
+
+@dataclass(frozen=True)
 class Rule:
     repositories: tuple[str, ...]
-    rights: dict = field(hash=False)  # action -> frozenset of principals
+    rights: dict = field(hash=False)  # action -> Principals
 
 
 @dataclass(frozen=True)
@@ -180,10 +206,10 @@ class Policy:
     """A parsed policy document; build with :meth:`from_document`."""
 
     groups: dict = field(hash=False)  # group -> frozenset of users
-    admins: frozenset
+    admins: Principals
     rules: tuple
     anonymous_pull: tuple
-    catalog: frozenset
+    catalog: Principals
 
     @classmethod
     def from_document(cls, doc: object) -> "Policy":
@@ -205,46 +231,45 @@ class Policy:
             if not isinstance(rule, dict) or set(rule) - {"repositories", *ACTIONS}:
                 raise PolicyError(f"rules[{i}] must be an object with repositories, pull, push, delete")
             globs = tuple(_strings(rule.get("repositories"), f"rules[{i}].repositories"))
-            rights = {a: frozenset(_strings(rule.get(a, []), f"rules[{i}].{a}")) for a in ACTIONS}
+            rights = {a: Principals.parse(_strings(rule.get(a, []), f"rules[{i}].{a}")) for a in ACTIONS}
             rules.append(Rule(globs, rights))
         policy = cls(
             groups=groups,
-            admins=frozenset(_strings(doc.get("admins", []), "admins")),
+            admins=Principals.parse(_strings(doc.get("admins", []), "admins")),
             rules=tuple(rules),
             anonymous_pull=tuple(_strings(doc.get("anonymous_pull", []), "anonymous_pull")),
-            catalog=frozenset(_strings(doc.get("catalog", []), "catalog")),
+            catalog=Principals.parse(_strings(doc.get("catalog", []), "catalog")),
         )
-        for principal in policy._principals():
-            if principal.startswith(GROUP_PREFIX) and principal[1:] not in groups:
-                raise PolicyError(f"group {principal[1:]!r} is used but not defined in groups")
+        for principals in policy._principals():
+            for group in sorted(principals.groups - set(groups)):
+                raise PolicyError(f"group {group!r} is used but not defined in groups")
         return policy
 
-    def _principals(self) -> Iterable[str]:
-        yield from self.admins
-        yield from self.catalog
+    def _principals(self) -> Iterable[Principals]:
+        yield self.admins
+        yield self.catalog
         for rule in self.rules:
-            for members in rule.rights.values():
-                yield from members
+            yield from rule.rights.values()
 
-    def _holds(self, user: str, principals: frozenset) -> bool:
-        if EVERYONE in principals or user in principals:
+    def _holds(self, user: Optional[str], principals: Principals) -> bool:
+        """Whether ``user`` is one of ``principals``: only a name of the user grammar is a user."""
+        if not is_user_name(user):
+            return False
+        if principals.everyone or user in principals.users:
             return True
-        return any(
-            p.startswith(GROUP_PREFIX) and user in self.groups.get(p[1:], ()) for p in principals
-        )
+        return any(user in self.groups.get(group, ()) for group in principals.groups)
 
     def is_admin(self, user: Optional[str]) -> bool:
-        return user is not None and self._holds(user, self.admins)
+        return self._holds(user, self.admins)
 
     def repository_rights(self, user: Optional[str], repository: str) -> frozenset:
         """Actions ``user`` (None: anonymous) holds on ``repository``; none on a name outside
         the repository grammar."""
         if not is_repository(repository):
             return frozenset()
-        if user is None:
-            if any(glob_match(g, repository) for g in self.anonymous_pull):
-                return frozenset({"pull"})
-            return frozenset()
+        anonymous = {"pull"} if any(glob_match(g, repository) for g in self.anonymous_pull) else set()
+        if not is_user_name(user):  # anonymous, or a name that is no user's (see the module docstring)
+            return frozenset(anonymous)
         if self.is_admin(user):
             return frozenset(ACTIONS)
         held = set()
@@ -257,7 +282,7 @@ class Policy:
 
     def catalog_allowed(self, user: Optional[str]) -> bool:
         """Whether ``user`` may list the catalog (anonymous clients never may)."""
-        return user is not None and (self.is_admin(user) or self._holds(user, self.catalog))
+        return self.is_admin(user) or self._holds(user, self.catalog)
 
     def grant(self, user: Optional[str], scopes: Iterable[Scope]) -> list[dict]:
         """The token's ``access`` claim: per scope, the requested actions the user holds."""

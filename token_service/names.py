@@ -21,11 +21,13 @@ REPOSITORY = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
 NAME_TOTAL_LENGTH_MAX = 255
 
 # --- user names and group references ------------------------------------------------------
-# Access rules name a group as '@group'.
+# Access rules name a group as '@group': a user name never starts with it, so user names and
+# group references never share a namespace (a user named '@ops' would read as group 'ops').
 GROUP_PREFIX = "@"
 # Registry user names: printable ASCII without ':' (Basic auth splits on it), white space,
-# quotes, '\\', or a leading '#' (htpasswd readers take such a line for a comment).
-USER_NAME = r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+-]{0,63}"
+# quotes, '\\', a leading '#' (htpasswd readers take such a line for a comment) or a leading
+# '@' (a group reference); 1 to 64 characters. '@' later in the name (an e-mail address) is fine.
+USER_NAME = r"[A-Za-z0-9_.+-][A-Za-z0-9_.@+-]{0,63}"
 
 REPOSITORY_RE = re.compile(REPOSITORY)
 USER_NAME_RE = re.compile(USER_NAME)
@@ -37,5 +39,5 @@ def is_repository(value: object) -> bool:
 
 
 def is_user_name(value: object) -> bool:
-    """A registry user name (see ``USER_NAME``)."""
+    """A registry user name (see ``USER_NAME``): never a group reference."""
     return isinstance(value, str) and USER_NAME_RE.fullmatch(value) is not None

@@ -110,3 +110,11 @@ def test_the_token_service_checks_names_with_this_grammar():
     copied = next(line for line in dockerfile.splitlines() if line.endswith("/app/token_service/")).split()[1:-1]
     modules = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "token_service").glob("*.py"))
     assert sorted(copied) == modules
+
+
+def test_a_user_name_never_starts_with_the_group_prefix():
+    """'@' starts a group reference in access rules, so no user name starts with it; '@' later
+    in a name (an e-mail address) is allowed."""
+    assert g.GROUP_PREFIX == "@"
+    assert not g.is_user_name("@ops") and not g.is_user_name("@") and not g.is_user_name("@@ops")
+    assert g.is_user_name("ops@example.com") and g.is_user_name("ops@")

@@ -231,3 +231,48 @@ def test_property_globs_match_only_names_of_the_grammar(segments, glob):
     name = "/".join(segments)
     if glob_match(glob, name):
         assert grammar.is_repository(name), (glob, name)
+
+
+# --- user names and group references never share a namespace --------------------------------
+
+NOT_USERS = ["@ops", "@nodes", "@", "@@ops", "@*", "*", "", "a:b", "#ops", "ops\n", "x" * 65]
+
+
+@pytest.mark.parametrize("user", NOT_USERS, ids=repr)
+def test_a_name_outside_the_user_grammar_holds_only_what_anonymous_holds(user):
+    """A user literally named '@ops' (or '@nodes', '*', a name with ':' ...) that reaches the
+    rule engine, say from a stale htpasswd, is no user: it never holds group ops's admin
+    rights, pull from '@nodes' rules, or the catalog; only the anonymous pull of public/**.
+    Before the principals were kept apart by kind, '@ops' was an admin."""
+    policy = Policy.from_document(POLICY)
+    for repository in ("prod/app", "ci/app", "team/x/cache", "public/base"):
+        assert policy.repository_rights(user, repository) == policy.repository_rights(None, repository)
+    assert not policy.is_admin(user) and not policy.catalog_allowed(user)
+    scopes = parse_scopes(["repository:prod/app:pull,push,delete", "registry:catalog:*", "repository:public/base:*"])
+    assert policy.grant(user, scopes) == [{"type": "repository", "name": "public/base", "actions": ["pull"]}]
+
+
+def test_a_group_reference_is_never_a_user_principal():
+    """'@ops' in a rule is the group ops and only that: a user named '@ops' listed as a group
+    member (a hand-written or stale policy) is still no user, while the group's real members and
+    a user whose name holds '@' later ('ops@example.com') are matched as written."""
+    policy = Policy.from_document({
+        "version": 1, "groups": {"ops": ["alice", "@ops"]}, "admins": [], "anonymous_pull": [], "catalog": ["@ops"],
+        "rules": [{"repositories": ["prod/**"], "pull": ["@ops"], "push": ["@ops"], "delete": ["ops@example.com"]}],
+    })
+    assert policy.repository_rights("alice", "prod/app") == {"pull", "push"} and policy.catalog_allowed("alice")
+    assert policy.repository_rights("@ops", "prod/app") == set() and not policy.catalog_allowed("@ops")
+    assert policy.repository_rights("ops", "prod/app") == set()
+    assert policy.repository_rights("ops@example.com", "prod/app") == {"delete"}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(user=st.one_of(st.sampled_from(["@ops", "@nodes", "@alice", "@ci"]),
+                      st.text(alphabet="@opsnde*:a1", min_size=1, max_size=8).map(lambda t: "@" + t)),
+       repository=st.sampled_from(["prod/app", "ci/app", "team/x/cache", "public/base", "public/a/b"]))
+def test_property_a_name_starting_with_at_is_never_a_user(user, repository):
+    """Any name starting with '@' (every group reference among them) holds exactly what an
+    anonymous client holds, on every repository, and never the catalog."""
+    policy = Policy.from_document(POLICY)
+    assert policy.repository_rights(user, repository) == policy.repository_rights(None, repository)
+    assert not policy.catalog_allowed(user)

@@ -103,6 +103,27 @@ def test_names_outside_the_grammar_are_left_out_of_the_token(service):
         assert alone.status_code == 200 and claims_of(files, alone.json()["token"])["access"] == [], name
 
 
+def test_a_user_named_like_a_group_gets_no_group_rights(tmp_path):
+    """A user literally named '@ops' in the htpasswd file (the program refuses such a name at
+    preview; this one arrives anyway) logs in, but its tokens carry only the anonymous pull,
+    never group ops's admin rights or the catalog, while ops's member alice gets them."""
+    users = {"alice": USERS["alice"], "@ops": "group-like-password-0001"}
+    policy = {"version": 1, "groups": {"ops": ["alice"]}, "admins": ["@ops"], "rules": [],
+              "anonymous_pull": ["public/**"], "catalog": ["@ops"]}
+    files = token_files(tmp_path, users, policy)
+    running = serve(files)
+    try:
+        scopes = ["repository:prod/app:pull,push,delete", "registry:catalog:*", "repository:public/base:pull"]
+        impostor = get_token(running.url, scopes, auth=("@ops", users["@ops"]))
+        assert impostor.status_code == 200, impostor.text
+        assert claims_of(files, impostor.json()["token"])["access"] == [
+            {"type": "repository", "name": "public/base", "actions": ["pull"]}]
+        member = get_token(running.url, scopes, auth=("alice", users["alice"]))
+        assert len(claims_of(files, member.json()["token"])["access"]) == 3
+    finally:
+        running.stop()
+
+
 def test_wrong_service_and_account(service):
     """Another service, or an account other than the user, is refused with 400."""
     _, url = service
