@@ -26,7 +26,9 @@ the program refuses at preview) is no user at all and holds what anonymous clien
 user literally named ``@ops`` never gets group ``ops``'s rights. Rights are the union over
 every rule whose glob matches; admins hold every right on every repository and the catalog. ``push`` includes ``pull``: distribution checks pull as well as push on every write
 (POST, PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
-(DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing else.
+(DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing
+else; every logged-in user holds that pull too, on top of its own rights: anyone may pull
+there, and a client that ran ``docker login`` sends its credentials on every pull.
 
 Repository globs, matched against the whole name, segment by segment (``/`` separates):
 ``**`` as a whole segment matches one or more segments; ``*`` inside a segment matches any
@@ -272,7 +274,7 @@ class Policy:
             return frozenset(anonymous)
         if self.is_admin(user):
             return frozenset(ACTIONS)
-        held = set()
+        held = set(anonymous)  # anyone may pull the anonymous globs, logged in or not
         for rule in self.rules:
             if any(glob_match(g, repository) for g in rule.repositories):
                 held.update(a for a in ACTIONS if self._holds(user, rule.rights[a]))

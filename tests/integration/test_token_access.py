@@ -56,14 +56,15 @@ POLICY = {
 }
 REPOS = ["ci/app", "team/web", "prod/api", "public/base"]
 ALL = {"pull", "push", "delete"}
-# What each role may do, by hand from POLICY (push brings pull; "impostor" is admin with a wrong password).
+# What each role may do, by hand from POLICY (push brings pull; "impostor" is admin with a wrong password;
+# anonymousPull is for anyone, so every role that logs in pulls public/base as anonymous clients do).
 RIGHTS = {
     "admin": {repo: ALL for repo in REPOS},
     "node": {repo: {"pull"} for repo in REPOS},
-    "ci": {"ci/app": {"pull", "push"}},
-    "dev": {"team/web": {"pull", "push"}},
-    "janitor": {"team/web": {"delete"}},
-    "auditor": {},
+    "ci": {"ci/app": {"pull", "push"}, "public/base": {"pull"}},
+    "dev": {"team/web": {"pull", "push"}, "public/base": {"pull"}},
+    "janitor": {"team/web": {"delete"}, "public/base": {"pull"}},
+    "auditor": {"public/base": {"pull"}},
     "@ops": {"public/base": {"pull"}},
     "anonymous": {"public/base": {"pull"}},
     # Last: its wrong passwords spend the address's failure budget (token_service/throttle.py).

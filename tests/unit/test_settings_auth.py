@@ -35,6 +35,7 @@ def test_rules_become_the_policy():
     assert policy.repository_rights("ci", "prod/x") == set()
     assert policy.repository_rights("node", "prod/x") == {"pull"}
     assert policy.repository_rights(None, "public/x") == {"pull"}
+    assert policy.repository_rights("ci", "public/x") == {"pull"}  # anonymousPull is for anyone
     assert policy.catalog_allowed("node") and not policy.catalog_allowed("ci")
     locked = Policy.from_document(settings(users=USERS, auth={"rules": []}).auth.policy_document())
     assert locked.repository_rights("alice", "x") == set() and not locked.catalog_allowed("alice")

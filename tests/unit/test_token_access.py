@@ -58,7 +58,8 @@ def test_rights_per_principal():
     assert policy.repository_rights("alice", "anything/at/all") == {"pull", "push", "delete"}
     assert policy.repository_rights(None, "public/base") == {"pull"}
     assert policy.repository_rights(None, "prod/app") == set()
-    assert policy.repository_rights("stranger", "public/base") == set()
+    assert policy.repository_rights("stranger", "public/base") == {"pull"}
+    assert policy.repository_rights("stranger", "prod/app") == set()
 
 
 def test_catalog():
@@ -276,3 +277,34 @@ def test_property_a_name_starting_with_at_is_never_a_user(user, repository):
     policy = Policy.from_document(POLICY)
     assert policy.repository_rights(user, repository) == policy.repository_rights(None, repository)
     assert not policy.catalog_allowed(user)
+
+
+# --- a logged-in user holds at least what anonymous clients hold ------------------------------
+
+@pytest.mark.parametrize("user", ["ci", "node1", "bob", "stranger", "auditor", "alice"])
+def test_a_logged_in_user_pulls_what_anonymous_clients_pull(user):
+    """anonymousPull globs are for anyone: a user who logged in (docker login) and has no rule
+    for public/** still pulls there, as an anonymous client does; it gets no push or delete
+    there from that, and nothing outside the globs. Before, such a user was refused."""
+    policy = Policy.from_document(POLICY)
+    rights = policy.repository_rights(user, "public/base")
+    assert "pull" in rights and policy.repository_rights(user, "public/a/b") >= {"pull"}
+    if user not in ("alice",):  # alice is an admin: everything everywhere
+        assert rights == {"pull"}
+    scopes = parse_scopes(["repository:public/base:pull,push,delete"])
+    assert policy.grant(user, scopes)[0]["actions"] == (["pull", "push", "delete"] if user == "alice" else ["pull"])
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(user=st.one_of(st.sampled_from(["ci", "node1", "bob", "stranger", "auditor", "alice"]),
+                      st.from_regex(grammar.USER_NAME_RE, fullmatch=True)),
+       anonymous=st.lists(st.sampled_from(["public/**", "**", "public/*", "*", "team/*/cache", "ci/app"]), max_size=3),
+       repository=st.lists(st.sampled_from(["public", "ci", "team", "x", "cache", "app"]), min_size=1,
+                           max_size=4).map("/".join))
+def test_property_logged_in_rights_include_the_anonymous_ones(user, anonymous, repository):
+    """For any user of the grammar, any anonymousPull globs and any repository: what a user
+    holds includes what an anonymous client holds, and logging in never adds the catalog by
+    itself."""
+    policy = Policy.from_document({**POLICY, "anonymous_pull": anonymous})
+    assert policy.repository_rights(user, repository) >= policy.repository_rights(None, repository)
+    assert policy.catalog_allowed(user) is (user in ("alice", "auditor"))

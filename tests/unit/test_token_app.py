@@ -124,6 +124,24 @@ def test_a_user_named_like_a_group_gets_no_group_rights(tmp_path):
         running.stop()
 
 
+def test_a_logged_in_user_pulls_the_anonymous_globs(service):
+    """bob, logged in, with no rule for public/**, gets the anonymous pull there on every flow
+    a client uses after docker login (GET with Basic credentials, POST password grant, POST
+    refresh-token grant): the same pull an anonymous client gets, never push."""
+    files, url = service
+    scope = "repository:public/base:pull,push"
+    wanted = [{"type": "repository", "name": "public/base", "actions": ["pull"]}]
+    basic = get_token(url, [scope], auth=("bob", USERS["bob"]), offline_token="true")
+    assert claims_of(files, basic.json()["token"])["access"] == wanted
+    password = post(url, grant_type="password", username="bob", password=USERS["bob"], scope=scope)
+    refresh = post(url, grant_type="refresh_token", refresh_token=basic.json()["refresh_token"], scope=scope)
+    for answer in (password, refresh):
+        assert answer.status_code == 200 and answer.json()["scope"] == "repository:public/base:pull"
+        assert claims_of(files, answer.json()["access_token"])["access"] == wanted
+    anonymous = get_token(url, [scope])
+    assert claims_of(files, anonymous.json()["token"])["access"] == wanted
+
+
 def test_wrong_service_and_account(service):
     """Another service, or an account other than the user, is refused with 400."""
     _, url = service
