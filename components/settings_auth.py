@@ -162,9 +162,9 @@ class AuthSettings:
             places += [(f"rules[{i}].{a}", getattr(rule, a)) for a in ("pull", "push", "delete")]
         for place, principals in places:
             for principal in principals:
-                if principal.startswith("@") and principal[1:] not in self.groups:
+                if principal.startswith(GROUP_PREFIX) and principal[1:] not in self.groups:
                     raise ValueError(f"auth: {place}: group '{principal[1:]}' is not defined; add it under auth.groups")
-                if users_configured and principal != EVERYONE and not principal.startswith("@") and principal not in known:
+                if users_configured and principal != EVERYONE and not principal.startswith(GROUP_PREFIX) and principal not in known:
                     raise ValueError(f"auth: {place}: '{principal}' is not a user; add it under users or remove it")
         for group, members in self.groups.items():
             for member in members:

@@ -24,8 +24,9 @@ authenticated user is matched only against user principals and group members. A 
 outside the user grammar (``token_service/names.py``: one starting with ``@`` among them, which
 the program refuses at preview) is no user at all and holds what anonymous clients hold, so a
 user literally named ``@ops`` never gets group ``ops``'s rights. Rights are the union over
-every rule whose glob matches; admins hold every right on every repository and the catalog. ``push`` includes ``pull``: distribution checks pull as well as push on every write
-(POST, PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
+every rule whose glob matches; admins hold every right on every repository and the catalog.
+``push`` includes ``pull``: distribution checks pull as well as push on every write (POST,
+PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
 (DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing
 else; every logged-in user holds that pull too, on top of its own rights: anyone may pull
 there, and a client that ran ``docker login`` sends its credentials on every pull.
@@ -52,11 +53,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from token_service.names import is_repository, is_user_name
+from token_service.names import GROUP_PREFIX, is_repository, is_user_name
 
 ACTIONS = ("pull", "push", "delete")
 EVERYONE = "*"
-GROUP_PREFIX = "@"
 SCOPE_MAX = 512  # characters in one scope; longer ones are ignored
 SCOPES_MAX = 32  # scopes in one request; the rest are ignored
 NAME_MAX = 255
