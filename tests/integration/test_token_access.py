@@ -373,6 +373,37 @@ def test_forged_tokens_are_refused(stack):
     assert accepted == []
 
 
+# Names the registry's grammar refuses, which the token service once signed for (issue 21).
+HOSTILE_NAMES = ["victim/../secret/app", "team/", "team/web:latest", "team//web", "team/./web", "Team/web",
+                 "localhost:5000/team/web", "team/web/", "team/web@sha256:" + "0" * 64]
+
+
+def test_names_outside_the_grammar_never_reach_a_token(stack):
+    """Through the realm the registry's challenge names: the admin (every right on every
+    repository) and dev (a 'team/**' rule) asking for the names distribution's grammar refuses
+    beside team/web get a token for team/web alone, which the registry accepts for its manifest;
+    a token asked for the refused names only carries no access and opens nothing (401)."""
+    registry, images, _, _ = stack
+    challenge = registry.session.get(registry.base + "/v2/team/web/manifests/latest", timeout=30)
+    realm = re.search(r'realm="([^"]*)"', challenge.headers["WWW-Authenticate"])[1]
+    path = "/v2/team/web/manifests/latest"
+    accept = {"Accept": oci.MEDIA_TYPE_MANIFEST}
+    for role in ("admin", "dev"):
+        hostile = [f"repository:{name}:pull,push,delete" for name in HOSTILE_NAMES]
+        reply = registry.session.get(realm, params={"service": SERVICE, "scope": hostile + ["repository:team/web:pull"]},
+                                     auth=credentials(role), timeout=30)
+        assert reply.status_code == 200, reply.text
+        token = reply.json()["token"]
+        assert jwt.decode(token, options={"verify_signature": False})["access"] == [
+            {"type": "repository", "name": "team/web", "actions": ["pull"]}]
+        good = registry.bearer(token, "GET", path, headers=accept)
+        assert good.status_code == 200 and good.content == images["team/web"]["manifest_bytes"]
+        empty = registry.session.get(realm, params={"service": SERVICE, "scope": hostile}, auth=credentials(role),
+                                     timeout=30).json()["token"]
+        assert jwt.decode(empty, options={"verify_signature": False})["access"] == []
+        assert registry.bearer(empty, "GET", path, headers=accept).status_code == 401
+
+
 def test_maintenance_client_fetches_scoped_tokens(stack):
     """The maintenance providers' RegistryClient works in token mode: it follows the bearer
     challenge, fetches one token per repository and action, lists, resolves and deletes within
