@@ -7,8 +7,11 @@ and ``\\d`` would accept other scripts' letters and digits, which the registry, 
 shells read differently. No pattern here admits a control character, white space, a quote,
 ``$``, a backtick, ``;``, ``{``, ``}``, ``#`` or ``%``.
 
-This module imports only the standard library and ``re2``: settings and the dynamic providers
-(which run in the engine's provider host) both import it.
+This module imports only the standard library, ``re2`` and ``token_service.names`` (standard
+library only): settings and the dynamic providers (which run in the engine's provider host) both
+import it. Repository names and user names are defined in ``token_service/names.py`` and
+re-exported here: the token service checks every name it signs with the same patterns, and
+its image holds only ``token_service/``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,21 @@ from typing import NamedTuple, Optional
 import re2
 
 # --- Named parts (distribution's reference grammar) --------------------------------------
-ALPHANUMERIC = r"[a-z0-9]+"
-SEPARATOR = r"(?:[._]|__|-+)"
-PATH_COMPONENT = rf"{ALPHANUMERIC}(?:{SEPARATOR}{ALPHANUMERIC})*"
+# The repository name's parts (and user names, below) come from token_service/names.py.
+from token_service.names import (  # noqa: F401 - re-exported: the one definition of these names
+    ALPHANUMERIC,
+    GROUP_PREFIX,
+    NAME_TOTAL_LENGTH_MAX,
+    PATH_COMPONENT,
+    REPOSITORY,
+    REPOSITORY_RE,
+    SEPARATOR,
+    USER_NAME,
+    USER_NAME_RE,
+    is_repository,
+    is_user_name,
+)
+
 DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 DOMAIN = rf"{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*(?::[0-9]{{1,5}})?"
 TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
@@ -31,12 +46,9 @@ DIGEST = r"sha256:[a-f0-9]{64}"
 # tags derived from its digest: cosign's `sha256-<hex>.sig`, `.att` and `.sbom`, and the OCI
 # referrers tag schema's `sha256-<hex>` (an index listing the artifacts; cosign 3, oras).
 ATTACHMENT_TAG = r"(?P<algorithm>sha256)-(?P<hex>[a-f0-9]{64})(?:\.(?P<kind>sig|att|sbom))?"
-REPOSITORY = rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*"
 # An image as a Docker engine pulls it: [domain/]repository[:tag][@digest].
 IMAGE_REFERENCE = rf"(?:{DOMAIN}/)?{REPOSITORY}(?::{TAG})?(?:@{DIGEST})?"
 IMAGE_REFERENCE_PARTS = rf"(?P<name>(?:{DOMAIN}/)?{REPOSITORY})(?::(?P<tag>{TAG}))?(?:@(?P<digest>{DIGEST}))?"
-# distribution refuses a repository name (with its domain) over 255 characters.
-NAME_TOTAL_LENGTH_MAX = 255
 
 # --- Other kinds of value ------------------------------------------------------------------
 DNS_LABEL = r"(?:[a-z0-9]|[a-z0-9][a-z0-9-]{0,61}[a-z0-9])"
@@ -44,9 +56,6 @@ DNS_NAME = rf"{DNS_LABEL}(?:\.{DNS_LABEL})*"
 DNS_NAME_LENGTH_MAX = 253
 # Names of Docker objects (containers, volumes, networks) and of trust targets.
 DOCKER_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}"
-# Registry user names: printable ASCII without ':' (Basic auth splits on it), white space,
-# quotes, '\\', or a leading '#' (htpasswd readers take such a line for a comment).
-USER_NAME = r"[A-Za-z0-9_.@+-][A-Za-z0-9_.@+-]{0,63}"
 DURATION = r"(?P<amount>[0-9]{1,6}(?:\.[0-9]{1,3})?)(?P<unit>[hdw])"
 # Docker engine addresses the program connects to.
 DOCKER_HOST = (
@@ -64,7 +73,6 @@ OBJECT_PATH = r"(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){1,16}"
 # are alphanumeric). The values go into YAML written by a library.
 CREDENTIAL = r"[A-Za-z0-9_.~+/=@:,-]{1,256}"
 
-REPOSITORY_RE = re.compile(REPOSITORY)
 TAG_RE = re.compile(TAG)
 DIGEST_RE = re.compile(DIGEST)
 ATTACHMENT_TAG_RE = re.compile(ATTACHMENT_TAG)
@@ -72,7 +80,6 @@ IMAGE_REFERENCE_RE = re.compile(IMAGE_REFERENCE)
 IMAGE_REFERENCE_PARTS_RE = re.compile(IMAGE_REFERENCE_PARTS)
 DNS_NAME_RE = re.compile(DNS_NAME)
 DOCKER_NAME_RE = re.compile(DOCKER_NAME)
-USER_NAME_RE = re.compile(USER_NAME)
 DURATION_RE = re.compile(DURATION)
 DOCKER_HOST_RE = re.compile(DOCKER_HOST)
 S3_BUCKET_RE = re.compile(S3_BUCKET)
@@ -86,11 +93,6 @@ CREDENTIAL_RE = re.compile(CREDENTIAL)
 ACCESS_GLOB_SEGMENT = r"(?:\*\*|[a-z0-9*][a-z0-9._*-]{0,127})"
 ACCESS_GLOB = rf"{ACCESS_GLOB_SEGMENT}(?:/{ACCESS_GLOB_SEGMENT})*"
 ACCESS_GLOB_RE = re.compile(ACCESS_GLOB)
-
-def is_repository(value: object) -> bool:
-    """A repository name as distribution accepts it (path components, at most 255 characters)."""
-    return isinstance(value, str) and len(value) <= NAME_TOTAL_LENGTH_MAX and REPOSITORY_RE.fullmatch(value) is not None
-
 
 def is_tag(value: object) -> bool:
     """A tag: ASCII letters, digits, '_', '.', '-', not starting with '.' or '-', at most 128."""
@@ -165,11 +167,6 @@ def is_dns_name(value: object) -> bool:
 def is_docker_name(value: object) -> bool:
     """A Docker object name: a letter or digit, then letters, digits, '_', '.', '-' (128 at most)."""
     return isinstance(value, str) and DOCKER_NAME_RE.fullmatch(value) is not None
-
-
-def is_user_name(value: object) -> bool:
-    """A registry user name (see ``USER_NAME``)."""
-    return isinstance(value, str) and USER_NAME_RE.fullmatch(value) is not None
 
 
 def is_access_glob(value: object) -> bool:

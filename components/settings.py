@@ -87,6 +87,12 @@ _CA_CN_SUFFIX = " CA"
 _LAST_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 # A hundred years: longer lifetimes or ages are typos, and timedelta arithmetic stays in range.
 HOURS_MAX = 876_000
+# A user name starting with '@' would read as a group reference in access rules ('@group').
+_GROUP_LIKE_USER = (
+    "user name {name} starts with '@', which access rules (auth.rules, auth.admins, auth.catalog) read as "
+    "a group reference ('@group'): rename the user so it starts with a letter, digit, '_', '.', '+' or '-' "
+    "('@' may follow later, as in 'ops@example.com'), and give a group's rights through auth.groups"
+)
 
 
 class SettingsError(ValueError):
@@ -184,9 +190,11 @@ def _keep_pattern(pattern: str) -> str:
 
 
 def _user_name(name: str) -> str:
+    if name.startswith(grammar.GROUP_PREFIX):
+        raise ValueError(_GROUP_LIKE_USER.format(name=_shown(name)))
     if not grammar.is_user_name(name):
         raise ValueError(
-            f"user name {_shown(name)} is not allowed: ASCII letters, digits, '_', '.', '@', '+', '-', "
+            f"user name {_shown(name)} is not allowed: ASCII letters, digits, '_', '.', '@' (not first), '+', '-', "
             "1 to 64 characters; no ':', spaces, quotes, '#' or control characters "
             "(htpasswd and HTTP Basic auth split on ':', and a line starting with '#' is a comment)"
         )
@@ -563,9 +571,11 @@ class Settings:
     @field_validator("default_user")
     @classmethod
     def _default_user(cls, value: str) -> str:
+        if value.startswith(grammar.GROUP_PREFIX):
+            raise ValueError(_GROUP_LIKE_USER.format(name=_shown(value)))
         if not grammar.is_user_name(value):
             raise ValueError("must be a user name without ':', spaces, quotes, '#' or control characters "
-                             "(ASCII letters, digits, '_', '.', '@', '+', '-')")
+                             "(ASCII letters, digits, '_', '.', '@' (not first), '+', '-')")
         return value
 
     @field_validator("name_prefix")

@@ -32,7 +32,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
-from components.grammar import is_access_glob, is_user_name
+from components.grammar import GROUP_PREFIX, is_access_glob, is_user_name
 
 # bcrypt cost in token mode: the password is checked once per login (docker) or once per
 # token lifetime per client (credential cache), not on every request; see the README.
@@ -52,10 +52,11 @@ def _shown(value: str) -> str:
 
 # Each name and glob is checked on its own, so a refusal names its index (auth.rules[0].pull[1]).
 def _principal(value: str) -> str:
-    name = value[1:] if value.startswith("@") else value
+    name = value[len(GROUP_PREFIX):] if value.startswith(GROUP_PREFIX) else value
     if value != EVERYONE and not is_user_name(name):
         raise ValueError(
-            f"{_shown(value)} is not a user name, '@group' or '*' (user names: letters, digits, '_', '.', '@', '+', '-')"
+            f"{_shown(value)} is not a user name, '@group' or '*' (user and group names: letters, digits, '_', '.', "
+            "'+', '-', and '@' after the first character)"
         )
     return value
 
@@ -70,12 +71,19 @@ def _glob(value: str) -> str:
 
 
 def _group_name(value: str) -> str:
+    if value.startswith(GROUP_PREFIX):
+        raise ValueError(f"group name {_shown(value)} starts with '@': name the group without it "
+                         "(rules then refer to it as '@name')")
     if not is_user_name(value):
-        raise ValueError(f"group name {_shown(value)} must be letters, digits, '_', '.', '@', '+', '-'")
+        raise ValueError(f"group name {_shown(value)} must be letters, digits, '_', '.', '+', '-', "
+                         "and '@' after the first character")
     return value
 
 
 def _member(value: str) -> str:
+    if value.startswith(GROUP_PREFIX):
+        raise ValueError(f"{_shown(value)} is a group reference, and groups hold users only: "
+                         "list that group's users instead")
     if not is_user_name(value):
         raise ValueError(f"{_shown(value)} is not a user name")
     return value
@@ -144,9 +152,9 @@ class AuthSettings:
             places += [(f"rules[{i}].{a}", getattr(rule, a)) for a in ("pull", "push", "delete")]
         for place, principals in places:
             for principal in principals:
-                if principal.startswith("@") and principal[1:] not in self.groups:
+                if principal.startswith(GROUP_PREFIX) and principal[1:] not in self.groups:
                     raise ValueError(f"auth: {place}: group '{principal[1:]}' is not defined; add it under auth.groups")
-                if users_configured and principal != EVERYONE and not principal.startswith("@") and principal not in known:
+                if users_configured and principal != EVERYONE and not principal.startswith(GROUP_PREFIX) and principal not in known:
                     raise ValueError(f"auth: {place}: '{principal}' is not a user; add it under users or remove it")
         for group, members in self.groups.items():
             for member in members:

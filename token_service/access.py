@@ -18,33 +18,50 @@ Policy document (``version`` 1)::
       "catalog": ["@ops"]
     }
 
-Principals: a user name, ``@group``, or ``*`` (every authenticated user). Rights are the union
-over every rule whose glob matches; admins hold every right on every repository and the
-catalog. ``push`` includes ``pull``: distribution checks pull as well as push on every write
-(POST, PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
-(DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing else.
+Principals: a user name, ``@group``, or ``*`` (every authenticated user), kept apart by kind
+(:class:`Principals`): ``@name`` is only ever the group ``name``, never a user, and the
+authenticated user is matched only against user principals and group members. A user name
+outside the user grammar (``token_service/names.py``: one starting with ``@`` among them, which
+the program refuses at preview) is no user at all and holds what anonymous clients hold, so a
+user literally named ``@ops`` never gets group ``ops``'s rights. Rights are the union over
+every rule whose glob matches; admins hold every right on every repository and the catalog.
+``push`` includes ``pull``: distribution checks pull as well as push on every write (POST,
+PUT, PATCH), so a push right without pull could not push. ``delete`` stands alone
+(DELETE needs only it). Anonymous clients hold pull on ``anonymous_pull`` globs and nothing
+else; every logged-in user holds that pull too, on top of its own rights: anyone may pull
+there, and a client that ran ``docker login`` sends its credentials on every pull.
 
 Repository globs, matched against the whole name, segment by segment (``/`` separates):
 ``**`` as a whole segment matches one or more segments; ``*`` inside a segment matches any
 characters except ``/``; every other character matches itself. ``team/**`` matches
-``team/app`` and ``team/a/b``, not ``team``; ``**`` matches every repository.
+``team/app`` and ``team/a/b``, not ``team``; ``**`` matches every repository. Only names of
+the repository grammar (``token_service/names.py``, which ``components/grammar.py`` re-exports)
+are matched at all: a name with an empty segment (``team/``, ``a//b``), ``..``, a tag or any
+other character outside the grammar matches no glob and holds no right.
 
 Scopes (distribution's token spec): ``repository[(class)]:NAME:ACTIONS`` and
 ``registry:catalog:*``. A grant is the requested actions intersected with the rights held; a
-requested ``*`` on a repository is answered with the rights held, never with ``*``.
+requested ``*`` on a repository is answered with the rights held, never with ``*``. A scope
+the service cannot grant (malformed, or naming something outside the grammar) is left out of
+the token's ``access``, as the spec has it for any scope not held: the request still gets a
+token for the others, never a 4xx for the whole request.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from token_service.names import GROUP_PREFIX, is_repository, is_user_name
+
 ACTIONS = ("pull", "push", "delete")
 EVERYONE = "*"
-GROUP_PREFIX = "@"
 SCOPE_MAX = 512  # characters in one scope; longer ones are ignored
 SCOPES_MAX = 32  # scopes in one request; the rest are ignored
 NAME_MAX = 255
+# The spec's resourcetype: a lowercase word, optionally a (deprecated, ignored) class in brackets.
+RESOURCE_TYPE_RE = re.compile(r"(?P<type>[a-z0-9]+)(?:\([a-z0-9]+\))?")
 
 
 class PolicyError(ValueError):
@@ -75,7 +92,10 @@ def _segment_match(pattern: str, text: str) -> bool:
 
 
 def glob_match(glob: str, name: str) -> bool:
-    """Whether repository ``name`` matches ``glob`` (see the module docstring)."""
+    """Whether repository ``name`` matches ``glob`` (see the module docstring). A name outside
+    the repository grammar (an empty segment among them) matches nothing."""
+    if not is_repository(name):
+        return False
     gsegs = glob.split("/")
     nsegs = name.split("/")
     # reach[j]: the glob's first i segments can match the name's first j segments.
@@ -112,7 +132,10 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
 
     Malformed entries are dropped (no grant for them), never an error: a token request with an
     odd scope still gets a token for the scopes that parse. A resource class
-    (``repository(plugin):...``) is dropped from the type, as distribution 2.8 ignores it.
+    (``repository(plugin):...``) is dropped from the type, as distribution ignores it. A
+    ``repository`` scope whose name is outside the repository grammar (``a/../b``, ``team/``,
+    ``app:latest``, upper case, over 255 characters) and a ``registry`` scope for anything but
+    ``catalog`` are dropped too: a token never names them.
     """
     scopes: list[Scope] = []
     for value in values:
@@ -125,13 +148,25 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
             name, sep2, actions = rest.rpartition(":")
             if not (sep1 and sep2 and rtype and name and actions):
                 continue
-            if "(" in rtype:
-                rtype = rtype.split("(", 1)[0]
-            if len(name) > NAME_MAX:
+            typed = RESOURCE_TYPE_RE.fullmatch(rtype)
+            if typed is None:
+                continue
+            rtype = typed["type"]
+            if len(name) > NAME_MAX or not _grantable(rtype, name):
                 continue
             wanted = tuple(dict.fromkeys(a for a in actions.split(",") if a))
             scopes.append(Scope(rtype, name, wanted))
     return scopes
+
+
+def _grantable(rtype: str, name: str) -> bool:
+    """Whether a scope of type ``rtype`` on ``name`` could be granted at all: a repository of the
+    grammar, or the registry's catalog. Other types are kept (and granted nothing)."""
+    if rtype == "repository":
+        return is_repository(name)
+    if rtype == "registry":
+        return name == "catalog"
+    return True
 
 
 def _strings(value: object, where: str) -> list[str]:
@@ -141,9 +176,31 @@ def _strings(value: object, where: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Principals:
+    """Principals by kind: ``everyone`` (``*``), user names and group names (``@group`` without
+    the ``@``). A value starting with ``@`` is only ever a group."""
+
+    everyone: bool = False
+    users: frozenset = frozenset()
+    groups: frozenset = frozenset()
+
+    @classmethod
+    def parse(cls, values: Iterable[str]) -> "Principals":
+        everyone, users, groups = False, set(), set()
+        for value in values:
+            if value == EVERYONE:
+                everyone = True
+            elif value.startswith(GROUP_PREFIX):
+                groups.add(value[len(GROUP_PREFIX):])
+            else:
+                users.add(value)
+        return cls(everyone, frozenset(users), frozenset(groups))
+
+
+@dataclass(frozen=True)
 class Rule:
     repositories: tuple[str, ...]
-    rights: dict = field(hash=False)  # action -> frozenset of principals
+    rights: dict = field(hash=False)  # action -> Principals
 
 
 @dataclass(frozen=True)
@@ -151,10 +208,10 @@ class Policy:
     """A parsed policy document; build with :meth:`from_document`."""
 
     groups: dict = field(hash=False)  # group -> frozenset of users
-    admins: frozenset
+    admins: Principals
     rules: tuple
     anonymous_pull: tuple
-    catalog: frozenset
+    catalog: Principals
 
     @classmethod
     def from_document(cls, doc: object) -> "Policy":
@@ -176,46 +233,48 @@ class Policy:
             if not isinstance(rule, dict) or set(rule) - {"repositories", *ACTIONS}:
                 raise PolicyError(f"rules[{i}] must be an object with repositories, pull, push, delete")
             globs = tuple(_strings(rule.get("repositories"), f"rules[{i}].repositories"))
-            rights = {a: frozenset(_strings(rule.get(a, []), f"rules[{i}].{a}")) for a in ACTIONS}
+            rights = {a: Principals.parse(_strings(rule.get(a, []), f"rules[{i}].{a}")) for a in ACTIONS}
             rules.append(Rule(globs, rights))
         policy = cls(
             groups=groups,
-            admins=frozenset(_strings(doc.get("admins", []), "admins")),
+            admins=Principals.parse(_strings(doc.get("admins", []), "admins")),
             rules=tuple(rules),
             anonymous_pull=tuple(_strings(doc.get("anonymous_pull", []), "anonymous_pull")),
-            catalog=frozenset(_strings(doc.get("catalog", []), "catalog")),
+            catalog=Principals.parse(_strings(doc.get("catalog", []), "catalog")),
         )
-        for principal in policy._principals():
-            if principal.startswith(GROUP_PREFIX) and principal[1:] not in groups:
-                raise PolicyError(f"group {principal[1:]!r} is used but not defined in groups")
+        for principals in policy._principals():
+            for group in sorted(principals.groups - set(groups)):
+                raise PolicyError(f"group {group!r} is used but not defined in groups")
         return policy
 
-    def _principals(self) -> Iterable[str]:
-        yield from self.admins
-        yield from self.catalog
+    def _principals(self) -> Iterable[Principals]:
+        yield self.admins
+        yield self.catalog
         for rule in self.rules:
-            for members in rule.rights.values():
-                yield from members
+            yield from rule.rights.values()
 
-    def _holds(self, user: str, principals: frozenset) -> bool:
-        if EVERYONE in principals or user in principals:
+    def _holds(self, user: Optional[str], principals: Principals) -> bool:
+        """Whether ``user`` is one of ``principals``: only a name of the user grammar is a user."""
+        if not is_user_name(user):
+            return False
+        if principals.everyone or user in principals.users:
             return True
-        return any(
-            p.startswith(GROUP_PREFIX) and user in self.groups.get(p[1:], ()) for p in principals
-        )
+        return any(user in self.groups.get(group, ()) for group in principals.groups)
 
     def is_admin(self, user: Optional[str]) -> bool:
-        return user is not None and self._holds(user, self.admins)
+        return self._holds(user, self.admins)
 
     def repository_rights(self, user: Optional[str], repository: str) -> frozenset:
-        """Actions ``user`` (None: anonymous) holds on ``repository``."""
-        if user is None:
-            if any(glob_match(g, repository) for g in self.anonymous_pull):
-                return frozenset({"pull"})
+        """Actions ``user`` (None: anonymous) holds on ``repository``; none on a name outside
+        the repository grammar."""
+        if not is_repository(repository):
             return frozenset()
+        anonymous = {"pull"} if any(glob_match(g, repository) for g in self.anonymous_pull) else set()
+        if not is_user_name(user):  # anonymous, or a name that is no user's (see the module docstring)
+            return frozenset(anonymous)
         if self.is_admin(user):
             return frozenset(ACTIONS)
-        held = set()
+        held = set(anonymous)  # anyone may pull the anonymous globs, logged in or not
         for rule in self.rules:
             if any(glob_match(g, repository) for g in rule.repositories):
                 held.update(a for a in ACTIONS if self._holds(user, rule.rights[a]))
@@ -225,13 +284,13 @@ class Policy:
 
     def catalog_allowed(self, user: Optional[str]) -> bool:
         """Whether ``user`` may list the catalog (anonymous clients never may)."""
-        return user is not None and (self.is_admin(user) or self._holds(user, self.catalog))
+        return self.is_admin(user) or self._holds(user, self.catalog)
 
     def grant(self, user: Optional[str], scopes: Iterable[Scope]) -> list[dict]:
         """The token's ``access`` claim: per scope, the requested actions the user holds."""
         access: dict[tuple[str, str], list[str]] = {}
         for scope in scopes:
-            if scope.type == "repository":
+            if scope.type == "repository" and is_repository(scope.name):
                 held = self.repository_rights(user, scope.name)
                 wanted = ACTIONS if "*" in scope.actions else scope.actions
                 actions = [a for a in wanted if a in held]

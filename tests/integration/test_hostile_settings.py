@@ -329,7 +329,7 @@ def test_random_spoiled_stacks_are_refused_naming_the_setting(baseline, key, raw
     settings error naming that setting; never a traceback."""
     if key == "users":
         name = data.draw(_spoiled(_user))
-        assume(not grammar.is_user_name(name))  # '@' around a name is still a name
+        assume(not grammar.is_user_name(name))  # '@' after a name is still a name
         raw["users"] = {name: PASSWORD}
     else:
         raw[key] = [data.draw(_spoiled(_host if key == "hosts" else _ip))]

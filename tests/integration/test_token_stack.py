@@ -1,7 +1,8 @@
 """Token mode as the program deploys it (the default): nginx (TLS) in front of the registry
 (``auth.token``) and the token service built from token_service/, with least-privilege rules
 like stacks/Pulumi.prod.example.yaml's. Real pushes and pulls with skopeo through the realm on
-the registry's own TLS name; maintenance's client with scoped tokens; the token endpoint's
+the registry's own TLS name; a logged-in docker client pulling the anonymousPull globs;
+maintenance's client with scoped tokens; the token endpoint's
 per-address rate limit and the service's throttle of failed logins; read-only GC's stand-by trusting the same token certificate; and what
 a password check (login) costs at the default bcrypt cost against a refresh-token grant."""
 
@@ -18,12 +19,14 @@ import requests
 from components import docker_exec
 from components.registry_api import RegistryAuthError, RegistryClient
 from tests.support import oci
+from tests.support.clients import DockerClient, Identity, SkopeoClient, docker_trust
 from tests.support.deploy import live_stack
 
 USERS = {"admin": "admin-password-0123456789", "ci": "ci-password-0123456789ab", "node": "node-password-0123456789"}
 AUTH = {
     "admins": ["admin"],
     "rules": [{"repositories": ["ci/**"], "push": ["ci"]}, {"repositories": ["**"], "pull": ["node"]}],
+    "anonymousPull": ["public/**"],
     "rateLimitPerSecond": 2,
     "rateLimitBurst": 5,
 }
@@ -87,6 +90,51 @@ def test_least_privilege_through_the_realm(stack, tmp_path):
         refused = skopeo(live, "copy", certs, "--dest-creds", f"{user}:{USERS[user]}", f"oci:{layout}:v1",
                          f"docker://{live.address}/{target}")
         assert refused.returncode != 0 and ("unauthorized" in refused.stderr.lower() or "denied" in refused.stderr.lower()), refused.stderr
+
+
+def test_logged_in_clients_pull_what_anyone_may(stack, tmp_path):
+    """anonymousPull is for anyone: ci, logged in with `docker login` and holding no rule for
+    public/**, pulls public/base with docker (which then sends its credentials on every pull)
+    and with skopeo given its credentials, the same image an anonymous docker client pulls;
+    its push there is still refused. Before, every logged-in client was refused the pull."""
+    live, _ = stack
+    with docker_trust(live.address, live.ca_file):
+        admin = DockerClient(tmp_path / "admin", live.address, live.cert_dir)
+        ci = DockerClient(tmp_path / "ci", live.address, live.cert_dir)
+        anonymous = DockerClient(tmp_path / "anonymous", live.address, live.cert_dir)
+        try:
+            ref = admin.ref("public/base", "v1")
+            assert admin.build(ref, f"public-{time.time_ns()}").ok
+            assert admin.login(Identity("admin", "admin", USERS["admin"])).ok
+            pushed = admin.push(ref)
+            assert pushed.ok, str(pushed)
+            digest = admin.content_digest(ref)
+            time.sleep(3)  # stay under the token endpoint's rate limit (2/s, burst 5)
+            login = ci.login(Identity("ci", "ci", USERS["ci"]))
+            assert login.ok, str(login)
+            pulled = ci.pull(ref)
+            assert pulled.ok, str(pulled)
+            assert digest is not None and ci.content_digest(ref) == digest
+            time.sleep(2)
+            assert ci.build(ref.replace(":v1", ":v2"), f"ci-{time.time_ns()}").ok
+            refused = ci.push(ref.replace(":v1", ":v2"))
+            assert refused.denied, str(refused)
+            time.sleep(2)
+            control = anonymous.pull(ref)
+            assert control.ok and anonymous.content_digest(ref) == digest, str(control)
+        finally:
+            for client in (admin, ci, anonymous):
+                client.cleanup()
+    time.sleep(2)
+    skopeo_ci = SkopeoClient(tmp_path / "skopeo", live.address, live.cert_dir)
+    try:
+        assert skopeo_ci.login(Identity("ci", "ci", USERS["ci"])).ok
+        pulled = skopeo_ci.pull(ref)
+        assert pulled.ok, str(pulled)
+        assert skopeo_ci.content_digest(ref) == digest
+    finally:
+        skopeo_ci.cleanup()
+    time.sleep(3)  # let the rate limit's bucket refill for the next tests
 
 
 def test_maintenance_client_through_nginx(stack):

@@ -93,3 +93,28 @@ def test_attachment_tags_name_their_subject_and_kind_and_nothing_else_matches():
     for tag in (f"sha256-{hexes[:-1]}.sig", f"sha256-{hexes.upper()}.sig", f"sha256-{hexes}.sigx",
                 f"sha256-{hexes}.txt", f"sha512-{hexes}.sig", f"v1-sha256-{hexes}", "latest", None, 3):
         assert g.parse_attachment_tag(tag) is None, tag
+
+
+def test_the_token_service_checks_names_with_this_grammar():
+    """The repository and user name patterns the token service checks are the very objects this
+    grammar exports (defined once, in token_service/names.py, which the token image ships and
+    its Dockerfile copies), not a copy that could drift."""
+    from pathlib import Path
+
+    from token_service import access, names
+
+    assert g.REPOSITORY_RE is names.REPOSITORY_RE and g.is_repository is names.is_repository
+    assert g.USER_NAME_RE is names.USER_NAME_RE and g.is_user_name is names.is_user_name
+    assert access.is_repository is g.is_repository
+    dockerfile = (Path(__file__).resolve().parents[2] / "token_service" / "Dockerfile").read_text()
+    copied = next(line for line in dockerfile.splitlines() if line.endswith("/app/token_service/")).split()[1:-1]
+    modules = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "token_service").glob("*.py"))
+    assert sorted(copied) == modules
+
+
+def test_a_user_name_never_starts_with_the_group_prefix():
+    """'@' starts a group reference in access rules, so no user name starts with it; '@' later
+    in a name (an e-mail address) is allowed."""
+    assert g.GROUP_PREFIX == "@"
+    assert not g.is_user_name("@ops") and not g.is_user_name("@") and not g.is_user_name("@@ops")
+    assert g.is_user_name("ops@example.com") and g.is_user_name("ops@")

@@ -35,6 +35,7 @@ def test_rules_become_the_policy():
     assert policy.repository_rights("ci", "prod/x") == set()
     assert policy.repository_rights("node", "prod/x") == {"pull"}
     assert policy.repository_rights(None, "public/x") == {"pull"}
+    assert policy.repository_rights("ci", "public/x") == {"pull"}  # anonymousPull is for anyone
     assert policy.catalog_allowed("node") and not policy.catalog_allowed("ci")
     locked = Policy.from_document(settings(users=USERS, auth={"rules": []}).auth.policy_document())
     assert locked.repository_rights("alice", "x") == set() and not locked.catalog_allowed("alice")
@@ -52,6 +53,9 @@ def test_rules_become_the_policy():
         ({"admins": ["a b"]}, "auth.admins", "not a user name"),
         ({"anonymousPull": ["../x"]}, "auth.anonymousPull", "not a repository glob"),
         ({"groups": {"ops": ["ghost"]}}, "auth", "groups.ops: 'ghost' is not a user"),
+        ({"groups": {"@ops": ["alice"]}}, "auth.groups", "starts with '@': name the group without it"),
+        ({"groups": {"ops": ["alice"], "all": ["@ops"]}}, "auth.groups", "groups hold users only"),
+        ({"admins": ["@@ops"]}, "auth.admins", "not a user name, '@group' or '*'"),
         ({"mode": "basic", "rules": []}, "auth", "need auth.mode token"),
         ({"tokenLifetimeSeconds": 10}, "auth.tokenLifetimeSeconds", ""),
         ({"rateLimitPerSecond": 0}, "auth.rateLimitPerSecond", ""),
@@ -65,6 +69,31 @@ def test_bad_auth_settings_are_refused(auth, where, fix):
     with pytest.raises(SettingsError) as info:
         settings(users=USERS, auth=auth)
     assert f"private-registry:{where}" in str(info.value) and fix in str(info.value)
+
+
+@pytest.mark.parametrize("raw,where", [
+    ({"users": {**USERS, "@ops": "o" * 20}}, "users.@ops"),
+    ({"defaultUser": "@ops"}, "defaultUser"),
+    ({"users": {**USERS, "@": "o" * 20}}, "users.@"),
+])
+def test_a_user_named_like_a_group_is_refused_at_preview(raw, where):
+    """A user name starting with '@' would read as a group in access rules ('@ops' got group
+    ops's rights): refused before any resource, naming the setting and the fix, even where no
+    rule names a group; '@' later in a name stays allowed."""
+    with pytest.raises(SettingsError) as info:
+        settings(**raw, auth={"groups": {"ops": ["alice"]}, "admins": ["@ops"]} if "users" in raw else {})
+    message = str(info.value)
+    assert f"private-registry:{where}: user name '@" in message and "starts with '@'" in message
+    assert "rename the user so it starts with a letter, digit" in message
+
+
+def test_a_user_with_at_after_the_first_character_is_no_group():
+    """'ops@example.com' is a user name, and holds only what rules give it: not group ops's rights."""
+    s = settings(users={"alice": "a" * 20, "ops@example.com": "o" * 20},
+                 auth={"groups": {"ops": ["alice"]}, "admins": ["@ops"], "rules": []})
+    policy = Policy.from_document(s.auth.policy_document())
+    assert policy.repository_rights("alice", "x") == {"pull", "push", "delete"}
+    assert policy.repository_rights("ops@example.com", "x") == set()
 
 
 def test_prod_example_is_least_privilege():

@@ -76,6 +76,72 @@ def test_anonymous_and_bad_credentials(service):
     assert bad_header.status_code == 401
 
 
+# Names the token service once signed for (issue 21), each beside a name it must still grant.
+HOSTILE_NAMES = ["victim/../secret/app", "bob/", "bob/app:latest", "bob//app", "bob/./app", "Bob/app",
+                 "localhost:5000/bob/app", "bob/app@sha256:" + "a" * 64]
+
+
+def test_names_outside_the_grammar_are_left_out_of_the_token(service):
+    """GET and POST (password and refresh grants) asking for names the registry's grammar
+    refuses, as the admin who holds every right: 200 with a token whose access (and the POST
+    answer's ``scope``) holds only the well-formed scope of the same request, never a 4xx for
+    the whole request and never a hostile name."""
+    files, url = service
+    scopes = [f"repository:{name}:pull,push" for name in HOSTILE_NAMES] + ["repository:bob/app:pull"]
+    wanted = [{"type": "repository", "name": "bob/app", "actions": ["pull"]}]
+    reply = get_token(url, scopes, auth=("alice", USERS["alice"]), offline_token="true")
+    assert reply.status_code == 200, reply.text
+    assert claims_of(files, reply.json()["token"])["access"] == wanted
+    password = post(url, grant_type="password", username="alice", password=USERS["alice"], scope=" ".join(scopes))
+    refresh = post(url, grant_type="refresh_token", refresh_token=reply.json()["refresh_token"], scope=" ".join(scopes))
+    for answer in (password, refresh):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["scope"] == "repository:bob/app:pull"
+        assert claims_of(files, answer.json()["access_token"])["access"] == wanted
+    for name in HOSTILE_NAMES:
+        alone = get_token(url, [f"repository:{name}:pull"], auth=("alice", USERS["alice"]))
+        assert alone.status_code == 200 and claims_of(files, alone.json()["token"])["access"] == [], name
+
+
+def test_a_user_named_like_a_group_gets_no_group_rights(tmp_path):
+    """A user literally named '@ops' in the htpasswd file (the program refuses such a name at
+    preview; this one arrives anyway) logs in, but its tokens carry only the anonymous pull,
+    never group ops's admin rights or the catalog, while ops's member alice gets them."""
+    users = {"alice": USERS["alice"], "@ops": "group-like-password-0001"}
+    policy = {"version": 1, "groups": {"ops": ["alice"]}, "admins": ["@ops"], "rules": [],
+              "anonymous_pull": ["public/**"], "catalog": ["@ops"]}
+    files = token_files(tmp_path, users, policy)
+    running = serve(files)
+    try:
+        scopes = ["repository:prod/app:pull,push,delete", "registry:catalog:*", "repository:public/base:pull"]
+        impostor = get_token(running.url, scopes, auth=("@ops", users["@ops"]))
+        assert impostor.status_code == 200, impostor.text
+        assert claims_of(files, impostor.json()["token"])["access"] == [
+            {"type": "repository", "name": "public/base", "actions": ["pull"]}]
+        member = get_token(running.url, scopes, auth=("alice", users["alice"]))
+        assert len(claims_of(files, member.json()["token"])["access"]) == 3
+    finally:
+        running.stop()
+
+
+def test_a_logged_in_user_pulls_the_anonymous_globs(service):
+    """bob, logged in, with no rule for public/**, gets the anonymous pull there on every flow
+    a client uses after docker login (GET with Basic credentials, POST password grant, POST
+    refresh-token grant): the same pull an anonymous client gets, never push."""
+    files, url = service
+    scope = "repository:public/base:pull,push"
+    wanted = [{"type": "repository", "name": "public/base", "actions": ["pull"]}]
+    basic = get_token(url, [scope], auth=("bob", USERS["bob"]), offline_token="true")
+    assert claims_of(files, basic.json()["token"])["access"] == wanted
+    password = post(url, grant_type="password", username="bob", password=USERS["bob"], scope=scope)
+    refresh = post(url, grant_type="refresh_token", refresh_token=basic.json()["refresh_token"], scope=scope)
+    for answer in (password, refresh):
+        assert answer.status_code == 200 and answer.json()["scope"] == "repository:public/base:pull"
+        assert claims_of(files, answer.json()["access_token"])["access"] == wanted
+    anonymous = get_token(url, [scope])
+    assert claims_of(files, anonymous.json()["token"])["access"] == wanted
+
+
 def test_wrong_service_and_account(service):
     """Another service, or an account other than the user, is refused with 400."""
     _, url = service
