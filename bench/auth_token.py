@@ -86,6 +86,7 @@ from auth_cost import CONCURRENCY, ab, htpasswd_at
 from common import (
     AUTH_MODES,
     LABEL,
+    RESULTS_DIR,
     PORT,
     REGISTRY_VERSION,
     MiB,
@@ -737,7 +738,7 @@ def flood_benchmark(bench: Bench, rounds: int, seconds: float, connections: int,
 
 GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 DEBUG_URL = "http://127.0.0.1:5001/debug/pprof/profile?seconds={seconds}"
-PROFILES_DIR = Path(__file__).resolve().parent / "results" / "profiles"
+PROFILES_DIR = RESULTS_DIR / "profiles"
 
 
 def pprof_top(profile: Path, *flags: str, nodecount: int = 30) -> list[str]:

@@ -83,7 +83,9 @@ from tests.support.ports import free_port  # noqa: E402,F401
 AUTH_MODES = importlib.util.find_spec("components.settings_auth") is not None
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+# Where results go: bench/results, or BENCH_RESULTS_DIR (run_all.py --quick: a scratch folder,
+# so a check that the scripts work keeps no figures).
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results")
 TUTORIAL_DIR = BENCH_DIR / "tutorial"
 LABEL = {"private-registry.bench": "1"}
 USER = "bench"

@@ -5,6 +5,10 @@ bench/results/chart.png from their JSON results.
     .venv/bin/python bench/run_all.py --report    # only rebuild the report from results/*.json
     .venv/bin/python bench/run_all.py --quick     # short settings, to check the scripts work
 
+``--quick`` (what .ci/run runs) also runs bench/deletion/run.py with 10 tags, and keeps no
+figures: results go to a scratch folder (``BENCH_RESULTS_DIR``), removed afterwards; the
+report is built from them there, so that step is checked too.
+
 Not part of the test suite: figures depend on the machine and on what else runs on it.
 """
 
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,17 +36,28 @@ QUICK = {
 }
 
 
-def run_benchmarks(quick: bool) -> None:
+# The deletion benchmark (bench/deletion/README.md) in --quick: a few tags, one round, no JSON.
+DELETION_QUICK = ["--tags", "10", "--rounds", "1"]
+
+
+def _run(name: str, argv: list[str], env: dict) -> None:
+    print(f"=== {name} ===", flush=True)
+    start = time.monotonic()
+    subprocess.run([sys.executable, *argv], check=True, env=env)
+    print(f"=== {name}: {time.monotonic() - start:.0f} s ===", flush=True)
+
+
+def run_benchmarks(quick: bool, results: Path) -> None:
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(results)}
     for name in ORDER:
-        print(f"=== {name} ===", flush=True)
-        start = time.monotonic()
-        subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *(QUICK[name] if quick else [])], check=True)
-        print(f"=== {name}: {time.monotonic() - start:.0f} s ===", flush=True)
+        _run(name, [str(BENCH / f"{name}.py"), *(QUICK[name] if quick else [])], env)
+    if quick:
+        _run("deletion", [str(BENCH / "deletion" / "run.py"), *DELETION_QUICK], env)
 
 
-def load() -> dict:
-    return {name: json.loads((RESULTS / f"{name}.json").read_text())
-            for name in ORDER if (RESULTS / f"{name}.json").exists()}
+def load(results: Path = RESULTS) -> dict:
+    return {name: json.loads((results / f"{name}.json").read_text())
+            for name in ORDER if (results / f"{name}.json").exists()}
 
 
 def verdict(result: dict) -> str:
@@ -232,14 +249,23 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rebuild results.md and chart.png")
     parser.add_argument("--quick", action="store_true", help="short settings, to check the scripts work")
     args = parser.parse_args()
-    if not args.report:
-        run_benchmarks(args.quick)
-    results = load()
-    if not results:
-        sys.exit("no results in bench/results/: run the benchmarks first")
-    (RESULTS / "results.md").write_text(markdown(results))
-    chart(results, RESULTS / "chart.png")
-    print(f"wrote {RESULTS / 'results.md'} and {RESULTS / 'chart.png'}")
+    scratch = tempfile.TemporaryDirectory(prefix="bench-quick-") if args.quick else None
+    folder = Path(scratch.name) if scratch else RESULTS
+    try:
+        if not args.report:
+            run_benchmarks(args.quick, folder)
+        results = load(folder)
+        if not results:
+            sys.exit(f"no results in {folder}: run the benchmarks first")
+        (folder / "results.md").write_text(markdown(results))
+        chart(results, folder / "chart.png")
+        print(f"wrote {folder / 'results.md'} and {folder / 'chart.png'}"
+              + (" (scratch: --quick keeps no figures)" if scratch else ""))
+        if scratch and len(results) != len(ORDER):
+            sys.exit(f"--quick: only {sorted(results)} of {ORDER} wrote a result")
+    finally:
+        if scratch:
+            scratch.cleanup()
 
 
 if __name__ == "__main__":
