@@ -102,6 +102,7 @@ from common import (
     registry_environment,
     registry_image,
     rotated,
+    shown_path,
     versions,
     write_result,
 )
@@ -857,7 +858,7 @@ def profile_registries(benches: list[Bench], seconds: float, path: str, reposito
             target.write_bytes(data)
             key = f"{name} @{bench.version}"
             results[key] = {
-                "profile": str(target.relative_to(ROOT)), "profile seconds": int(seconds),
+                "profile": shown_path(target), "profile seconds": int(seconds),
                 "load": {"req/s": round(box["rate"], 1), "requests": box["n"],
                          "CPU ms per request": {k: round(v, 3) for k, v in box["cpu"].items()}},
                 "top (flat)": pprof_top(target),
@@ -865,7 +866,7 @@ def profile_registries(benches: list[Bench], seconds: float, path: str, reposito
                 # Requests while the profile ran: ab's rate over the profile's seconds.
                 "where the time goes": profile_categories(target, box["rate"] * int(seconds)),
             }
-            log(f"profile {key}: {box['rate']:.1f} req/s under profiling, {target.relative_to(ROOT)}")
+            log(f"profile {key}: {box['rate']:.1f} req/s under profiling, {shown_path(target)}")
             for label, figure in results[key]["where the time goes"].items():
                 log(f"    {label:62s} {figure}")
     return results
@@ -881,7 +882,7 @@ def recompute_profiles(name: str) -> None:
                                                          prof["load"]["req/s"] * prof["profile seconds"])
         log(f"{key}: {json.dumps(prof['where the time goes'])}")
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-    log(f"wrote {path.relative_to(ROOT)}")
+    log(f"wrote {shown_path(path)}")
 
 
 def main() -> None:

@@ -258,12 +258,17 @@ def versions(registry_versions: tuple[int, ...] = (REGISTRY_VERSION,)) -> dict:
 
 
 # ---- results ----------------------------------------------------------------------------------
+def shown_path(path: Path) -> str:
+    """A path as results and logs name it: within the checkout relative to it, else whole."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def write_result(name: str, result: dict) -> Path:
     """Store one benchmark's result (figures, ratios, settings, machine, versions) as JSON."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-    log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    log(f"wrote {shown_path(path)}")
     return path
 
 
