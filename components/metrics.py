@@ -23,7 +23,7 @@ from pydantic.dataclasses import dataclass as settings_dataclass
 
 from components import grammar
 from components.render.nginx import MetricsRoutes, render_certificate_metrics
-from components.render.registry_config import DEBUG_PORT
+from components.render.registry_config import DEBUG_PORT, registry_name
 from components.render.token_service import TOKEN_ALIAS, TOKEN_PORT
 from components.settings_scale import _CONFIG
 from components.users import Htpasswd, HtpasswdArgs
@@ -59,7 +59,7 @@ def metrics_paths(token_mode: bool) -> tuple[str, ...]:
 
 def routes(prefix: str, token_mode: bool) -> MetricsRoutes:
     """Where nginx finds the registry's debug listener and the token service on the network."""
-    return MetricsRoutes(registry_debug=f"{prefix}-registry:{DEBUG_PORT}",
+    return MetricsRoutes(registry_debug=f"{registry_name(prefix)}:{DEBUG_PORT}",
                          token=f"{TOKEN_ALIAS}:{TOKEN_PORT}" if token_mode else None)
 
 

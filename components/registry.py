@@ -22,6 +22,7 @@ from components.render.registry_config import (
     runtime_env,
     SOCKET_DIR,
     SOCKET_GROUP_ID,
+    registry_name,
     render_registry_config,
     serve_command,
 )
@@ -121,7 +122,7 @@ class Registry(pulumi.ComponentResource):
                                                       content=key_text, permissions="0644"))
         container = docker.Container(
             f"{name}-container",
-            name=f"{args.prefix}-registry",
+            name=registry_name(args.prefix),
             image=image.image_id,
             restart=RESTART_POLICY,
             user=REGISTRY_USER,

@@ -46,6 +46,7 @@ from components.render.registry_config import (
     CONFIG_PATH,
     HEALTH_URL,
     REGISTRY_BIN,
+    registry_name,
     render_registry_config,
     runtime_env,
 )
@@ -185,7 +186,7 @@ class SwarmRegistry(pulumi.ComponentResource):
             token_service = self._token_service(args, token, network, signer_cert, child)
         registry = docker.Service(
             f"{name}-registry",
-            name=f"{args.prefix}-registry",
+            name=registry_name(args.prefix),
             mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=args.replicas)),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(

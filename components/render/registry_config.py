@@ -40,6 +40,11 @@ RUNTIME_ENV = ("GOGC=400",)
 RUNTIME_ENV_3 = ("OTEL_TRACES_EXPORTER=none",)
 
 
+def registry_name(prefix: str) -> str:
+    """The registry's container (one host) or service (Swarm) name, resolvable on its network."""
+    return f"{prefix}-registry"
+
+
 def runtime_env(registry_version: int) -> tuple[str, ...]:
     """The environment of every registry process of distribution ``registry_version``."""
     return RUNTIME_ENV + (RUNTIME_ENV_3 if registry_version >= 3 else ())

@@ -112,6 +112,18 @@ def _status(session: requests.Session, url: str, user: str, password: str) -> in
     return response.status_code
 
 
+def _lay_out(root: Path, files: dict[str, str]) -> None:
+    """The proxy's uploaded files under ``root`` (readable by nginx's workers), and the folders
+    nginx writes to."""
+    for path, content in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(0o644)
+    for folder in ("tmp", "run", "var"):
+        (root / folder).mkdir(exist_ok=True)
+
+
 def check_nginx(run, settings, baseline: Baseline, root: Path) -> None:
     """nginx -t passes; server_name holds exactly the configured names; everything else as the
     baseline; the certificate verifies; every user logs in through real nginx, a wrong password not."""
@@ -122,13 +134,7 @@ def check_nginx(run, settings, baseline: Baseline, root: Path) -> None:
         [grammar.url_host(name) for name in settings.hosts + settings.ips])
     assert locations(conf_text) == locations(baseline.conf)
     assert _normalized(conf_text) == _normalized(baseline.conf)
-    for path, content in files.items():
-        target = root / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        target.chmod(0o644)
-    for folder in ("tmp", "run", "var"):
-        (root / folder).mkdir(exist_ok=True)
+    _lay_out(root, files)
     closed = hostile.free_port()  # nothing listens: an authenticated request ends in 502, not 401
     conf, ports = hostile.localize_nginx_conf(conf_text, root, f"127.0.0.1:{closed}")
     conf_path = root / "nginx-local.conf"
@@ -473,13 +479,7 @@ def test_the_rendered_nginx_conf_answers_ipv6_hosts_and_the_bare_name_would_not(
     for variant, text, expected in (("bracketed", conf_text, (401, 502)),
                                     ("bare", conf_text.replace("server_name [::1];", "server_name ::1;"), (421, 421))):
         root = scratch / variant
-        for path, content in files.items():
-            target = root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-            target.chmod(0o644)
-        for folder in ("tmp", "run", "var"):
-            (root / folder).mkdir(exist_ok=True)
+        _lay_out(root, files)
         conf, _ = hostile.localize_nginx_conf(text, root, f"127.0.0.1:{hostile.free_port()}")
         # Both TLS servers (the default one answering 421 and the named one) on one [::1] port,
         # as in the container: localize_nginx_conf gives each listen a port of its own.

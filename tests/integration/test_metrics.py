@@ -22,8 +22,8 @@ from tests.support.deploy import live_stack
 from tests.support.ports import free_port
 
 USERS = {"admin": "admin-password-0123456789"}
-JOBS = {"/metrics/registry": "registry", "/metrics/token": "token", "/metrics/storage": "storage",
-        "/metrics/certificate": "certificate"}
+# Prometheus job per endpoint, named by its last path segment (registry, storage, certificate, token).
+JOBS = {path: path.rsplit("/", 1)[-1] for path in metrics_paths(token_mode=True)}
 
 
 @pytest.fixture(scope="module")
